@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "hello from an image that crossed the air gap"

@@ -1,0 +1,1 @@
+"""Bundles: spec, sources, store, build, verify, pack, SBOM."""

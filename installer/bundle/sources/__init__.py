@@ -1,0 +1,1 @@
+"""Content sources, one module per kind: images, models/VSIX/files (content), URLs (http)."""

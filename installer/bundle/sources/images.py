@@ -1,0 +1,560 @@
+"""Container images from four sources, copied into the bundle as OCI images.
+
+- ``[docker://]HOST/REPO:TAG[@sha256:…]``: an OCI registry over the distribution API (TLS,
+  basic and bearer-token auth, retries with backoff); manifests are kept byte for byte, so
+  the digest a registry shows is the digest in the bundle.
+- ``docker-daemon:REPO:TAG``: a local container engine through the docker SDK (``docker
+  save``), converted like an archive.
+- ``oci:DIR[:REF]``: an OCI image layout, copied byte for byte.
+- ``docker-archive:FILE[:REPO:TAG]``: a ``docker save`` tarball, converted to an OCI image
+  manifest with its layers unchanged (so layer digests equal their diff_ids).
+
+Every blob is streamed and checked against its digest while it is copied.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+import tempfile
+import urllib.parse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import requests
+
+from installer.bundle.digest import DIGEST_RE, Advance, sha256_bytes
+from installer.bundle.sources.http import (
+    FetchOptions,
+    _root,
+    describe_request_error,
+    env_secret,
+    session,
+)
+from installer.bundle.spec import ImageEntry, Located
+from installer.bundle.store import (
+    A_REF,
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    MT_DOCKER_LIST,
+    MT_DOCKER_MANIFEST,
+    MT_OCI_CONFIG,
+    MT_OCI_INDEX,
+    MT_OCI_LAYER,
+    MT_OCI_LAYER_GZIP,
+    MT_OCI_LAYER_ZSTD,
+    MT_OCI_MANIFEST,
+    Descriptor,
+    DigestMismatch,
+    Layout,
+    canonical_json,
+)
+from installer.errors import SourceError
+
+ACCEPT = ", ".join([MT_OCI_INDEX, MT_OCI_MANIFEST, MT_DOCKER_LIST, MT_DOCKER_MANIFEST])
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REPO_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+MAX_MANIFEST = 4 * 1024 * 1024
+
+
+# --------------------------------------------------------------------------- references
+
+@dataclass(frozen=True)
+class ImageRef:
+    transport: str  # docker | docker-daemon | oci | docker-archive
+    host: str = ""
+    repository: str = ""
+    tag: str | None = None
+    digest: str | None = None
+    path: str = ""  # oci / docker-archive
+    ref: str | None = None  # oci ref name, or repo:tag inside an archive
+
+    def default_name(self) -> str:
+        if self.transport in ("docker", "docker-daemon"):
+            base = self.repository.rsplit("/", 1)[-1]
+        elif self.ref:
+            base = self.ref.split(":")[0].rsplit("/", 1)[-1]
+        else:
+            base = Path(self.path).name.split(".")[0]
+        return re.sub(r"[^a-z0-9._-]", "-", base.lower()) or "image"
+
+    @property
+    def version(self) -> str | None:
+        if self.tag:
+            return self.tag
+        if self.ref and ":" in self.ref:
+            return self.ref.rsplit(":", 1)[1]
+        return self.ref if self.transport == "oci" else None
+
+
+def parse_ref(text: str, at: Located) -> ImageRef:
+    def bad(why: str) -> Exception:
+        return at.error(f"image reference {text!r}: {why}")
+
+    if text.startswith("oci:"):
+        rest = text[4:]
+        has_ref = re.search(r":[A-Za-z0-9._-]+$", rest)
+        path, _, ref = rest.rpartition(":") if has_ref else (rest, "", "")
+        if not path:
+            raise bad("expected oci:DIR[:REF]")
+        return ImageRef("oci", path=path, ref=ref or None)
+    if text.startswith("docker-archive:"):
+        path, _, ref = text[len("docker-archive:"):].partition(":")
+        if not path:
+            raise bad("expected docker-archive:FILE[:REPO:TAG]")
+        return ImageRef("docker-archive", path=path, ref=ref or None)
+    transport = "docker"
+    if text.startswith("docker-daemon:"):
+        transport, text_ = "docker-daemon", text[len("docker-daemon:"):]
+    else:
+        text_ = text.removeprefix("docker://")
+    name, _, digest = text_.partition("@")
+    if digest and not DIGEST_RE.match(digest):
+        raise bad("the digest must be sha256: and 64 lower-case hex digits")
+    tag = None
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        name, tag = name.rsplit(":", 1)
+        if not TAG_RE.match(tag):
+            raise bad(f"{tag!r} is not a valid tag")
+    if transport == "docker-daemon":
+        if not tag and not digest:
+            tag = "latest"
+        return ImageRef(transport, repository=name, tag=tag, digest=digest or None)
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        host, repo = first, rest
+    else:
+        host, repo = "docker.io", name if "/" in name else f"library/{name}"
+    if not REPO_RE.match(repo):
+        raise bad(f"{repo!r} is not a valid repository name (lower case, '/'-separated)")
+    if not tag and not digest:
+        raise bad("give a tag or a digest (an implicit 'latest' is not reproducible)")
+    return ImageRef("docker", host=host, repository=repo, tag=tag, digest=digest or None)
+
+
+# --------------------------------------------------------------------------- result
+
+@dataclass
+class PulledImage:
+    manifest: Descriptor
+    config: Descriptor
+    layers: list[Descriptor]
+    platform: str
+    index_digest: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def platform_of(p: dict[str, Any]) -> str:
+    s = f"{p.get('os', '?')}/{p.get('architecture', '?')}"
+    return s + (f"/{p['variant']}" if p.get("variant") else "")
+
+
+def _platform_matches(have: dict[str, Any], want: str) -> bool:
+    os_, arch, *variant = want.split("/")
+    if have.get("os") != os_ or have.get("architecture") != arch:
+        return False
+    if variant:
+        hv = have.get("variant") or ("v8" if arch == "arm64" else None)
+        return hv == variant[0]
+    return True
+
+
+# --------------------------------------------------------------------------- generic copy
+
+BlobOpener = Callable[[Descriptor], Any]  # context manager yielding a binary stream
+
+
+def _copy_blob(store: Layout, desc: Descriptor, opener: BlobOpener, what: str,
+               advance: Advance | None) -> None:
+    if store.has(desc.digest):
+        if advance:
+            advance(desc.size)
+        return
+    try:
+        with opener(desc) as stream:
+            _, size = store.put_stream(stream, desc.digest, advance, limit=desc.size)
+    except DigestMismatch as e:
+        raise SourceError(f"{what}: blob {desc.digest} is damaged (its bytes hash to "
+                          f"{e.actual})") from None
+    except OverflowError:
+        raise SourceError(f"{what}: blob {desc.digest} is larger than its descriptor says "
+                          f"({desc.size} bytes)") from None
+    if size != desc.size:
+        raise SourceError(f"{what}: blob {desc.digest} has {size} bytes, its descriptor "
+                          f"says {desc.size}")
+
+
+def _select_platform(index: dict, want: str, what: str) -> Descriptor:
+    found = []
+    for m in index.get("manifests", []):
+        p = m.get("platform") or {}
+        found.append(platform_of(p))
+        if _platform_matches(p, want) and m.get("mediaType") in MANIFEST_TYPES:
+            return Descriptor.from_json(m)
+    raise SourceError(f"{what}: no {want} image in its index; it has "
+                      + (", ".join(sorted(set(found))) or "no platform entries"),
+                      hint="set platform: on the image entry, or target.platform")
+
+
+def _parse_json(data: bytes, what: str) -> dict:
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        raise SourceError(f"{what}: manifest is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise SourceError(f"{what}: manifest is not a JSON object")
+    return obj
+
+
+def _copy_manifest_tree(store: Layout, raw: bytes, media_type: str, want: str,
+                        fetch_manifest: Callable[[str], tuple[bytes, str]],
+                        opener: BlobOpener, what: str, progress: Any,
+                        index_digest: str | None = None) -> PulledImage:
+    doc = _parse_json(raw, what)
+    media_type = doc.get("mediaType") or media_type
+    if media_type in INDEX_TYPES or "manifests" in doc:
+        chosen = _select_platform(doc, want, what)
+        sub_raw, sub_type = fetch_manifest(chosen.digest)
+        if sha256_bytes(sub_raw) != chosen.digest:
+            raise SourceError(f"{what}: manifest {chosen.digest} does not match its digest")
+        return _copy_manifest_tree(store, sub_raw, sub_type or chosen.media_type, want,
+                                   fetch_manifest, opener, what, progress,
+                                   index_digest=sha256_bytes(raw))
+    if doc.get("schemaVersion") != 2 or "config" not in doc or "layers" not in doc:
+        raise SourceError(f"{what}: unsupported manifest (schema 1 or not an image)",
+                          hint="re-push the image with a current tool (schema 2 / OCI)")
+    config = Descriptor.from_json(doc["config"])
+    layers = [Descriptor.from_json(d) for d in doc["layers"]]
+    total = config.size + sum(d.size for d in layers)
+    task = progress.add_task(f"pull {what}", total=total)
+
+    def adv(n: int) -> None:
+        progress.advance(task, n)
+
+    _copy_blob(store, config, opener, what, adv)
+    conf = _parse_json(store.blob_path(config.digest).read_bytes(), what + " config")
+    have = {"os": conf.get("os"), "architecture": conf.get("architecture"),
+            "variant": conf.get("variant")}
+    if not _platform_matches(have, want):
+        raise SourceError(f"{what}: image is {platform_of(have)}, the spec wants {want}",
+                          hint="set platform: on the image entry if that is intended")
+    for layer in layers:
+        _copy_blob(store, layer, opener, what, adv)
+    digest, size = store.put_bytes(raw)
+    labels = (conf.get("config") or {}).get("Labels") or {}
+    return PulledImage(Descriptor(media_type, digest, size), config, layers,
+                       platform_of(have), index_digest, labels)
+
+
+# --------------------------------------------------------------------------- registry
+
+class Registry:
+    """Just enough of the OCI distribution API to pull: manifests and blobs, with auth."""
+
+    def __init__(self, host: str, *, tls_verify: bool = True, ca_file: Path | None = None,
+                 username: str | None = None, password: str | None = None,
+                 opts: FetchOptions | None = None):
+        self.host = "registry-1.docker.io" if host == "docker.io" else host
+        self.opts = opts = opts or FetchOptions()
+        self.http = session(opts)
+        self.http.verify = str(ca_file) if ca_file else tls_verify
+        self.creds = (username, password) if username else None
+        self.tls_verify = tls_verify
+        self.scheme = "https"
+        self._token: dict[str, str] = {}
+
+    def _url(self, path: str) -> str:
+        return f"{self.scheme}://{self.host}/v2/{path}"
+
+    def request(self, path: str, repo: str, *, headers: dict[str, str] | None = None,
+                stream: bool = False) -> requests.Response:
+        headers = dict(headers or {})
+        if repo in self._token:
+            headers["Authorization"] = self._token[repo]
+        try:
+            r = self._get(path, headers, stream)
+        except requests.exceptions.SSLError:
+            if self.tls_verify or self.scheme == "http":
+                raise
+            self.scheme = "http"  # tls_verify: false also allows plain HTTP, like skopeo
+            r = self._get(path, headers, stream)
+        if r.status_code == 401 and repo not in self._token:
+            r.close()
+            self._token[repo] = self._authorize(r.headers.get("WWW-Authenticate", ""), repo)
+            headers["Authorization"] = self._token[repo]
+            r = self._get(path, headers, stream)
+        return r
+
+    def _get(self, path: str, headers: dict[str, str], stream: bool) -> requests.Response:
+        return self.http.get(self._url(path), headers=headers, stream=stream,
+                             timeout=self.opts.timeout)
+
+    def _authorize(self, challenge: str, repo: str) -> str:
+        scheme, _, params = challenge.partition(" ")
+        fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
+        if scheme.lower() == "basic":
+            if not self.creds:
+                raise SourceError(f"registry {self.host} needs credentials",
+                                  hint="add auth: {username: ..., password_env: VAR}")
+            return requests.auth._basic_auth_str(*self.creds)
+        if scheme.lower() == "bearer" and "realm" in fields:
+            query = {"scope": f"repository:{repo}:pull"}
+            if "service" in fields:
+                query["service"] = fields["service"]
+            try:
+                r = self.http.get(fields["realm"], params=query, auth=self.creds,
+                                  timeout=self.opts.timeout)
+            except requests.RequestException as e:
+                raise describe_request_error(f"token service {fields['realm']}", e) from None
+            if r.status_code != 200:
+                raise SourceError(f"registry {self.host}: token service refused "
+                                  f"(HTTP {r.status_code})",
+                                  hint="check the username and password for this registry")
+            body = r.json()
+            token = body.get("token") or body.get("access_token")
+            if not token:
+                raise SourceError(f"registry {self.host}: token service gave no token")
+            return f"Bearer {token}"
+        raise SourceError(f"registry {self.host}: unsupported auth challenge {challenge!r}")
+
+    def manifest(self, repo: str, reference: str) -> tuple[bytes, str]:
+        what = f"{self.host}/{repo}:{reference}" if not reference.startswith("sha256:") \
+            else f"{self.host}/{repo}@{reference}"
+        try:
+            with self.request(f"{repo}/manifests/{reference}", repo,
+                              headers={"Accept": ACCEPT}, stream=True) as r:
+                if r.status_code == 404:
+                    raise SourceError(f"{what}: not found in the registry "
+                                      f"(no such tag, digest or repository)")
+                if r.status_code in (401, 403):
+                    raise SourceError(f"{what}: the registry refused access "
+                                      f"(HTTP {r.status_code})",
+                                      hint="check the credentials in auth:")
+                if r.status_code != 200:
+                    raise SourceError(f"{what}: the registry answered HTTP {r.status_code}")
+                data = r.raw.read(MAX_MANIFEST + 1, decode_content=True)
+                if len(data) > MAX_MANIFEST:
+                    raise SourceError(f"{what}: manifest larger than {MAX_MANIFEST} bytes")
+                media_type = r.headers.get("Content-Type", "").split(";")[0]
+        except requests.RequestException as e:
+            raise describe_request_error(what, e) from None
+        if reference.startswith("sha256:") and sha256_bytes(data) != reference:
+            raise SourceError(f"{what}: the registry served a manifest with another digest")
+        return data, media_type
+
+    @contextmanager
+    def blob(self, repo: str, desc: Descriptor) -> Iterator[IO[bytes]]:
+        what = f"{self.host}/{repo}@{desc.digest}"
+        try:
+            with self.request(f"{repo}/blobs/{desc.digest}", repo, stream=True) as r:
+                if r.status_code != 200:
+                    raise SourceError(f"{what}: the registry answered HTTP {r.status_code}")
+                r.raw.decode_content = False
+                yield r.raw
+        except requests.RequestException as e:
+            raise describe_request_error(what, e) from None
+        except Exception as e:  # urllib3 errors while streaming
+            if type(e).__module__.startswith("urllib3"):
+                raise SourceError(f"{what}: transfer failed ({_root(e)})") from None
+            raise
+
+
+def _pull_registry(ref: ImageRef, entry: ImageEntry, pinned: str | None, store: Layout,
+                   opts: FetchOptions, progress: Any) -> PulledImage:
+    password = env_secret(entry.password_env, f"image {entry.name}") \
+        if entry.password_env else None
+    reg = Registry(ref.host, tls_verify=entry.tls_verify, ca_file=entry.ca_file,
+                   username=entry.username, password=password, opts=opts)
+    reference = pinned or ref.digest or ref.tag or "latest"
+    raw, mt = reg.manifest(ref.repository, reference)
+    what = f"{ref.host}/{ref.repository}"
+    return _copy_manifest_tree(store, raw, mt, entry.platform,
+                               lambda d: reg.manifest(ref.repository, d),
+                               lambda d: reg.blob(ref.repository, d), what, progress,
+                               index_digest=None)
+
+
+# --------------------------------------------------------------------------- OCI layout
+
+def _pull_oci(ref: ImageRef, entry: ImageEntry, base: Path, store: Layout,
+              progress: Any) -> PulledImage:
+    root = (base / ref.path)
+    what = f"oci:{ref.path}" + (f":{ref.ref}" if ref.ref else "")
+    try:
+        index = json.loads((root / "index.json").read_bytes())
+    except (OSError, ValueError) as e:
+        raise SourceError(f"{what}: not a readable OCI layout ({e})") from None
+    entries = index.get("manifests", [])
+    if ref.ref:
+        entries = [m for m in entries
+                   if (m.get("annotations") or {}).get(A_REF) == ref.ref]
+    if len(entries) != 1:
+        raise SourceError(f"{what}: found {len(entries)} matching manifests, expected 1",
+                          hint="name the image: oci:DIR:REF")
+
+    def blob_path(digest: str) -> Path:
+        algo, _, hexd = digest.partition(":")
+        return root / "blobs" / algo / hexd
+
+    def fetch(digest: str) -> tuple[bytes, str]:
+        try:
+            return blob_path(digest).read_bytes(), ""
+        except OSError as e:
+            raise SourceError(f"{what}: missing blob {digest} ({e.strerror})") from None
+
+    @contextmanager
+    def opener(d: Descriptor) -> Iterator[IO[bytes]]:
+        try:
+            f = open(blob_path(d.digest), "rb")  # noqa: SIM115 - closed below
+        except OSError as e:
+            raise SourceError(f"{what}: missing blob {d.digest} ({e.strerror})") from None
+        with f:
+            yield f
+
+    top = Descriptor.from_json(entries[0])
+    raw, _ = fetch(top.digest)
+    if sha256_bytes(raw) != top.digest:
+        raise SourceError(f"{what}: manifest {top.digest} is damaged")
+    return _copy_manifest_tree(store, raw, top.media_type, entry.platform, fetch, opener,
+                               what, progress)
+
+
+# --------------------------------------------------------------------------- docker archive
+
+def _layer_media_type(head: bytes) -> str:
+    if head[:2] == b"\x1f\x8b":
+        return MT_OCI_LAYER_GZIP
+    if head[:4] == b"\x28\xb5\x2f\xfd":
+        return MT_OCI_LAYER_ZSTD
+    return MT_OCI_LAYER
+
+
+def convert_docker_archive(path: Path, wanted: str | None, platform: str, store: Layout,
+                           what: str, progress: Any) -> PulledImage:
+    """A ``docker save`` tarball -> OCI manifest + config + layers (layer bytes unchanged)."""
+    try:
+        tar = tarfile.open(path, "r:")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise SourceError(f"{what}: no such file") from None
+    except (OSError, tarfile.TarError) as e:
+        raise SourceError(f"{what}: not a readable tar archive ({e})",
+                          hint="the archive is corrupt or not made by docker save") from None
+    with tar:
+        try:
+            def member_bytes(name: str, cap: int = MAX_MANIFEST) -> bytes:
+                m = tar.getmember(name)
+                if not m.isfile() or m.size > cap:
+                    raise SourceError(f"{what}: {name} is not a small regular file")
+                f = tar.extractfile(m)
+                assert f is not None
+                return f.read()
+
+            manifest = json.loads(member_bytes("manifest.json"))
+            if wanted:
+                chosen = [m for m in manifest if wanted in (m.get("RepoTags") or [])]
+            else:
+                chosen = manifest
+            if len(chosen) != 1:
+                tags = sorted(t for m in manifest for t in (m.get("RepoTags") or []))
+                raise SourceError(f"{what}: {len(chosen)} images match; the archive has "
+                                  + (", ".join(tags) or "untagged images"),
+                                  hint="name one: docker-archive:FILE:REPO:TAG")
+            entry = chosen[0]
+            config_raw = member_bytes(entry["Config"])
+            config = json.loads(config_raw)
+            have = {"os": config.get("os"), "architecture": config.get("architecture"),
+                    "variant": config.get("variant")}
+            if not _platform_matches(have, platform):
+                raise SourceError(f"{what}: image is {platform_of(have)}, the spec wants "
+                                  f"{platform}")
+            diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+            if len(diff_ids) != len(entry["Layers"]):
+                raise SourceError(f"{what}: config lists {len(diff_ids)} layers, the archive "
+                                  f"{len(entry['Layers'])}")
+            members = [tar.getmember(name) for name in entry["Layers"]]
+            task = progress.add_task(f"convert {what}", total=sum(m.size for m in members))
+            layers = []
+            for m, diff_id in zip(members, diff_ids, strict=True):
+                f = tar.extractfile(m)
+                if f is None:
+                    raise SourceError(f"{what}: layer {m.name} is not a regular file")
+                head = f.read(4)
+                f.seek(0)
+                digest, size = store.put_stream(f, advance=lambda n: progress.advance(task, n))
+                mt = _layer_media_type(head)
+                if mt == MT_OCI_LAYER and digest != diff_id:
+                    raise SourceError(f"{what}: layer {m.name} hashes to {digest}, its config "
+                                      f"says {diff_id}", hint="the archive is damaged")
+                layers.append(Descriptor(mt, digest, size))
+        except KeyError as e:
+            raise SourceError(f"{what}: archive lacks {e}",
+                              hint="the archive is corrupt or not made by docker save") from None
+        except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+            if isinstance(e, OSError) and e.errno is not None:
+                raise
+            raise SourceError(f"{what}: archive is truncated or corrupt ({e})") from None
+    cdigest, csize = store.put_bytes(config_raw)
+    cdesc = Descriptor(MT_OCI_CONFIG, cdigest, csize)
+    doc = {"schemaVersion": 2, "mediaType": MT_OCI_MANIFEST, "config": cdesc.to_json(),
+           "layers": [d.to_json() for d in layers]}
+    mdigest, msize = store.put_bytes(canonical_json(doc))
+    labels = (config.get("config") or {}).get("Labels") or {}
+    return PulledImage(Descriptor(MT_OCI_MANIFEST, mdigest, msize), cdesc, layers,
+                       platform_of(have), None, labels)
+
+
+# --------------------------------------------------------------------------- local engine
+
+def _pull_daemon(ref: ImageRef, entry: ImageEntry, store: Layout, progress: Any) -> PulledImage:
+    import docker  # the SDK is only needed for this source
+    from docker.errors import DockerException, ImageNotFound
+
+    name = ref.repository + (f":{ref.tag}" if ref.tag else "") + \
+        (f"@{ref.digest}" if ref.digest else "")
+    what = f"docker-daemon:{name}"
+    try:
+        client = docker.from_env(timeout=120)
+        image = client.images.get(name)
+    except ImageNotFound:
+        raise SourceError(f"{what}: the local engine has no such image",
+                          hint="docker load or docker pull it first") from None
+    except DockerException as e:
+        raise SourceError(f"{what}: no container engine answers ({_root(e)})",
+                          hint="start the engine, or point DOCKER_HOST at it") from None
+    with tempfile.NamedTemporaryFile(dir=store.tmp, suffix=".tar") as tmp:
+        try:
+            for chunk in image.save(named=True, chunk_size=4 * 1024 * 1024):
+                tmp.write(chunk)
+        except DockerException as e:
+            raise SourceError(f"{what}: docker save failed ({_root(e)})") from None
+        tmp.flush()
+        wanted = f"{ref.repository}:{ref.tag}" if ref.tag else None
+        return convert_docker_archive(Path(tmp.name), wanted, entry.platform, store, what,
+                                      progress)
+
+
+# --------------------------------------------------------------------------- entry point
+
+def pull(entry: ImageEntry, base: Path, pinned: str | None, store: Layout, opts: FetchOptions,
+         progress: Any) -> PulledImage:
+    """Copy one spec image into ``store``. ``pinned`` (from the lock) is the platform
+    manifest digest to fetch instead of resolving the tag again."""
+    ref = parse_ref(entry.ref, entry.at)
+    if ref.transport == "docker":
+        return _pull_registry(ref, entry, pinned, store, opts, progress)
+    if ref.transport == "oci":
+        return _pull_oci(ref, entry, base, store, progress)
+    if ref.transport == "docker-archive":
+        return convert_docker_archive(base / ref.path, ref.ref, entry.platform, store,
+                                      f"docker-archive:{ref.path}", progress)
+    return _pull_daemon(ref, entry, store, progress)
+
+
+def display_ref(entry: ImageEntry) -> str:
+    return urllib.parse.unquote(entry.ref)

@@ -1,0 +1,282 @@
+"""The bundle spec: YAML, validated against ``schema.json``, every error with file:line.
+
+Loading keeps the line of every mapping key and sequence item, so that a schema error found
+at a JSON path can be reported at the line a person edits.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from installer.errors import SpecError
+
+Path_t = tuple[str | int, ...]
+
+RESERVED = {"pypi", "npm", "deb"}
+
+
+def schema() -> dict:
+    return json.loads(resources.files("installer.bundle").joinpath("schema.json").read_text())
+
+
+# --------------------------------------------------------------------------- YAML with lines
+
+def load_yaml_with_lines(text: str, file: str) -> tuple[Any, dict[Path_t, int]]:
+    """Parse YAML into plain data plus {json path: 1-based line}. Duplicate keys are errors."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise SpecError(f"not valid YAML: {getattr(e, 'problem', e)}", file=file,
+                        line=mark.line + 1 if mark else None) from None
+    lines: dict[Path_t, int] = {}
+    if node is None:
+        return None, lines
+    loader = yaml.SafeLoader("")
+    try:
+        return _convert(node, (), lines, file, loader), lines
+    finally:
+        loader.dispose()
+
+
+def _convert(node: yaml.Node, path: Path_t, lines: dict[Path_t, int], file: str,
+             loader: yaml.SafeLoader) -> Any:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for knode, vnode in node.value:
+            if not isinstance(knode, yaml.ScalarNode):
+                raise SpecError("keys must be plain scalars", file=file,
+                                line=knode.start_mark.line + 1)
+            key = loader.construct_object(knode)
+            if key in out:
+                raise SpecError(f"duplicate key {key!r}", file=file,
+                                line=knode.start_mark.line + 1)
+            lines[(*path, key)] = knode.start_mark.line + 1
+            out[key] = _convert(vnode, (*path, key), lines, file, loader)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_convert(v, (*path, i), lines, file, loader) for i, v in enumerate(node.value)]
+    return loader.construct_object(node)
+
+
+# --------------------------------------------------------------------------- validation
+
+def _fmt_path(path: Path_t) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _line_for(path: Path_t, lines: dict[Path_t, int]) -> int | None:
+    for i in range(len(path), -1, -1):
+        if path[:i] in lines:
+            return lines[path[:i]]
+    return None
+
+
+def _describe(err: ValidationError) -> tuple[Path_t, str]:
+    """A person's wording of one jsonschema error, and the path it is about."""
+    path: Path_t = tuple(err.absolute_path)
+    expected = err.schema.get("x-expected") if isinstance(err.schema, dict) else None
+    v = err.validator
+    if v == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = sorted(k for k in err.instance if k not in allowed)
+        return (*path, extra[0]), (f"unknown key {extra[0]!r}; expected one of: "
+                                   + ", ".join(allowed))
+    if v == "required":
+        missing = err.message.split("'")[1] if "'" in err.message else err.message
+        return path, f"missing required key {missing!r}"
+    if v == "type":
+        return path, (f"expected {err.validator_value}, got "
+                      f"{type(err.instance).__name__} {err.instance!r}")
+    if v == "enum":
+        return path, (f"expected one of {', '.join(map(str, err.validator_value))}; "
+                      f"got {err.instance!r}")
+    if expected:
+        return path, f"expected {expected}; got {err.instance!r}"
+    return path, err.message
+
+
+def validate(data: Any, lines: dict[Path_t, int], file: str) -> None:
+    if not isinstance(data, dict):
+        raise SpecError("a bundle spec must be a YAML mapping (name:, version:, phase:, ...)",
+                        file=file, line=1)
+    errors = list(Draft202012Validator(schema()).iter_errors(data))
+    if errors:
+        # One error, the first a person meets reading top to bottom.
+        described = [_describe(e) for e in errors]
+        path, message = min(described, key=lambda d: (_line_for(d[0], lines) or 0, len(d[0])))
+        raise SpecError(message, file=file, line=_line_for(path, lines), field=_fmt_path(path))
+    for key in RESERVED & data.keys():
+        raise SpecError(f"{key!r} (package mirrors) is not supported by this version of airlock",
+                        file=file, line=lines.get((key,)), field=key,
+                        hint="package mirrors arrive in a later release; remove the key for now")
+
+
+# --------------------------------------------------------------------------- typed spec
+
+@dataclass(frozen=True)
+class Located:
+    """Where an entry is in the spec, for error messages raised while building."""
+
+    file: str
+    line: int | None
+    field: str
+
+    def error(self, message: str, hint: str | None = None) -> SpecError:
+        return SpecError(message, file=self.file, line=self.line, field=self.field, hint=hint)
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    name: str
+    ref: str
+    platform: str
+    tls_verify: bool
+    ca_file: Path | None
+    username: str | None
+    password_env: str | None
+    at: Located
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str
+    url: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ContentEntry:
+    """A model, VSIX or plain-file entry: a local path, or remote files with their sha256."""
+
+    kind: str
+    name: str
+    version: str | None
+    local: Path | None
+    remote: tuple[RemoteFile, ...]
+    at: Located
+    source: str = ""  # as written in the spec: the lock's key for this entry's inputs
+    family: str | None = None
+
+
+@dataclass
+class Spec:
+    file: Path
+    raw: bytes
+    name: str
+    version: int
+    phase: str
+    description: str
+    platform: str
+    vscode: str | None
+    code_server: str | None
+    images: list[ImageEntry] = field(default_factory=list)
+    models: list[ContentEntry] = field(default_factory=list)
+    vsix: list[ContentEntry] = field(default_factory=list)
+    files: list[ContentEntry] = field(default_factory=list)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.file.parent
+
+
+def load(path: str | Path) -> Spec:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise SpecError(f"cannot read spec: {e.strerror}", file=str(path)) from None
+    file = str(path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"not UTF-8 text (byte {e.start})", file=file) from None
+    data, lines = load_yaml_with_lines(text, file)
+    validate(data, lines, file)
+    base = path.parent
+
+    def at(*p: str | int) -> Located:
+        return Located(file, _line_for(p, lines), _fmt_path(p))
+
+    target = data.get("target", {})
+    spec = Spec(file=path, raw=raw, name=data["name"], version=data["version"],
+                phase=data["phase"], description=data.get("description", ""),
+                platform=target.get("platform", "linux/amd64"), vscode=target.get("vscode"),
+                code_server=target.get("code_server"))
+
+    for i, img in enumerate(data.get("images", [])):
+        loc = at("images", i)
+        spec.images.append(ImageEntry(
+            name=img.get("name") or _default_image_name(img["ref"], loc),
+            ref=img["ref"], platform=img.get("platform", spec.platform),
+            tls_verify=img.get("tls_verify", True),
+            ca_file=(base / img["ca_file"]) if "ca_file" in img else None,
+            username=img.get("auth", {}).get("username"),
+            password_env=img.get("auth", {}).get("password_env"), at=loc))
+
+    for kind, key in (("model", "models"), ("vsix", "vsix"), ("file", "files")):
+        for i, ent in enumerate(data.get(key, [])):
+            getattr(spec, key).append(_content_entry(kind, ent, base, at(key, i)))
+
+    if spec.vsix and not spec.vscode:
+        raise SpecError("VSIX extensions need the VS Code version they will run on",
+                        file=file, line=lines.get(("vsix",)), field="target.vscode",
+                        hint="add target: {vscode: X.Y.Z} (the VS Code version that your "
+                             "code-server release embeds)")
+    _check_unique(spec, lines, file)
+    return spec
+
+
+def _content_entry(kind: str, ent: dict, base: Path, loc: Located) -> ContentEntry:
+    has_path, has_url, has_files = "path" in ent, "url" in ent, "files" in ent
+    if has_path + has_url + has_files != 1:
+        local = "folder" if kind == "model" else "file"
+        files = ", or 'files'" if kind == "model" else ""
+        raise loc.error(f"give exactly one of 'path' (a local {local}), 'url' with 'sha256'{files}")
+    if has_url and "sha256" not in ent:
+        raise loc.error("a 'url' needs its 'sha256', so the download can be checked")
+    if "sha256" in ent and not has_url:
+        raise loc.error("'sha256' goes with 'url' (local files are hashed and pinned in the lock)")
+    remote: tuple[RemoteFile, ...] = ()
+    if has_url:
+        fname = ent.get("filename") or ent["url"].rstrip("/").rsplit("/", 1)[-1] or kind
+        remote = (RemoteFile(fname, ent["url"], ent["sha256"]),)
+    elif has_files:
+        remote = tuple(RemoteFile(f["path"], f["url"], f["sha256"]) for f in ent["files"])
+    name = ent.get("name")
+    if kind == "vsix":
+        name = None  # read from the package itself
+    return ContentEntry(kind=kind, name=name or "", version=ent.get("version"),
+                        local=(base / ent["path"]) if has_path else None, remote=remote,
+                        at=loc, family=ent.get("family"),
+                        source=ent["path"] if has_path else
+                        " ".join(f"{r.path}={r.url}#{r.sha256}" for r in remote))
+
+
+def _default_image_name(ref: str, loc: Located) -> str:
+    from installer.bundle.sources.images import parse_ref  # local: avoid import cycle
+
+    name = parse_ref(ref, loc).default_name()
+    return name
+
+
+def _check_unique(spec: Spec, lines: dict[Path_t, int], file: str) -> None:
+    for key in ("images", "models", "files"):
+        seen: dict[str, Located] = {}
+        for ent in getattr(spec, key):
+            if ent.name in seen:
+                raise ent.at.error(f"name {ent.name!r} is used twice in {key} "
+                                   f"(first at line {seen[ent.name].line})")
+            seen[ent.name] = ent.at

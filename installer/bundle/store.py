@@ -1,0 +1,151 @@
+"""The bundle on disk: an OCI image layout (``oci-layout``, ``index.json``, ``blobs/sha256``).
+
+Blobs are written to a private temporary file while being hashed, then renamed to their
+digest; a blob already present is not written twice (dedupe by content). Every JSON
+document this module writes is canonical (sorted keys, no spaces) so that the same inputs
+give byte-identical output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from installer.bundle.digest import Advance, copy_hashing, hex_of, sha256_bytes
+
+OCI_LAYOUT = {"imageLayoutVersion": "1.0.0"}
+
+MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MT_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+MT_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+MT_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+MT_OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+MT_EMPTY = "application/vnd.oci.empty.v1+json"
+MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MT_DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+
+INDEX_TYPES = {MT_OCI_INDEX, MT_DOCKER_LIST}
+MANIFEST_TYPES = {MT_OCI_MANIFEST, MT_DOCKER_MANIFEST}
+
+A_TITLE = "org.opencontainers.image.title"
+A_REF = "org.opencontainers.image.ref.name"
+A_CREATED = "org.opencontainers.image.created"
+A_VERSION = "org.opencontainers.image.version"
+A_KIND = "dev.airlock.kind"
+A_NAME = "dev.airlock.name"
+A_SOURCE = "dev.airlock.source"
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def pretty_json(obj: Any) -> bytes:
+    """Human-readable but still deterministic, for files people open (bundle.json)."""
+    return (json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+    annotations: dict[str, str] = field(default_factory=dict)
+    artifact_type: str | None = None
+    platform: dict[str, str] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest,
+                             "size": self.size}
+        if self.artifact_type:
+            d["artifactType"] = self.artifact_type
+        if self.platform:
+            d["platform"] = self.platform
+        if self.annotations:
+            d["annotations"] = dict(self.annotations)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Descriptor:
+        return cls(d["mediaType"], d["digest"], int(d["size"]), dict(d.get("annotations", {})),
+                   d.get("artifactType"), d.get("platform"))
+
+
+class Layout:
+    """Writes blobs into ``root/blobs/sha256``. Safe to call from many threads."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.blobs = root / "blobs" / "sha256"
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        self.tmp = root / ".incoming"
+        self.tmp.mkdir(exist_ok=True)
+
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs / hex_of(digest)
+
+    def has(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        digest = sha256_bytes(data)
+        if not self.has(digest):
+            fd, tmp = tempfile.mkstemp(dir=self.tmp)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            self._commit(Path(tmp), digest)
+        return digest, len(data)
+
+    def put_stream(self, src: BinaryIO, expected: str | None = None,
+                   advance: Advance | None = None, limit: int | None = None) -> tuple[str, int]:
+        """Copy a stream in while hashing it. A digest other than ``expected`` raises
+        ``DigestMismatch`` and nothing is stored."""
+        fd, tmp = tempfile.mkstemp(dir=self.tmp)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                digest, size = copy_hashing(src, f, advance, limit)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        if expected and digest != expected:
+            os.unlink(tmp)
+            raise DigestMismatch(expected, digest)
+        self._commit(Path(tmp), digest)
+        return digest, size
+
+    def put_file(self, path: Path, advance: Advance | None = None) -> tuple[str, int]:
+        with open(path, "rb") as f:
+            return self.put_stream(f, advance=advance)
+
+    def put_json(self, obj: Any) -> tuple[str, int]:
+        return self.put_bytes(canonical_json(obj))
+
+    def _commit(self, tmp: Path, digest: str) -> None:
+        os.chmod(tmp, 0o644)
+        final = self.blob_path(digest)
+        if final.exists():
+            tmp.unlink()  # identical bytes are stored once
+        else:
+            os.replace(tmp, final)
+
+    def finish(self, manifests: list[Descriptor]) -> None:
+        """Write ``oci-layout`` and ``index.json`` and drop the private incoming folder."""
+        (self.root / "oci-layout").write_bytes(canonical_json(OCI_LAYOUT))
+        index = {"schemaVersion": 2, "mediaType": MT_OCI_INDEX,
+                 "manifests": [m.to_json() for m in manifests]}
+        (self.root / "index.json").write_bytes(canonical_json(index))
+        for leftover in self.tmp.iterdir():
+            leftover.unlink()
+        self.tmp.rmdir()
+
+
+class DigestMismatch(Exception):
+    def __init__(self, expected: str, actual: str):
+        super().__init__(f"expected {expected}, got {actual}")
+        self.expected, self.actual = expected, actual

@@ -1,0 +1,97 @@
+"""``airlock``: the command line. Thin click commands; the logic lives in the library.
+
+Errors are ``installer.errors.AirlockError`` subclasses: printed as one message (plus a hint)
+and mapped to exit codes; a traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from typing import Any
+
+import click
+
+from installer import __version__
+from installer.console import err, out
+from installer.errors import AirlockError, IntegrityError
+
+
+class AirlockGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        debug = ctx.params.get("debug", False)
+        try:
+            return super().invoke(ctx)
+        except AirlockError as e:
+            if debug:
+                raise
+            report_error(e, json_mode=_json_requested(ctx))
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            err.print("[err]interrupted[/]; nothing half-written was kept")
+            sys.exit(130)
+
+
+def _json_requested(ctx: click.Context) -> bool:
+    return bool(ctx.meta.get("airlock.json"))
+
+
+def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    ctx.meta["airlock.json"] = value
+    return value
+
+
+json_option = click.option("--json", "as_json", is_flag=True, callback=_set_json,
+                           is_eager=True, help="Print one JSON document on stdout, no progress.")
+
+
+def report_error(e: AirlockError, json_mode: bool) -> None:
+    if json_mode:
+        doc: dict[str, Any] = {"ok": False, "error": str(e), "exitCode": e.exit_code,
+                               "type": type(e).__name__}
+        if e.hint:
+            doc["hint"] = e.hint
+        if isinstance(e, IntegrityError):
+            doc["problems"] = e.problems
+        click.echo(json.dumps(doc, indent=2))
+        return
+    err.print(f"[err]error:[/] {e}", soft_wrap=True)
+    if isinstance(e, IntegrityError):
+        for p in e.problems[:50]:
+            err.print(f"  [err]✗[/] {p['file']}: {p['problem']}", soft_wrap=True)
+        if len(e.problems) > 50:
+            err.print(f"  ... and {len(e.problems) - 50} more (see --json)")
+    if e.hint:
+        err.print(f"[dim]hint:[/] {e.hint}", soft_wrap=True)
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # so staged outputs are cleaned up like on Ctrl-C
+
+
+@click.group(cls=AirlockGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="airlock")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+def main(debug: bool) -> None:
+    """Build, verify and carry signed offline bundles across an air gap, and install the
+    platform from them."""
+    signal.signal(signal.SIGTERM, _sigterm)
+
+
+def emit_json(doc: Any) -> None:
+    click.echo(json.dumps(doc, indent=2, sort_keys=False))
+
+
+def register() -> None:
+    from installer.cli import bundle, demo
+
+    main.add_command(bundle.bundle)
+    main.add_command(demo.demo)
+
+
+register()
+
+__all__ = ["emit_json", "err", "json_option", "main", "out"]

@@ -1,0 +1,162 @@
+"""``airlock bundle …``: build, inspect, verify, pack, unpack."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from installer.bundle.build import BuildOptions, build
+from installer.bundle.sources.http import FetchOptions
+from installer.cli import emit_json, json_option
+from installer.console import out, progress
+from installer.errors import IntegrityError
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@click.group()
+def bundle() -> None:
+    """Build, check and carry offline bundles."""
+
+
+@bundle.command("build")
+@click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Bundle folder to create (built beside it, renamed at the end).")
+@click.option("--update-lock", is_flag=True, help="Resolve every input again and rewrite the lock.")
+@click.option("--locked", is_flag=True, help="Fail if the lock would change (CI, rebuilds).")
+@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
+@click.option("--timeout", default=30.0, show_default=True, help="Network timeout, seconds.")
+@click.option("--retries", default=4, show_default=True, help="Retries for network requests.")
+@json_option
+def build_cmd(spec: Path, out_dir: Path, update_lock: bool, locked: bool, force: bool,
+              timeout: float, retries: int, as_json: bool) -> None:
+    """Build a bundle from SPEC (a bundles/*.yaml file) and its lock file."""
+    opts = BuildOptions(update_lock=update_lock, locked=locked, force=force,
+                        fetch=FetchOptions(timeout=timeout, retries=retries))
+    with progress(not as_json) as bar:
+        result = build(spec, out_dir, opts, bar)
+    if as_json:
+        emit_json({"ok": True, **result.to_json()})
+        return
+    out.print(f"[ok]built[/] {result.name} v{result.version} -> {result.path}")
+    out.print(f"  {result.artifacts} artifacts, {result.blobs} blobs, {human(result.size)} "
+              f"in {result.seconds:.1f} s")
+    out.print(f"  digest {result.digest}")
+    if result.lock_written:
+        out.print(f"  [warn]lock written[/] {result.lock_path} (review and commit it)")
+
+
+@bundle.command("verify")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@json_option
+def verify_cmd(directory: Path, as_json: bool) -> None:
+    """Check DIRECTORY: file set, every digest, SHA256SUMS, manifest structure."""
+    from installer.bundle.verify import verify
+
+    with progress(not as_json) as bar:
+        report = verify(directory, bar)
+    if not report.ok:
+        if as_json:
+            emit_json(report.to_json())
+            raise SystemExit(IntegrityError.exit_code)
+        raise IntegrityError(f"{directory}: {len(report.problems)} problem(s); the bundle "
+                             "must not be used", report.problems,
+                             hint="copy it again from the original media")
+    if as_json:
+        emit_json(report.to_json())
+        return
+    rate = report.bytes / report.seconds / 1e9 if report.seconds else 0
+    out.print(f"[ok]verified[/] {report.meta.get('name')} v{report.meta.get('version')}: "
+              f"{report.files} files, {human(report.bytes)}, every digest matches "
+              f"({report.seconds:.2f} s, {rate:.2f} GB/s)")
+    out.print(f"  digest {report.digest}")
+
+
+@bundle.command("inspect")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@json_option
+def inspect_cmd(directory: Path, as_json: bool) -> None:
+    """Show what a bundle holds (reads bundle.json; `verify` checks the bytes)."""
+    from installer.bundle.inspect import load_meta
+
+    meta = load_meta(directory)
+    if as_json:
+        emit_json(meta)
+        return
+    out.print(f"[key]{meta['name']}[/] version {meta['version']} · phase {meta['phase']} · "
+              f"created {meta['created']} · {meta['platform']}")
+    if meta.get("description"):
+        out.print(f"  {meta['description']}")
+    table = Table(show_edge=False, header_style="bold")
+    for col in ("kind", "name", "version", "size", "digest", "detail"):
+        table.add_column(col, overflow="fold" if col == "digest" else "ellipsis")
+    for a in meta["artifacts"]:
+        if a["kind"] == "image":
+            detail = f"{a['platform']}, {a['layers']} layers, from {a['source']}"
+        elif a["kind"] == "vsix":
+            detail = f"engine {a['engine']}"
+        else:
+            detail = f"{len(a['files'])} files"
+        table.add_row(a["kind"], a["name"], a.get("version") or "-", human(a["size"]),
+                      a["digest"][:19] + "…", detail)
+    out.print(table)
+    out.print(f"  spec {meta['specDigest']}\n  lock {meta['lockDigest']}")
+
+
+@bundle.command("pack")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option("-o", "--output", "out_file", required=True, type=click.Path(path_type=Path))
+@click.option("--zstd", "use_zstd", is_flag=True, help="Compress with zstd (all cores).")
+@click.option("--level", default=3, show_default=True, help="zstd level.")
+@click.option("--split", "split", default=None, metavar="SIZE",
+              help="Split into parts of SIZE (e.g. 4G, 700M) with a part index.")
+@click.option("--force", is_flag=True, help="Replace existing output files.")
+@json_option
+def pack_cmd(directory: Path, out_file: Path, use_zstd: bool, level: int, split: str | None,
+             force: bool, as_json: bool) -> None:
+    """Pack a bundle folder into one tar (optionally zstd) or numbered parts."""
+    from installer.bundle.pack import pack, parse_size
+
+    size = parse_size(split) if split else None
+    with progress(not as_json) as bar:
+        result = pack(directory, out_file, zstd=use_zstd, level=level, split=size,
+                      force=force, progress=bar)
+    if as_json:
+        emit_json({"ok": True, **result})
+        return
+    out.print(f"[ok]packed[/] {directory} -> {len(result['parts'])} file(s), "
+              f"{human(result['size'])}")
+    for p in result["parts"]:
+        out.print(f"  {p['name']}  {human(p['size'])}  sha256:{p['sha256']}")
+    if result.get("index"):
+        out.print(f"  part index {result['index']}")
+
+
+@bundle.command("unpack")
+@click.argument("source", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
+@json_option
+def unpack_cmd(source: Path, out_dir: Path, force: bool, as_json: bool) -> None:
+    """Unpack a packed bundle (a file, the first part, or the part index) into a folder,
+    checking every part and every file; nothing is left behind if anything is wrong."""
+    from installer.bundle.pack import unpack
+
+    with progress(not as_json) as bar:
+        result = unpack(source, out_dir, force=force, progress=bar)
+    if as_json:
+        emit_json({"ok": True, **result})
+        return
+    out.print(f"[ok]unpacked[/] {result['name']} v{result['version']} -> {result['path']} "
+              f"({result['files']} files verified)")
+
+

@@ -1,0 +1,68 @@
+"""One exception hierarchy for the whole tool; each class carries its process exit code.
+
+The CLI prints ``str(error)`` (and ``error.hint`` when set) and exits with ``error.exit_code``;
+a traceback is shown only with ``--debug``.
+
+Exit codes (also in README):
+  1  unexpected internal error
+  2  command-line usage (click)
+  3  bad spec or lock file
+  4  a source failed (registry, engine, archive, URL, VSIX)
+  5  integrity failure (verify, unpack)
+  6  storage: output exists, disk full, interrupted
+"""
+
+from __future__ import annotations
+
+
+class AirlockError(Exception):
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+
+class SpecError(AirlockError):
+    """A bundle spec or lock file is invalid. Carries file and line when known."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
+                 field: str | None = None, hint: str | None = None):
+        self.file, self.line, self.field = file, line, field
+        where = ""
+        if file:
+            where = f"{file}:{line}: " if line else f"{file}: "
+        if field:
+            where += f"{field}: "
+        super().__init__(where + message, hint=hint)
+
+
+class SourceError(AirlockError):
+    """Fetching or reading an input failed: registry, engine, archive, URL, VSIX."""
+
+    exit_code = 4
+
+
+class IntegrityError(AirlockError):
+    """Bytes are not what they claim to be. ``problems`` lists every finding."""
+
+    exit_code = 5
+
+    def __init__(self, message: str, problems: list[dict] | None = None, *,
+                 hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.problems = problems or []
+
+
+class StorageError(AirlockError):
+    """Output cannot be written: exists, disk full, interrupted."""
+
+    exit_code = 6
+
+
+class UsageError(AirlockError):
+    """A command-line value is wrong (same code as click's own usage errors)."""
+
+    exit_code = 2

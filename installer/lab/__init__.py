@@ -1,0 +1,1 @@
+"""The local lab: deterministic sample inputs now; container test hosts in a later release."""
