@@ -1,0 +1,164 @@
+"""Shared fixtures: real tools (docker-registry, skopeo, dockerd) started once per run,
+and small real inputs (docker archives, VSIX zips, model folders) made per test.
+
+A test that needs a tool this machine lacks fails with a message saying what to install;
+``tests/run.sh`` installs and starts all of them (AIRLOCK_REQUIRE_ALL=1 there).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from installer.lab import sample
+from installer.lab.fixtures import ImageDef, make_docker_archive, make_vsix
+
+REPO = Path(__file__).resolve().parent.parent
+AIRLOCK = [sys.executable, "-m", "installer.cli"]
+
+
+def need(tool: str, package: str) -> str:
+    path = shutil.which(tool)
+    if not path:
+        pytest.fail(f"{tool} is not installed: apt-get install {package} (tests/run.sh does)",
+                    pytrace=False)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, log: Path, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited: {log.read_text()[-2000:]}", pytrace=False)
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    pytest.fail(f"server on port {port} did not come up: {log.read_text()[-2000:]}")
+
+
+def run_airlock(*args: str, cwd: Path | None = None, env: dict | None = None,
+                check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    proc = subprocess.run([*AIRLOCK, *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"airlock {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+# --------------------------------------------------------------------------- inputs
+
+BASE = {"etc/os-release": b"ID=airlock-test\n"}
+
+
+def two_images(path: Path) -> Path:
+    """base:1 and app:1, app built on base (one shared layer)."""
+    return make_docker_archive(path, [
+        ImageDef("test/base:1", [BASE]),
+        ImageDef("test/app:1", [BASE, {"app/run.sh": b"#!/bin/sh\necho app\n"}]),
+    ])
+
+
+@pytest.fixture
+def sample_dir(tmp_path: Path) -> Path:
+    """A private copy of bundles/ with the sample's generated inputs."""
+    dst = tmp_path / "bundles"
+    shutil.copytree(REPO / "bundles", dst, ignore=shutil.ignore_patterns("build"))
+    sample.prepare(dst)
+    return dst
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A spec folder with a model, a VSIX, two files and a docker archive of two images."""
+    d = tmp_path / "spec"
+    (d / "model" / "sub").mkdir(parents=True)
+    (d / "model" / "config.json").write_text('{"model_type": "t"}\n')
+    (d / "model" / "sub" / "weights.safetensors").write_bytes(os.urandom(300_000))
+    (d / "model" / ".cache").mkdir()
+    (d / "model" / ".cache" / "ignored").write_text("not part of the model\n")
+    (d / "notes.txt").write_text("same bytes twice\n")
+    (d / "notes-copy.txt").write_text("same bytes twice\n")
+    make_vsix(d / "ext.vsix", "acme", "tool", "1.2.3", "^1.90.0", {"extension.js": b"//\n"})
+    two_images(d / "images.tar")
+    return d
+
+
+def write_spec(d: Path, body: str, name: str = "test.yaml") -> Path:
+    p = d / name
+    p.write_text(textwrap.dedent(body).lstrip())
+    return p
+
+
+FULL_SPEC = """
+    apiVersion: airlock/v1
+    name: test
+    version: 3
+    phase: poc
+    target: {vscode: "1.96.4"}
+    images:
+      - name: base
+        ref: docker-archive:images.tar:test/base:1
+      - name: app
+        ref: docker-archive:images.tar:test/app:1
+    models:
+      - name: tiny
+        path: model
+    vsix:
+      - path: ext.vsix
+    files:
+      - name: notes
+        path: notes.txt
+      - name: notes-copy
+        path: notes-copy.txt
+"""
+
+
+# --------------------------------------------------------------------------- real services
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory):
+    """Debian's docker-registry (distribution) on loopback, plain HTTP."""
+    binary = need("docker-registry", "docker-registry")
+    d = tmp_path_factory.mktemp("registry")
+    port = free_port()
+    (d / "config.yml").write_text(textwrap.dedent(f"""
+        version: 0.1
+        log: {{level: warn}}
+        storage:
+          filesystem: {{rootdirectory: {d / 'data'}}}
+          delete: {{enabled: true}}
+        http: {{addr: "127.0.0.1:{port}"}}
+    """))
+    log = d / "log"
+    with open(log, "w") as lf:
+        proc = subprocess.Popen([binary, "serve", str(d / "config.yml")], stdout=lf,
+                                stderr=subprocess.STDOUT)
+    try:
+        wait_port(port, proc, log)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def skopeo_push(source: str, dest: str, *extra: str) -> None:
+    need("skopeo", "skopeo")
+    subprocess.run(["skopeo", "copy", "--quiet", "--insecure-policy", *extra, source,
+                    f"docker://{dest}"], check=True, capture_output=True, timeout=120)

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian 12 machine (run as root, as CI does):
+# installs what the tests use (Debian's container engine, OCI registry, skopeo, zstd),
+# makes .venv with airlock and its test tools, starts a private container engine,
+# runs ruff and pytest, and stops the engine it started (by PID).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+for pair in dockerd:docker.io docker-registry:docker-registry skopeo:skopeo zstd:zstd \
+            ssh-keygen:openssh-client sha256sum:coreutils; do
+  command -v "${pair%%:*}" >/dev/null || need_apt+=("${pair##*:}")
+done
+if ((${#need_apt[@]})); then
+  echo "== installing Debian packages: ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+  echo "== creating .venv"
+  python3 -m venv .venv
+fi
+echo "== installing airlock and test tools into .venv"
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+
+# A private engine for the tests that use one (docker-daemon source); never the host's.
+engine_dir=$(mktemp -d /tmp/airlock-test-engine.XXXXXX)
+dockerd --data-root "$engine_dir/data" --exec-root "$engine_dir/exec" \
+  -H "unix://$engine_dir/docker.sock" --pidfile "$engine_dir/pid" \
+  --iptables=false --bridge=none >"$engine_dir/log" 2>&1 &
+engine_pid=$!
+cleanup() {
+  kill "$engine_pid" 2>/dev/null && wait "$engine_pid" 2>/dev/null
+  rm -rf "$engine_dir"
+}
+trap cleanup EXIT
+export DOCKER_HOST="unix://$engine_dir/docker.sock"
+for _ in $(seq 60); do
+  docker version >/dev/null 2>&1 && break
+  kill -0 "$engine_pid" 2>/dev/null || { cat "$engine_dir/log"; echo "dockerd died" >&2; exit 1; }
+  sleep 1
+done
+docker version --format 'engine {{.Server.Version}} at '"$DOCKER_HOST" \
+  || { tail -20 "$engine_dir/log"; echo "the container engine did not start" >&2; exit 1; }
+
+# Tests that need the engine, the registry or skopeo fail (never skip) when it is missing.
+export AIRLOCK_REQUIRE_ALL=1
+
+echo "== ruff"
+.venv/bin/ruff check installer tests benchmarks
+echo "== pytest"
+.venv/bin/python -m pytest "$@"
