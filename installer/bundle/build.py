@@ -97,17 +97,17 @@ def _pull_images(spec: Spec, store: Layout, old: Lock, new: Lock, opts: BuildOpt
         pinned = old.get(key, source)
         pulled = images.pull(entry, spec.base_dir, pinned and pinned["digest"], store,
                              opts.fetch, progress)
-        if pinned and pulled.manifest.digest != pinned["digest"]:
+        if pinned and pulled.source_digest != pinned["digest"]:
             raise SourceError(f"image {entry.name} ({entry.ref}) is now "
-                              f"{pulled.manifest.digest}, but the lock pins {pinned['digest']}",
+                              f"{pulled.source_digest}, but the lock pins {pinned['digest']}",
                               hint="rebuild with --update-lock to accept the new image")
-        new.entries[key] = {"source": source, "digest": pulled.manifest.digest}
+        new.entries[key] = {"source": source, "digest": pulled.source_digest}
         index_digest = pulled.index_digest or (pinned or {}).get("indexDigest")
         if index_digest:
             new.entries[key]["indexDigest"] = index_digest
         ref = images.parse_ref(entry.ref, entry.at)
         extra = {"source": entry.ref, "platform": pulled.platform,
-                 "mediaType": pulled.manifest.media_type}
+                 "sourceDigest": pulled.source_digest}
         if index_digest:
             extra["indexDigest"] = index_digest
         out.append(Artifact("image", entry.name, ref.version, pulled.manifest,
@@ -186,8 +186,8 @@ def _artifact_json(a: Artifact) -> dict[str, Any]:
                          "digest": a.manifest.digest, "mediaType": a.manifest.media_type,
                          "size": a.size}
     if a.kind == "image":
-        d.update(source=a.extra["source"], platform=a.extra["platform"],
-                 layers=len(a.blobs) - 1)
+        d.update(source=a.extra["source"], sourceDigest=a.extra["sourceDigest"],
+                 platform=a.extra["platform"], layers=len(a.blobs) - 1)
         if "indexDigest" in a.extra:
             d["indexDigest"] = a.extra["indexDigest"]
     else:

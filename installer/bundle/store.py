@@ -39,7 +39,7 @@ A_CREATED = "org.opencontainers.image.created"
 A_VERSION = "org.opencontainers.image.version"
 A_KIND = "dev.airlock.kind"
 A_NAME = "dev.airlock.name"
-A_SOURCE = "dev.airlock.source"
+A_SOURCE_DIGEST = "dev.airlock.source.digest"
 
 
 def canonical_json(obj: Any) -> bytes:

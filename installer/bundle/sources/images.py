@@ -38,8 +38,10 @@ from installer.bundle.sources.http import (
 from installer.bundle.spec import ImageEntry, Located
 from installer.bundle.store import (
     A_REF,
+    A_SOURCE_DIGEST,
     INDEX_TYPES,
     MANIFEST_TYPES,
+    MT_DOCKER_CONFIG,
     MT_DOCKER_LIST,
     MT_DOCKER_MANIFEST,
     MT_OCI_CONFIG,
@@ -142,12 +144,29 @@ def parse_ref(text: str, at: Located) -> ImageRef:
 
 @dataclass
 class PulledImage:
-    manifest: Descriptor
+    manifest: Descriptor  # as stored in the bundle: always an OCI image manifest
     config: Descriptor
     layers: list[Descriptor]
     platform: str
+    source_digest: str  # the manifest's digest at the source (what the lock pins)
     index_digest: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+
+
+# Docker schema 2 -> OCI: same config and layer bytes, only the media types change.
+DOCKER_TO_OCI = {
+    MT_DOCKER_CONFIG: MT_OCI_CONFIG,
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": MT_OCI_LAYER_GZIP,
+    "application/vnd.docker.image.rootfs.diff.tar": MT_OCI_LAYER,
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip":
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+}
+
+
+def _as_oci(desc: Descriptor) -> Descriptor:
+    mt = DOCKER_TO_OCI.get(desc.media_type, desc.media_type)
+    return Descriptor(mt, desc.digest, desc.size, desc.annotations, desc.artifact_type,
+                      desc.platform)
 
 
 def platform_of(p: dict[str, Any]) -> str:
@@ -246,10 +265,19 @@ def _copy_manifest_tree(store: Layout, raw: bytes, media_type: str, want: str,
                           hint="set platform: on the image entry if that is intended")
     for layer in layers:
         _copy_blob(store, layer, opener, what, adv)
+    source_digest = sha256_bytes(raw)
+    if media_type == MT_DOCKER_MANIFEST:
+        # OCI layout readers (skopeo, oras) look for OCI manifests; keep the source digest
+        # in an annotation and in bundle.json so provenance is not lost.
+        config, layers = _as_oci(config), [_as_oci(d) for d in layers]
+        oci = {"schemaVersion": 2, "mediaType": MT_OCI_MANIFEST, "config": config.to_json(),
+               "layers": [d.to_json() for d in layers],
+               "annotations": {A_SOURCE_DIGEST: source_digest}}
+        raw, media_type = canonical_json(oci), MT_OCI_MANIFEST
     digest, size = store.put_bytes(raw)
     labels = (conf.get("config") or {}).get("Labels") or {}
     return PulledImage(Descriptor(media_type, digest, size), config, layers,
-                       platform_of(have), index_digest, labels)
+                       platform_of(have), source_digest, index_digest, labels)
 
 
 # --------------------------------------------------------------------------- registry
@@ -506,7 +534,7 @@ def convert_docker_archive(path: Path, wanted: str | None, platform: str, store:
     mdigest, msize = store.put_bytes(canonical_json(doc))
     labels = (config.get("config") or {}).get("Labels") or {}
     return PulledImage(Descriptor(MT_OCI_MANIFEST, mdigest, msize), cdesc, layers,
-                       platform_of(have), None, labels)
+                       platform_of(have), mdigest, None, labels)
 
 
 # --------------------------------------------------------------------------- local engine
