@@ -26,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from installer.bundle.build import BuildOptions, build  # noqa: E402
-from installer.bundle.digest import workers  # noqa: E402
-from installer.bundle.verify import verify  # noqa: E402
-from installer.lab.fixtures import ImageDef, make_docker_archive, make_vsix  # noqa: E402
+from installer.bundle.build import BuildOptions, build
+from installer.bundle.digest import workers
+from installer.bundle.verify import verify
+from installer.lab.fixtures import ImageDef, make_docker_archive, make_vsix
 
 MiB = 1 << 20
 
