@@ -14,9 +14,12 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 
 from installer.lab import sample
 from installer.lab.fixtures import ImageDef, make_docker_archive, make_vsix
@@ -132,20 +135,19 @@ FULL_SPEC = """
 
 # --------------------------------------------------------------------------- real services
 
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory):
-    """Debian's docker-registry (distribution) on loopback, plain HTTP."""
+@contextmanager
+def run_registry(d: Path, auth: dict | None = None, tls: dict | None = None) -> Iterator[str]:
+    """Debian's docker-registry (distribution) on a free loopback port; yields HOST:PORT and
+    stops the process it started."""
     binary = need("docker-registry", "docker-registry")
-    d = tmp_path_factory.mktemp("registry")
     port = free_port()
-    (d / "config.yml").write_text(textwrap.dedent(f"""
-        version: 0.1
-        log: {{level: warn}}
-        storage:
-          filesystem: {{rootdirectory: {d / 'data'}}}
-          delete: {{enabled: true}}
-        http: {{addr: "127.0.0.1:{port}"}}
-    """))
+    config: dict = {"version": 0.1, "log": {"level": "warn"},
+                    "storage": {"filesystem": {"rootdirectory": str(d / "data")},
+                                "delete": {"enabled": True}},
+                    "http": {"addr": f"127.0.0.1:{port}", **({"tls": tls} if tls else {})}}
+    if auth:
+        config["auth"] = auth
+    (d / "config.yml").write_text(yaml.safe_dump(config))
     log = d / "log"
     with open(log, "w") as lf:
         proc = subprocess.Popen([binary, "serve", str(d / "config.yml")], stdout=lf,
@@ -156,6 +158,13 @@ def registry(tmp_path_factory: pytest.TempPathFactory):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A plain-HTTP registry shared by the whole run."""
+    with run_registry(tmp_path_factory.mktemp("registry")) as host:
+        yield host
 
 
 def skopeo_push(source: str, dest: str, *extra: str) -> None:

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import free_port, need, skopeo_push, two_images, wait_port, write_spec
+from conftest import free_port, run_registry, skopeo_push, two_images, write_spec
 from installer.bundle.build import BuildOptions, build
 from installer.bundle.sources.http import FetchOptions
 from installer.bundle.store import MT_OCI_INDEX, Layout, canonical_json
@@ -255,29 +255,13 @@ def _ca_and_cert(d: Path) -> tuple[Path, Path, Path]:
 
 @pytest.fixture(scope="module")
 def tls_registry(tmp_path_factory: pytest.TempPathFactory):
-    binary = need("docker-registry", "docker-registry")
     d = tmp_path_factory.mktemp("tlsreg")
     ca, cert, key = _ca_and_cert(d)
     pw = bcrypt.hashpw(b"s3cret-pass", bcrypt.gensalt(rounds=4)).decode()
     (d / "htpasswd").write_text(f"stager:{pw}\n")
-    port = free_port()
-    (d / "config.yml").write_text(textwrap.dedent(f"""
-        version: 0.1
-        log: {{level: warn}}
-        storage: {{filesystem: {{rootdirectory: {d / 'data'}}}}}
-        auth:
-          htpasswd: {{realm: airlock-test, path: {d / 'htpasswd'}}}
-        http:
-          addr: "127.0.0.1:{port}"
-          tls: {{certificate: {cert}, key: {key}}}
-    """))
-    log = d / "log"
-    with open(log, "w") as lf:
-        proc = subprocess.Popen([binary, "serve", str(d / "config.yml")], stdout=lf,
-                                stderr=subprocess.STDOUT)
-    try:
-        wait_port(port, proc, log)
-        host = f"127.0.0.1:{port}"
+    with run_registry(d, auth={"htpasswd": {"realm": "airlock-test",
+                                            "path": str(d / "htpasswd")}},
+                      tls={"certificate": str(cert), "key": str(key)}) as host:
         img = two_images(d / "images.tar")
         certs = d / "certs"
         certs.mkdir()
@@ -285,9 +269,6 @@ def tls_registry(tmp_path_factory: pytest.TempPathFactory):
         skopeo_push(f"docker-archive:{img}:test/app:1", f"{host}/secure/app:1",
                     "--dest-cert-dir", str(certs), "--dest-creds", "stager:s3cret-pass")
         yield host, ca
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def tls_spec(d: Path, host: str, extra: str) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from installer.errors import SpecError
+from installer.fsutil import atomic_write
 
 LOCK_VERSION = 1
 
@@ -71,12 +71,8 @@ class Lock:
                 "entries": dict(sorted(self.entries.items()))}
 
     def write(self) -> None:
-        data = (json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n").encode()
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, self.path)
+        atomic_write(self.path, (json.dumps(self.to_json(), indent=2, sort_keys=True)
+                                 + "\n").encode())
 
 
 def now_created() -> str:
