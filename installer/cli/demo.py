@@ -64,8 +64,9 @@ def demo(work: Path) -> None:
     out.rule("[key]5. pack into parts and unpack")
     with progress() as bar:
         packed = pack(result.path, work / "sample.tar.zst", zstd=True, level=3,
-                      split=8 * 1024, force=False, progress=bar)
-    out.print(f"packed into {len(packed['parts'])} parts with index {packed['index']}")
+                      split=4096, force=False, progress=bar)
+    out.print(f"packed into {len(packed['parts'])} parts of at most 4 KiB, index "
+              f"{packed['index']}")
     with progress() as bar:
         unpacked = unpack(work / "sample.tar.zst.part001", work / "unpacked", force=False,
                           progress=bar)
