@@ -150,7 +150,7 @@ def test_a_zip_that_is_not_a_vsix_is_refused(workdir: Path, tmp_path: Path) -> N
         build(write_spec(workdir, FULL_SPEC), tmp_path / "b", BuildOptions())
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "wrong-layer"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "wrong-layer", "gzip", "missing"])
 def test_corrupt_docker_archive_is_refused(workdir: Path, tmp_path: Path, damage: str) -> None:
     archive = workdir / "images.tar"
     data = archive.read_bytes()
@@ -158,6 +158,12 @@ def test_corrupt_docker_archive_is_refused(workdir: Path, tmp_path: Path, damage
         archive.write_bytes(data[: len(data) // 2])
     elif damage == "garbage":
         archive.write_bytes(os.urandom(4096))
+    elif damage == "gzip":
+        import gzip
+
+        archive.write_bytes(gzip.compress(data))
+    elif damage == "missing":
+        archive.unlink()
     else:  # flip a byte inside the first layer's content: its diff_id no longer matches
         i = data.index(b"ID=airlock-test")
         archive.write_bytes(data[:i] + b"X" + data[i + 1:])

@@ -467,9 +467,16 @@ def convert_docker_archive(path: Path, wanted: str | None, platform: str, store:
                            what: str, progress: Any) -> PulledImage:
     """A ``docker save`` tarball -> OCI manifest + config + layers (layer bytes unchanged)."""
     try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise SourceError(f"{what}: cannot read ({e.strerror})") from None
+    if magic[:2] == b"\x1f\x8b" or magic == b"\x28\xb5\x2f\xfd":
+        raise SourceError(f"{what}: the archive is compressed",
+                          hint="decompress it first (gunzip / unzstd): layers are read by "
+                               "random access, which a compressed stream does not allow")
+    try:
         tar = tarfile.open(path, "r:")  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        raise SourceError(f"{what}: no such file") from None
     except (OSError, tarfile.TarError) as e:
         raise SourceError(f"{what}: not a readable tar archive ({e})",
                           hint="the archive is corrupt or not made by docker save") from None
