@@ -10,6 +10,7 @@ Exit codes (also in README):
   4  a source failed (registry, engine, archive, URL, VSIX)
   5  integrity failure (verify, unpack)
   6  storage: output exists, disk full, interrupted
+  7  keys: unreadable key, wrong passphrase, a key the root does not list
 """
 
 from __future__ import annotations
@@ -66,3 +67,9 @@ class UsageError(AirlockError):
     """A command-line value is wrong (same code as click's own usage errors)."""
 
     exit_code = 2
+
+
+class TrustError(AirlockError):
+    """Keys and roots: unreadable key, wrong passphrase, a signer the root does not list."""
+
+    exit_code = 7

@@ -18,9 +18,14 @@ FORMAT = "airlock-bundle/v1"
 SUMS_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
 
 
+TUF_DIR = "tuf"
+
+
 def excluded_from_sums(relpath: str) -> bool:
-    """Files that sign SHA256SUMS cannot be listed in it."""
-    return relpath == SUMS or (relpath.startswith(SUMS + ".") and relpath.endswith(".sig"))
+    """What signs SHA256SUMS cannot be listed in it: the file itself, the SSH signatures
+    over it, and the TUF metadata whose targets are exactly its lines."""
+    return (relpath == SUMS or relpath.startswith(TUF_DIR + "/")
+            or (relpath.startswith(SUMS + ".") and relpath.endswith(".sig")))
 
 
 def bundle_files(root: Path) -> list[str]:

@@ -86,9 +86,10 @@ def emit_json(doc: Any) -> None:
 
 
 def register() -> None:
-    from installer.cli import bundle, demo
+    from installer.cli import bundle, demo, keys
 
     main.add_command(bundle.bundle)
+    main.add_command(keys.keys_group)
     main.add_command(demo.demo)
 
 

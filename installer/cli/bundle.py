@@ -57,28 +57,78 @@ def build_cmd(spec: Path, out_dir: Path, update_lock: bool, locked: bool, force:
 
 @bundle.command("verify")
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--trust", "trust_root", type=click.Path(path_type=Path, dir_okay=False),
+              envvar="AIRLOCK_TRUST_ROOT", show_envvar=True,
+              help="Pinned root.json: check TUF signatures, thresholds, expiry, rollback.")
+@click.option("--state", "state_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Trust state folder (highest versions accepted); default in the user's "
+                   "state dir.")
 @json_option
-def verify_cmd(directory: Path, as_json: bool) -> None:
-    """Check DIRECTORY: file set, every digest, SHA256SUMS, manifest structure."""
+def verify_cmd(directory: Path, trust_root: Path | None, state_dir: Path | None,
+               as_json: bool) -> None:
+    """Check DIRECTORY: file set, every digest, SHA256SUMS, manifests; with --trust also
+    the signatures against a pinned root, refusing rollback and expired bundles."""
+    from installer.bundle.trust import verify_signed
     from installer.bundle.verify import verify
 
     with progress(not as_json) as bar:
-        report = verify(directory, bar)
-    if not report.ok:
-        if as_json:
-            emit_json(report.to_json())
-            raise SystemExit(IntegrityError.exit_code)
-        raise IntegrityError(f"{directory}: {len(report.problems)} problem(s); the bundle "
-                             "must not be used", report.problems,
-                             hint="copy it again from the original media")
+        if trust_root:
+            trusted = verify_signed(directory, trust_root, state_dir, bar)
+            report, ok, doc = trusted.integrity, trusted.ok, trusted.to_json()
+            problems = doc["problems"]
+        else:
+            report = verify(directory, bar)
+            ok, doc, problems = report.ok, report.to_json(), report.problems
+            doc["signaturesChecked"] = False
     if as_json:
-        emit_json(report.to_json())
+        emit_json(doc)
+        if not ok:
+            raise SystemExit(IntegrityError.exit_code)
         return
+    if not ok:
+        raise IntegrityError(f"{directory}: {len(problems)} problem(s); the bundle must not be "
+                             "used", problems,
+                             hint="do not use it: copy it again from the original media, or "
+                                  "ask the staging team for a newer bundle signed by enough "
+                                  "signers")
     rate = report.bytes / report.seconds / 1e9 if report.seconds else 0
     out.print(f"[ok]verified[/] {report.meta.get('name')} v{report.meta.get('version')}: "
               f"{report.files} files, {human(report.bytes)}, every digest matches "
               f"({report.seconds:.2f} s, {rate:.2f} GB/s)")
     out.print(f"  digest {report.digest}")
+    if trust_root:
+        out.print(f"  [ok]signed[/] by {', '.join(doc['signers'])} "
+                  f"(threshold {doc['threshold']}); root v{doc['versions']['root']}; "
+                  f"timestamp expires {doc['expires']['timestamp']}")
+    else:
+        out.print("  [warn]signatures NOT checked[/]: give --trust ROOT_JSON (or "
+                  "AIRLOCK_TRUST_ROOT) to check who signed it")
+
+
+@bundle.command("sign")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--key", "key_file", required=True,
+              type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--trust-dir", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="Key folder with root.json and roots/ (default: the key's folder).")
+@click.option("--passphrase-env", metavar="VAR",
+              help="Read the key passphrase from environment variable VAR.")
+@json_option
+def sign_cmd(directory: Path, key_file: Path, trust_dir: Path | None,
+             passphrase_env: str | None, as_json: bool) -> None:
+    """Add one signer's signature (TUF metadata + SSHSIG over SHA256SUMS) to a bundle."""
+    from installer.bundle.sign import sign_bundle
+    from installer.cli.keys import get_passphrase
+
+    passphrase = get_passphrase(passphrase_env)
+    with progress(not as_json) as bar:
+        result = sign_bundle(directory, key_file, passphrase, trust_dir, bar)
+    if as_json:
+        emit_json(result)
+        return
+    state = "[ok]complete[/]" if result["complete"] else "[warn]needs more signatures[/]"
+    out.print(f"[ok]signed[/] {directory} as {result['signer']}: {len(result['signed'])} of "
+              f"{result['threshold']} needed ({', '.join(result['signed'])}) - {state}")
 
 
 @bundle.command("inspect")
