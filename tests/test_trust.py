@@ -398,3 +398,43 @@ def test_secrets_never_printed(keydir: Path, signed: Path, tmp_path: Path) -> No
         if f.is_file():
             assert PASS.encode() not in f.read_bytes()
     assert os.environ.get("AIRLOCK_PP") is None
+
+
+def _reviewer_script() -> str:
+    from conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## For security reviewers"):]
+    return section.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def run_reviewer_script(bundle: Path, keydir: Path) -> subprocess.CompletedProcess:
+    """README's reviewer commands, verbatim, with the real ssh-keygen, sha256sum, find."""
+    need("ssh-keygen", "openssh-client")
+    (bundle.parent / "allowed_signers").write_text(keys.allowed_signers(keydir))
+    script = _reviewer_script().replace("cd BUNDLE", f"cd {bundle}")
+    return subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True,
+                          text=True)
+
+
+def test_readme_reviewer_commands_pass_on_a_good_bundle(signed: Path, keydir: Path) -> None:
+    proc = run_reviewer_script(signed, keydir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr.count('Good "airlock-bundle@v1" signature') + \
+        proc.stdout.count('Good "airlock-bundle@v1" signature') == 2
+
+
+@pytest.mark.parametrize("attack", ["flip", "extra", "resum", "missing"])
+def test_readme_reviewer_commands_fail_on_attacks(signed: Path, keydir: Path,
+                                                  attack: str) -> None:
+    if attack == "flip":
+        (signed / "bundle.json").write_text((signed / "bundle.json").read_text() + " ")
+    elif attack == "extra":
+        (signed / "blobs/sha256" / ("e" * 64)).write_bytes(b"x")
+    elif attack == "missing":
+        (signed / "sbom.cdx.json").unlink()
+    else:
+        text = (signed / "SHA256SUMS").read_text().replace(
+            (signed / "SHA256SUMS").read_text()[:64], "0" * 64, 1)
+        (signed / "SHA256SUMS").write_text(text)
+    assert run_reviewer_script(signed, keydir).returncode != 0

@@ -148,18 +148,25 @@ def inspect_cmd(directory: Path, as_json: bool) -> None:
         out.print(f"  {meta['description']}")
     table = Table(show_edge=False, header_style="bold")
     for col in ("kind", "name", "version", "size", "digest", "detail"):
-        table.add_column(col, overflow="fold" if col == "digest" else "ellipsis")
+        table.add_column(col, no_wrap=col in ("digest", "size"))
     for a in meta["artifacts"]:
         if a["kind"] == "image":
-            detail = f"{a['platform']}, {a['layers']} layers, from {a['source']}"
+            detail = f"{a['platform']}, {a['layers']} layers"
         elif a["kind"] == "vsix":
             detail = f"engine {a['engine']}"
         else:
-            detail = f"{len(a['files'])} files"
+            detail = f"{len(a['files'])} file(s)"
         table.add_row(a["kind"], a["name"], a.get("version") or "-", human(a["size"]),
-                      a["digest"][:19] + "…", detail)
+                      a["digest"][7:19], detail)
     out.print(table)
     out.print(f"  spec {meta['specDigest']}\n  lock {meta['lockDigest']}")
+    sigs = sorted(p.name[len("SHA256SUMS."):-len(".sig")]
+                  for p in directory.glob("SHA256SUMS.*.sig"))
+    if sigs:
+        out.print(f"  signatures present (unchecked here): {', '.join(sigs)}; "
+                  "check them with verify --trust")
+    else:
+        out.print("  [warn]unsigned[/]: airlock bundle sign adds signatures")
 
 
 @bundle.command("pack")

@@ -1,22 +1,29 @@
 """``airlock demo``: the main job end to end on the embedded sample.
 
-Today: make the sample's inputs, build the bundle from ``bundles/sample.yaml`` with its lock
-(``--locked``: the committed lock must match byte for byte), verify it, inspect it, pack it
-into parts and unpack them again. Later releases add signing, the lab and the deploy.
+Make the sample's inputs, build the bundle from ``bundles/sample.yaml`` with its committed
+lock (``--locked``: it must match byte for byte), make throwaway signer keys, sign with two
+of three signers, verify against the pinned root, check it as a reviewer would with
+``ssh-keygen`` and ``sha256sum``, inspect it, pack it into parts and unpack them again.
+Later releases add the lab and the deploy.
 """
 
 from __future__ import annotations
 
+import secrets
 import shutil
+import subprocess
 from pathlib import Path
 
 import click
 
+from installer.bundle import keys
 from installer.bundle.build import BuildOptions, build
 from installer.bundle.pack import pack, unpack
-from installer.bundle.verify import verify
+from installer.bundle.sign import sign_bundle
+from installer.bundle.trust import verify_signed
 from installer.console import out, progress
 from installer.errors import IntegrityError
+from installer.fsutil import atomic_write
 from installer.lab import sample
 
 
@@ -29,16 +36,38 @@ def repo_root() -> Path:
                                "checkout of the airlock repository")
 
 
+def _stock_tools(bundle: Path, allowed: Path, signers: list[str]) -> None:
+    """What README tells a reviewer to run, run here, if the tools are installed."""
+    if not shutil.which("ssh-keygen") or not shutil.which("sha256sum"):
+        out.print("[warn]ssh-keygen or sha256sum not installed: stock-tool check skipped[/]")
+        return
+    for s in signers:
+        with open(bundle / "SHA256SUMS", "rb") as f:
+            r = subprocess.run(["ssh-keygen", "-Y", "verify", "-f", str(allowed), "-I", s,
+                                "-n", keys.NAMESPACE, "-s",
+                                str(bundle / f"SHA256SUMS.{s}.sig")],
+                               stdin=f, capture_output=True, text=True)
+        if r.returncode:
+            raise IntegrityError(f"ssh-keygen -Y verify failed for {s}: {r.stderr.strip()}")
+        out.print(f"  ssh-keygen: {r.stdout.strip()}")
+    r = subprocess.run(["sha256sum", "-c", "--quiet", "--strict", "SHA256SUMS"], cwd=bundle,
+                       capture_output=True, text=True)
+    if r.returncode:
+        raise IntegrityError(f"sha256sum -c failed: {r.stdout}{r.stderr}")
+    out.print("  sha256sum -c SHA256SUMS: every file OK")
+
+
 @click.command()
 @click.option("-o", "--output", "work", type=click.Path(path_type=Path), default=Path("out/demo"),
-              show_default=True, help="Folder for the demo's bundle and packed parts.")
+              show_default=True, help="Folder for the demo's keys, bundle and packed parts.")
 def demo(work: Path) -> None:
-    """Build, verify, inspect, pack and unpack the embedded sample bundle."""
+    """Build, sign, verify, inspect, pack and unpack the embedded sample bundle."""
     root = repo_root()
     spec = root / "bundles" / "sample.yaml"
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
+    work = work.absolute()
     out.rule("[key]1. sample inputs")
     built = sample.prepare(root / "bundles")
     out.print(f"made {built} (docker archive, VSIX, model folder) from bundles/sample/src")
@@ -49,19 +78,35 @@ def demo(work: Path) -> None:
     out.print(f"[ok]built[/] {result.name} v{result.version}: {result.artifacts} artifacts, "
               f"{result.blobs} blobs, digest {result.digest} (reproducible: lock unchanged)")
 
-    out.rule("[key]3. verify")
-    with progress() as bar:
-        report = verify(result.path, bar)
-    if not report.ok:
-        raise IntegrityError("the fresh bundle does not verify", report.problems)
-    out.print(f"[ok]verified[/] {report.files} files, every sha256 matches SHA256SUMS")
+    out.rule("[key]3. keys and signatures (2 of 3 signers)")
+    passphrase = secrets.token_urlsafe(24)  # throwaway keys: the passphrase is not kept
+    kd = work / "keys"
+    keys.init(kd, 3, 2, None, passphrase, keys.Policy())
+    out.print(f"throwaway trust root and 3 signer keys in {kd} (passphrase random, not kept)")
+    for s in ("signer-1", "signer-3"):
+        r = sign_bundle(result.path, kd / f"{s}.key", passphrase)
+        out.print(f"  {s} signed: {len(r['signed'])} of {r['threshold']} needed")
 
-    out.rule("[key]4. inspect")
+    out.rule("[key]4. verify against the pinned root")
+    with progress() as bar:
+        report = verify_signed(result.path, kd / "root.json", work / "trust-state", bar)
+    if not report.ok:
+        raise IntegrityError("the fresh bundle does not verify", report.to_json()["problems"])
+    out.print(f"[ok]verified[/] {report.integrity.files} files; signed by "
+              f"{', '.join(report.signed_by)} (threshold {report.threshold}); timestamp "
+              f"expires {report.expires['timestamp']}")
+
+    out.rule("[key]5. as a reviewer, with stock tools only")
+    allowed = work / "allowed_signers"
+    atomic_write(allowed, keys.allowed_signers(kd).encode())
+    _stock_tools(result.path, allowed, report.signed_by)
+
+    out.rule("[key]6. inspect")
     from installer.cli.bundle import inspect_cmd
 
     inspect_cmd.callback(result.path, False)  # type: ignore[misc]
 
-    out.rule("[key]5. pack into parts and unpack")
+    out.rule("[key]7. pack into parts and unpack")
     with progress() as bar:
         packed = pack(result.path, work / "sample.tar.zst", zstd=True, level=3,
                       split=4096, force=False, progress=bar)
@@ -70,10 +115,18 @@ def demo(work: Path) -> None:
     with progress() as bar:
         unpacked = unpack(work / "sample.tar.zst.part001", work / "unpacked", force=False,
                           progress=bar)
-    out.print(f"[ok]unpacked[/] and verified {unpacked['files']} files -> {unpacked['path']}")
+    again = verify_signed(Path(unpacked["path"]), kd / "root.json", work / "trust-state")
+    if not again.ok:
+        raise IntegrityError("the unpacked bundle does not verify", again.to_json()["problems"])
+    out.print(f"[ok]unpacked[/] {unpacked['files']} files -> {unpacked['path']}; signatures "
+              "verified again")
 
     out.rule("[key]what to look at")
-    out.print(f"  bundle:   {result.path}")
-    out.print(f"  image:    skopeo inspect oci:{result.path}:image.hello")
-    out.print(f"  check it: cd {result.path} && sha256sum -c SHA256SUMS")
-    out.print(f"  SBOM:     {result.path / 'sbom.cdx.json'}")
+    b = result.path
+    out.print(f"  bundle:    {b}")
+    out.print(f"  image:     skopeo inspect oci:{b}:image.hello")
+    out.print(f"  verify:    airlock bundle verify {b} --trust {kd / 'root.json'}")
+    out.print(f"  reviewers: ssh-keygen -Y verify -f {allowed} -I signer-1 -n {keys.NAMESPACE}"
+              f" -s {b}/SHA256SUMS.signer-1.sig < {b}/SHA256SUMS")
+    out.print(f"             cd {b} && sha256sum -c SHA256SUMS")
+    out.print(f"  SBOM:      {b / 'sbom.cdx.json'}")
