@@ -438,3 +438,22 @@ def test_readme_reviewer_commands_fail_on_attacks(signed: Path, keydir: Path,
             (signed / "SHA256SUMS").read_text()[:64], "0" * 64, 1)
         (signed / "SHA256SUMS").write_text(text)
     assert run_reviewer_script(signed, keydir).returncode != 0
+
+
+def test_unpack_with_trust_refuses_an_unsigned_bundle_before_it_appears(
+        inputs: Path, keydir: Path, tmp_path: Path) -> None:
+    from installer.bundle.pack import pack, unpack
+
+    good = make_bundle(inputs, tmp_path / "good", 1, keydir=keydir)
+    bad = make_bundle(inputs, tmp_path / "bad", 1, signers=(), keydir=keydir)
+    for b in (good, bad):
+        pack(b, tmp_path / f"{b.name}.tar", zstd=False, level=3, split=None, force=False)
+    state = tmp_path / "state"
+    with pytest.raises(IntegrityError) as e:
+        unpack(tmp_path / "bad.tar", tmp_path / "u-bad", force=False,
+               trust_root=keydir / "root.json", state_dir=state)
+    assert "found 0 valid signatures, 2 needed" in json.dumps(e.value.problems)
+    assert not (tmp_path / "u-bad").exists() and not (state / "test").exists()
+    r = unpack(tmp_path / "good.tar", tmp_path / "u-good", force=False,
+               trust_root=keydir / "root.json", state_dir=state)
+    assert r["signaturesChecked"] and (state / "test" / "timestamp.json").exists()

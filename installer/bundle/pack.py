@@ -386,7 +386,10 @@ def _extract(stream: BinaryIO, dest: Path, label: str, progress: Any
     return hashed
 
 
-def unpack(source: Path, out_dir: Path, *, force: bool, progress: Any = None) -> dict[str, Any]:
+def unpack(source: Path, out_dir: Path, *, force: bool, progress: Any = None,
+           trust_root: Path | None = None, state_dir: Path | None = None) -> dict[str, Any]:
+    """With ``trust_root``, the signatures are checked too before the bundle is renamed
+    into place (and the trust state advances only then)."""
     progress = progress or NullProgress()
     index, files = _locate(source)
     out_dir = out_dir.absolute()
@@ -404,10 +407,18 @@ def unpack(source: Path, out_dir: Path, *, force: bool, progress: Any = None) ->
             except (tarfile.TarError, zstandard.ZstdError, EOFError) as e:
                 raise IntegrityError(f"{label}: truncated or damaged archive ({e})",
                                      hint="copy it again from the original media") from None
-            report = verify(tmp, progress, hashed=hashed)
-            if not report.ok:
+            if trust_root is not None:
+                from installer.bundle.trust import verify_signed
+
+                trusted = verify_signed(tmp, trust_root, state_dir, progress, hashed)
+                report, problems = trusted.integrity, trusted.to_json()["problems"]
+                ok = trusted.ok
+            else:
+                report = verify(tmp, progress, hashed=hashed)
+                ok, problems = report.ok, report.problems
+            if not ok:
                 raise IntegrityError(f"{label}: the unpacked bundle does not verify",
-                                     report.problems)
+                                     problems)
     except OSError as e:
         if e.errno == errno.ENOSPC:
             raise disk_full(e, out_dir) from None
@@ -416,4 +427,4 @@ def unpack(source: Path, out_dir: Path, *, force: bool, progress: Any = None) ->
     return {"path": str(out_dir), "name": report.meta.get("name"),
             "version": report.meta.get("version"), "files": report.files,
             "bytes": report.bytes, "parts": len(doc["parts"]) if doc else 1,
-            "digest": report.digest}
+            "digest": report.digest, "signaturesChecked": trust_root is not None}

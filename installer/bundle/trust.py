@@ -87,9 +87,10 @@ class TrustReport:
         return doc
 
 
-def _reason(e: Exception) -> str:
+def _reason(e: Exception, threshold: int) -> str:
     if isinstance(e, tuf_errors.DownloadHTTPError) and "timestamp.json" in str(e):
-        return "unsigned: the bundle carries no TUF metadata (tuf/timestamp.json)"
+        return (f"unsigned: the bundle carries no TUF metadata (tuf/timestamp.json); found 0 "
+                f"valid signatures, {threshold} needed")
     if isinstance(e, tuf_errors.UnsignedMetadataError):
         m = re.search(r"(\w+) was signed by (\d+)/(\d+) keys", str(e))
         if m:
@@ -118,9 +119,11 @@ def _swap_in(tmp: Path, state: Path) -> None:
 
 
 def verify_signed(bundle: Path, trust_root: Path, state_base: Path | None = None,
-                  progress: Any = None) -> TrustReport:
+                  progress: Any = None,
+                  hashed: dict[str, tuple[str, int]] | None = None) -> TrustReport:
+    """``hashed`` as in ``verify``: digests the caller computed while writing the files."""
     pinned = keys.load_root(trust_root)  # a clear error if it is not a root
-    report = TrustReport(verify(bundle, progress))
+    report = TrustReport(verify(bundle, progress, hashed))
     tuf = bundle / TUF_DIR
     if tuf.is_dir():
         for p in sorted(tuf.iterdir()):
@@ -172,9 +175,9 @@ def _tuf_checks(bundle: Path, state: Path, pinned: bytes, report: TrustReport) -
         targets = Metadata[Targets].from_file(str(state / "targets.json"))
         timestamp = Metadata[Timestamp].from_file(str(state / "timestamp.json"))
     except (tuf_errors.RepositoryError, tuf_errors.DownloadError, ValueError) as e:
-        report.add(f"{TUF_DIR}/", _reason(e))
         # still tell what the reviewers' stock-tool path would say, against the pinned root
         pinned_root = Metadata[Root].from_bytes(pinned).signed
+        report.add(f"{TUF_DIR}/", _reason(e, pinned_root.roles["targets"].threshold))
         _check_sshsig(bundle, pinned_root, pinned_root.roles["targets"].threshold, report)
         return
     r = root.signed

@@ -202,18 +202,27 @@ def pack_cmd(directory: Path, out_file: Path, use_zstd: bool, level: int, split:
 @click.argument("source", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
+@click.option("--trust", "trust_root", type=click.Path(path_type=Path, dir_okay=False),
+              envvar="AIRLOCK_TRUST_ROOT", show_envvar=True,
+              help="Pinned root.json: also check signatures before the folder appears.")
+@click.option("--state", "state_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Trust state folder (with --trust).")
 @json_option
-def unpack_cmd(source: Path, out_dir: Path, force: bool, as_json: bool) -> None:
+def unpack_cmd(source: Path, out_dir: Path, force: bool, trust_root: Path | None,
+               state_dir: Path | None, as_json: bool) -> None:
     """Unpack a packed bundle (a file, the first part, or the part index) into a folder,
     checking every part and every file; nothing is left behind if anything is wrong."""
     from installer.bundle.pack import unpack
 
     with progress(not as_json) as bar:
-        result = unpack(source, out_dir, force=force, progress=bar)
+        result = unpack(source, out_dir, force=force, progress=bar, trust_root=trust_root,
+                        state_dir=state_dir)
     if as_json:
         emit_json({"ok": True, **result})
         return
     out.print(f"[ok]unpacked[/] {result['name']} v{result['version']} -> {result['path']} "
-              f"({result['files']} files verified)")
+              f"({result['files']} files verified"
+              + (", signatures checked)" if result["signaturesChecked"] else
+                 "; signatures NOT checked: add --trust ROOT_JSON)"))
 
 

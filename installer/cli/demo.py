@@ -114,10 +114,8 @@ def demo(work: Path) -> None:
               f"{packed['index']}")
     with progress() as bar:
         unpacked = unpack(work / "sample.tar.zst.part001", work / "unpacked", force=False,
-                          progress=bar)
-    again = verify_signed(Path(unpacked["path"]), kd / "root.json", work / "trust-state")
-    if not again.ok:
-        raise IntegrityError("the unpacked bundle does not verify", again.to_json()["problems"])
+                          progress=bar, trust_root=kd / "root.json",
+                          state_dir=work / "trust-state")
     out.print(f"[ok]unpacked[/] {unpacked['files']} files -> {unpacked['path']}; signatures "
               "verified again")
 
