@@ -276,7 +276,7 @@ def test_url_with_wrong_sha256_is_refused_and_nothing_is_kept(web, tmp_path: Pat
     """)
     with pytest.raises(SourceError) as e:
         build(spec, tmp_path / "b", BuildOptions())
-    assert f"{base}/f.bin: sha256 differs from the spec" in str(e.value)
+    assert f"{base}/f.bin: sha256 differs from what was expected" in str(e.value)
     assert _sha(root / "f.bin") in str(e.value)
     assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b.*"))
 

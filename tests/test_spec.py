@@ -54,7 +54,13 @@ def test_unknown_key_names_file_line_and_allowed_keys(tmp_path: Path) -> None:
      "    url: https://x.example/f\n    sha256: abc\n", 8, "files[0].sha256", "64 lower-case hex"),
     ("apiVersion: airlock/v1\nname: t\nversion: 1\nphase: poc\nname: u\n", 5, None, "duplicate"),
     ("apiVersion: airlock/v1\nname: t\nversion: 1\nphase: poc\npypi: [requests]\n", 5, "pypi",
-     "not supported"),
+     "expected object"),
+    ("apiVersion: airlock/v1\nname: t\nversion: 1\nphase: poc\npypi:\n  python: ['2.7']\n"
+     "  requirements: [x]\n", 6, "pypi.python[0]", "a Python version"),
+    ("apiVersion: airlock/v1\nname: t\nversion: 1\nphase: poc\ndeb:\n  packages: [nginx]\n", 5,
+     "deb", "missing required key 'release'"),
+    ("apiVersion: airlock/v1\nname: t\nversion: 1\nphase: poc\npypi: {python: ['3.11']}\n", 5,
+     "pypi", "give requirements"),
     ("apiVersion: airlock/v1\nname: t\nversion: 1\nphase: poc\nfiles:\n  - name: f\n"
      "    url: https://x.example/f\n", 6, "files[0]", "needs its 'sha256'"),
     ("apiVersion: airlock/v1\nname: t\nversion: 1\nphase: poc\nvsix:\n  - path: a.vsix\n", 5,

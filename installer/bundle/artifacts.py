@@ -21,7 +21,7 @@ from installer.bundle.store import (
     canonical_json,
 )
 
-KIND_ORDER = {"image": 0, "model": 1, "vsix": 2, "file": 3}
+KIND_ORDER = {"image": 0, "model": 1, "vsix": 2, "file": 3, "pypi": 4, "npm": 5, "deb": 6}
 
 # CNCF ModelPack (modelpack/model-spec) media types and annotations.
 MP_ARTIFACT = "application/vnd.cncf.model.manifest.v1+json"
@@ -37,6 +37,12 @@ VSIX_ARTIFACT = "application/vnd.airlock.vsix.v1"
 VSIX_LAYER = "application/vnd.airlock.vsix.v1+zip"
 FILE_ARTIFACT = "application/vnd.airlock.file.v1"
 FILE_LAYER = "application/octet-stream"
+MIRROR_ARTIFACT = "application/vnd.airlock.mirror.{kind}.v1"
+MIRROR_LAYER = {"pypi": "application/vnd.airlock.pypi.file.v1",
+                "npm": "application/vnd.airlock.npm.tarball.v1+gzip",
+                "deb": "application/vnd.debian.binary-package"}
+A_PACKAGE = "dev.airlock.package.name"
+A_PACKAGE_VERSION = "dev.airlock.package.version"
 
 EMPTY_JSON = b"{}"
 
@@ -46,6 +52,7 @@ class StoredFile:
     relpath: str
     digest: str
     size: int
+    annotations: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -97,10 +104,12 @@ def build_artifact(store: Layout, kind: str, name: str, version: str | None,
     files = sorted(files, key=lambda f: f.relpath)
     layers = []
     for f in files:
-        ann = {A_TITLE: f.relpath}
+        ann = {A_TITLE: f.relpath, **f.annotations}
         if kind == "model":
             mt = model_layer_type(f.relpath)
             ann[MP_FILEPATH] = f.relpath
+        elif kind in MIRROR_LAYER:
+            mt = MIRROR_LAYER[kind]
         else:
             mt = VSIX_LAYER if kind == "vsix" else FILE_LAYER
         layers.append(Descriptor(mt, f.digest, f.size, ann))
@@ -118,7 +127,8 @@ def build_artifact(store: Layout, kind: str, name: str, version: str | None,
         cdigest, csize = store.put_bytes(canonical_json(config_doc))
         config = Descriptor(MP_CONFIG, cdigest, csize)
     else:
-        artifact_type = VSIX_ARTIFACT if kind == "vsix" else FILE_ARTIFACT
+        artifact_type = {"vsix": VSIX_ARTIFACT, "file": FILE_ARTIFACT}.get(
+            kind, MIRROR_ARTIFACT.format(kind=kind))
         cdigest, csize = store.put_bytes(EMPTY_JSON)
         config = Descriptor(MT_EMPTY, cdigest, csize)
     ann = {A_CREATED: created, A_TITLE: name, **(annotations or {})}

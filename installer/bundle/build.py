@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -10,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from installer.bundle import spec as spec_mod
-from installer.bundle.artifacts import Artifact, StoredFile, build_artifact
+from installer.bundle.artifacts import (
+    A_PACKAGE,
+    A_PACKAGE_VERSION,
+    Artifact,
+    StoredFile,
+    build_artifact,
+)
 from installer.bundle.digest import sha256_bytes, workers
 from installer.bundle.lock import Lock, lock_path_for, now_created, source_date_epoch
 from installer.bundle.meta import BUNDLE_JSON, FORMAT, SBOM, SUMS, write_sums
@@ -18,6 +25,13 @@ from installer.bundle.sbom import make_sbom
 from installer.bundle.sources import images
 from installer.bundle.sources.content import Job, jobs_for
 from installer.bundle.sources.http import FetchOptions, download
+from installer.bundle.sources.packages import (
+    PackageFile,
+    canonical_name,
+    resolve_deb,
+    resolve_npm,
+    resolve_pypi,
+)
 from installer.bundle.sources.vsix import check_engine, read_vsix
 from installer.bundle.spec import Spec
 from installer.bundle.store import Layout, canonical_json, pretty_json
@@ -70,6 +84,7 @@ def build(spec_path: Path, out: Path, opts: BuildOptions, progress: Any = None) 
             store = Layout(tmp)
             artifacts = _pull_images(spec, store, old_lock, new_lock, opts, progress)
             artifacts += _collect_content(spec, store, old_lock, new_lock, opts, progress)
+            artifacts += _collect_mirrors(spec, store, old_lock, new_lock, opts, progress)
             artifacts.sort(key=Artifact.sort_key)
             lock_changed = new_lock.to_json() != old_lock.to_json()
             if lock_changed and opts.locked:
@@ -194,6 +209,9 @@ def _artifact_json(a: Artifact) -> dict[str, Any]:
         d["files"] = [{"path": f.relpath, "digest": f.digest, "size": f.size} for f in a.files]
     if a.kind == "vsix":
         d.update(id=a.extra["id"], engine=a.extra["engine"])
+    if "packages" in a.extra:
+        for f in d["files"]:
+            f.update(a.extra["packages"][f["path"]])
     return d
 
 
@@ -220,3 +238,75 @@ def _finish(spec: Spec, store: Layout, artifacts: list[Artifact], lock: Lock
     write_sums(root, known)
     size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
     return sha256_bytes((root / SUMS).read_bytes()), len(blobs), size
+
+
+# --------------------------------------------------------------------------- mirrors
+
+def _pins(kind: str, locked: dict[str, Any]) -> Any:
+    pkgs = locked.get("packages", {})
+    if kind == "npm":
+        return {f: {**p, "sha256": locked["files"][f]} for f, p in pkgs.items()}
+    versions: dict[str, set[str]] = {}
+    for p in pkgs.values():
+        if p.get("self"):
+            continue
+        name = canonical_name(p["name"]) if kind == "pypi" else p["name"]
+        versions.setdefault(name, set()).add(p["version"])
+    return {n: next(iter(v)) for n, v in versions.items() if len(v) == 1}
+
+
+def _collect_mirrors(spec: Spec, store: Layout, old: Lock, new: Lock, opts: BuildOptions,
+                     progress: Any) -> list[Artifact]:
+    resolvers = {"pypi": resolve_pypi, "npm": resolve_npm, "deb": resolve_deb}
+    artifacts = []
+    for entry in spec.mirrors:
+        key = f"{entry.kind}/mirror"
+        locked = old.get(key, entry.source) or {}
+        task = progress.add_task(f"resolve {entry.kind}", total=None)
+        with tempfile.TemporaryDirectory(prefix="airlock-resolve-") as work:
+            files = resolvers[entry.kind](entry, _pins(entry.kind, locked), Path(work))
+            progress.update(task, total=1, completed=1)
+            if locked:
+                _compare_with_lock(entry.kind, files, locked)
+            dl = progress.add_task(f"fetch {entry.kind} ({len(files)} files)", total=None)
+
+            def fetch(f: PackageFile, task: int = dl) -> tuple[str, int]:
+                return download(f.url, f.sha256 or None, store, opts.fetch,
+                                lambda n: progress.advance(task, n),
+                                sri=f.attr.get("integrity"))
+
+            with ThreadPoolExecutor(max_workers=min(8, 2 * workers())) as pool:
+                stored = list(pool.map(fetch, files))
+        new_files, packages, layer_files = {}, {}, []
+        for f, (digest, size) in zip(files, stored, strict=True):
+            info = {"name": f.name, "version": f.version,
+                    **{k: v for k, v in f.attrs if k != "size"}}
+            if f.attr.get("self"):
+                info["self"] = True
+            else:
+                new_files[f.filename] = digest
+            packages[f.filename] = info
+            ann = {A_PACKAGE: f.name, A_PACKAGE_VERSION: f.version}
+            if "integrity" in f.attr:
+                ann["dev.airlock.npm.integrity"] = f.attr["integrity"]
+            if "architecture" in f.attr:
+                ann["dev.airlock.deb.architecture"] = f.attr["architecture"]
+            layer_files.append(StoredFile(f.filename, digest, size, ann))
+        new.entries[key] = {"source": entry.source, "files": new_files, "packages": packages}
+        art = build_artifact(store, entry.kind, entry.kind, None, layer_files,
+                             new.created or "")
+        art.extra["packages"] = packages
+        artifacts.append(art)
+    return artifacts
+
+
+def _compare_with_lock(kind: str, files: list[PackageFile], locked: dict[str, Any]) -> None:
+    got = {f.filename: f.sha256 for f in files if not f.attr.get("self")}
+    want = {fn: d[7:] for fn, d in locked["files"].items()}
+    if kind == "npm" or got == want:
+        return
+    changed = sorted(fn for fn in got.keys() | want.keys() if got.get(fn) != want.get(fn))
+    raise SourceError(f"{kind}: the resolved files differ from the lock: "
+                      + ", ".join(changed[:6]) + (" ..." if len(changed) > 6 else ""),
+                      hint="an index now serves other files for pinned versions, or a pin "
+                           "vanished; rebuild with --update-lock to accept and review the diff")

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 CHUNK = 4 * 1024 * 1024
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -53,8 +53,9 @@ def sha256_file(path: Path, advance: Advance | None = None) -> tuple[str, int]:
 
 
 def copy_hashing(src: BinaryIO, dst: BinaryIO, advance: Advance | None = None,
-                 limit: int | None = None) -> tuple[str, int]:
-    """Copy a stream while hashing it, one pass. ``limit`` caps the bytes accepted."""
+                 limit: int | None = None, also: list[Any] | None = None) -> tuple[str, int]:
+    """Copy a stream while hashing it, one pass. ``limit`` caps the bytes accepted; ``also``
+    are further hashlib objects fed the same bytes (e.g. sha512 for npm's integrity)."""
     h = hashlib.sha256()
     size = 0
     while chunk := src.read(CHUNK):
@@ -62,6 +63,8 @@ def copy_hashing(src: BinaryIO, dst: BinaryIO, advance: Advance | None = None,
         if limit is not None and size > limit:
             raise OverflowError(f"stream exceeds {limit} bytes")
         h.update(chunk)
+        for other in also or ():
+            other.update(chunk)
         dst.write(chunk)
         if advance:
             advance(len(chunk))

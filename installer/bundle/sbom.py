@@ -20,7 +20,22 @@ from installer import __version__
 from installer.bundle.artifacts import Artifact
 
 TYPES = {"image": ComponentType.CONTAINER, "model": ComponentType.MACHINE_LEARNING_MODEL,
-         "vsix": ComponentType.APPLICATION, "file": ComponentType.FILE}
+         "vsix": ComponentType.APPLICATION, "file": ComponentType.FILE,
+         "pypi": ComponentType.DATA, "npm": ComponentType.DATA, "deb": ComponentType.DATA}
+
+
+def package_purl(kind: str, info: dict[str, str]) -> PackageURL:
+    if kind == "npm":
+        scope, _, name = info["name"].rpartition("/")
+        return PackageURL(type="npm", namespace=scope or None, name=name,
+                          version=info["version"])
+    if kind == "deb":
+        return PackageURL(type="deb", namespace="debian", name=info["name"],
+                          version=info["version"],
+                          qualifiers={"arch": info["architecture"]}
+                          if info.get("architecture") else None)
+    return PackageURL(type="pypi", name=info["name"].lower().replace("_", "-"),
+                      version=info["version"])
 
 
 def _sha(digest: str) -> list[HashType]:
@@ -58,6 +73,15 @@ def make_sbom(name: str, version: int, phase: str, created: str, content_id: str
                     hashes=_sha(layer.digest),
                     properties=[Property(name="airlock:mediaType", value=layer.media_type),
                                 Property(name="airlock:size", value=str(layer.size))]))
+        elif "packages" in a.extra:
+            for f in a.files:
+                info = a.extra["packages"][f.relpath]
+                comp.components.add(Component(
+                    name=info["name"], version=info["version"], type=ComponentType.LIBRARY,
+                    bom_ref=f"{a.ref}/{f.relpath}", hashes=_sha(f.digest),
+                    purl=package_purl(a.kind, info),
+                    properties=[Property(name="airlock:file", value=f.relpath),
+                                Property(name="airlock:size", value=str(f.size))]))
         else:
             for f in a.files:
                 comp.components.add(Component(

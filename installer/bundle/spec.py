@@ -20,8 +20,6 @@ from installer.errors import SpecError
 
 Path_t = tuple[str | int, ...]
 
-RESERVED = {"pypi", "npm", "deb"}
-
 
 def schema() -> dict:
     return json.loads(resources.files("installer.bundle").joinpath("schema.json").read_text())
@@ -118,10 +116,6 @@ def validate(data: Any, lines: dict[Path_t, int], file: str) -> None:
         described = [_describe(e) for e in errors]
         path, message = min(described, key=lambda d: (_line_for(d[0], lines) or 0, len(d[0])))
         raise SpecError(message, file=file, line=_line_for(path, lines), field=_fmt_path(path))
-    for key in RESERVED & data.keys():
-        raise SpecError(f"{key!r} (package mirrors) is not supported by this version of airlock",
-                        file=file, line=lines.get((key,)), field=key,
-                        hint="package mirrors arrive in a later release; remove the key for now")
 
 
 # --------------------------------------------------------------------------- typed spec
@@ -186,6 +180,7 @@ class Spec:
     models: list[ContentEntry] = field(default_factory=list)
     vsix: list[ContentEntry] = field(default_factory=list)
     files: list[ContentEntry] = field(default_factory=list)
+    mirrors: list[Any] = field(default_factory=list)  # sources.packages.MirrorEntry
 
     @property
     def base_dir(self) -> Path:
@@ -230,6 +225,25 @@ def load(path: str | Path) -> Spec:
         for i, ent in enumerate(data.get(key, [])):
             getattr(spec, key).append(_content_entry(kind, ent, base, at(key, i)))
 
+    from installer.bundle.sources.packages import MirrorEntry  # local: avoid a cycle
+
+    if "pypi" in data:
+        p = data["pypi"]
+        if not p.get("requirements") and not p.get("self"):
+            raise at("pypi").error("give requirements:, or self: true")
+        spec.mirrors.append(MirrorEntry(
+            "pypi", at("pypi"), tuple(p.get("requirements", [])),
+            python=tuple(p.get("python", ["3.11"])),
+            platforms=tuple(p.get("platforms", ["manylinux_2_36_x86_64"])),
+            sdists=tuple(p.get("sdists", [])), include_self=bool(p.get("self", False))))
+    if "npm" in data:
+        spec.mirrors.append(MirrorEntry("npm", at("npm"), tuple(data["npm"]["packages"])))
+    if "deb" in data:
+        d = data["deb"]
+        spec.mirrors.append(MirrorEntry(
+            "deb", at("deb"), tuple(d["packages"]), release=d["release"],
+            architecture=d.get("architecture", "amd64"),
+            sources=(base / d["sources"]) if "sources" in d else None))
     if spec.vsix and not spec.vscode:
         raise SpecError("VSIX extensions need the VS Code version they will run on",
                         file=file, line=lines.get(("vsix",)), field="target.vscode",

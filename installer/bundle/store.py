@@ -103,19 +103,33 @@ class Layout:
         return digest, len(data)
 
     def put_stream(self, src: BinaryIO, expected: str | None = None,
-                   advance: Advance | None = None, limit: int | None = None) -> tuple[str, int]:
-        """Copy a stream in while hashing it. A digest other than ``expected`` raises
-        ``DigestMismatch`` and nothing is stored."""
+                   advance: Advance | None = None, limit: int | None = None,
+                   sri: str | None = None) -> tuple[str, int]:
+        """Copy a stream in while hashing it. A digest other than ``expected`` (sha256) or
+        an SRI value (``sha512-BASE64``) it does not match raises ``DigestMismatch`` and
+        nothing is stored."""
+        import base64
+        import hashlib
+
+        sri_hash = None
+        if sri:
+            algo, _, b64 = sri.partition("-")
+            sri_hash = hashlib.new(algo)
         fd, tmp = tempfile.mkstemp(dir=self.tmp)
         try:
             with os.fdopen(fd, "wb") as f:
-                digest, size = copy_hashing(src, f, advance, limit)
+                digest, size = copy_hashing(src, f, advance, limit,
+                                            [sri_hash] if sri_hash else None)
         except BaseException:
             os.unlink(tmp)
             raise
         if expected and digest != expected:
             os.unlink(tmp)
             raise DigestMismatch(expected, digest)
+        if sri_hash is not None and sri_hash.digest() != base64.b64decode(b64):
+            os.unlink(tmp)
+            raise DigestMismatch(sri or "", f"{algo}-"
+                                 + base64.b64encode(sri_hash.digest()).decode())
         self._commit(Path(tmp), digest)
         return digest, size
 
