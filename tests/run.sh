@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian 12 machine (run as root, as CI does):
-# installs what the tests use (Debian's container engine, OCI registry, skopeo, zstd),
+# installs what the tests use (Debian's container engine, OCI registry, skopeo, zstd, nginx,
+# apt-utils, debootstrap, gnupg, npm),
 # makes .venv with airlock and its test tools, starts a private container engine,
 # runs ruff and pytest, and stops the engine it started (by PID).
 set -euo pipefail
@@ -8,7 +9,9 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 for pair in dockerd:docker.io docker-registry:docker-registry skopeo:skopeo zstd:zstd \
-            ssh-keygen:openssh-client sha256sum:coreutils; do
+            ssh-keygen:openssh-client sha256sum:coreutils nginx:nginx-light \
+            apt-ftparchive:apt-utils debootstrap:debootstrap gpg:gnupg npm:npm \
+            unshare:util-linux; do
   command -v "${pair%%:*}" >/dev/null || need_apt+=("${pair##*:}")
 done
 if ((${#need_apt[@]})); then

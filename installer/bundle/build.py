@@ -20,7 +20,7 @@ from installer.bundle.artifacts import (
 )
 from installer.bundle.digest import sha256_bytes, workers
 from installer.bundle.lock import Lock, lock_path_for, now_created, source_date_epoch
-from installer.bundle.meta import BUNDLE_JSON, FORMAT, SBOM, SUMS, write_sums
+from installer.bundle.meta import BUNDLE_JSON, FORMAT, SBOM, SELF_INSTALLER, SUMS, write_sums
 from installer.bundle.sbom import make_sbom
 from installer.bundle.sources import images
 from installer.bundle.sources.content import Job, jobs_for
@@ -229,6 +229,12 @@ def _finish(spec: Spec, store: Layout, artifacts: list[Artifact], lock: Lock
         "artifacts": [_artifact_json(a) for a in artifacts],
     }
     root = store.root
+    if any(getattr(m, "include_self", False) for m in spec.mirrors):
+        from importlib import resources
+
+        script = resources.files("installer.bundle").joinpath("install_airlock.py").read_bytes()
+        (root / SELF_INSTALLER).write_bytes(script)
+        meta["selfInstaller"] = SELF_INSTALLER
     (root / BUNDLE_JSON).write_bytes(pretty_json(meta))
     content_id = sha256_bytes((root / "index.json").read_bytes())
     (root / SBOM).write_bytes(make_sbom(spec.name, spec.version, spec.phase, created,
@@ -293,8 +299,10 @@ def _collect_mirrors(spec: Spec, store: Layout, old: Lock, new: Lock, opts: Buil
                 ann["dev.airlock.deb.architecture"] = f.attr["architecture"]
             layer_files.append(StoredFile(f.filename, digest, size, ann))
         new.entries[key] = {"source": entry.source, "files": new_files, "packages": packages}
+        ann = {"dev.airlock.deb.release": entry.release,
+               "dev.airlock.deb.architecture": entry.architecture} if entry.kind == "deb" else {}
         art = build_artifact(store, entry.kind, entry.kind, None, layer_files,
-                             new.created or "")
+                             new.created or "", ann)
         art.extra["packages"] = packages
         artifacts.append(art)
     return artifacts

@@ -14,6 +14,7 @@ from installer.bundle.digest import sha256_file
 SUMS = "SHA256SUMS"
 BUNDLE_JSON = "bundle.json"
 SBOM = "sbom.cdx.json"
+SELF_INSTALLER = "install-airlock.py"
 FORMAT = "airlock-bundle/v1"
 SUMS_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
 

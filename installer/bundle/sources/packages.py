@@ -136,7 +136,8 @@ def self_wheel(workdir: Path) -> PackageFile:
 
 
 def self_requirements() -> list[str]:
-    """What airlock needs at run time on a closed-network host."""
+    """What airlock needs at run time on a closed-network host (its declared dependencies:
+    ansible-core and ansible-runner among them)."""
     from importlib.metadata import PackageNotFoundError, requires
 
     try:
@@ -144,7 +145,27 @@ def self_requirements() -> list[str]:
     except PackageNotFoundError:
         raise SourceError("pypi.self: airlock is not installed as a distribution "
                           "(pip install -e .)") from None
-    return [*reqs, "ansible-core", "ansible-runner"]
+    return reqs
+
+
+LEGACY_MANYLINUX = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+
+
+def expand_platforms(tags: tuple[str, ...]) -> list[str]:
+    """pip matches --platform exactly; a host with glibc 2.N also runs manylinux_2_M wheels
+    for every M <= N (and their legacy aliases), so list them all."""
+    out: list[str] = []
+    for tag in tags:
+        m = re.fullmatch(r"manylinux_2_(\d+)_(\w+)", tag)
+        if not m:
+            out.append(tag)
+            continue
+        glibc, arch = int(m.group(1)), m.group(2)
+        for minor in range(glibc, 4, -1):
+            out.append(f"manylinux_2_{minor}_{arch}")
+            if minor in LEGACY_MANYLINUX:
+                out.append(f"{LEGACY_MANYLINUX[minor]}_{arch}")
+    return list(dict.fromkeys(out))
 
 
 def resolve_pypi(entry: MirrorEntry, pins: dict[str, str], workdir: Path) -> list[PackageFile]:
@@ -160,7 +181,7 @@ def resolve_pypi(entry: MirrorEntry, pins: dict[str, str], workdir: Path) -> lis
                                    if n != "airlock"))
     binary = [r for r in reqs if canonical_name(re.split(r"[\s<>=!~;\[]", r)[0])
               not in {canonical_name(s) for s in entry.sdists}]
-    plat = [a for p in entry.platforms for a in ("--platform", p)]
+    plat = [a for p in expand_platforms(entry.platforms) for a in ("--platform", p)]
     for py in entry.python:
         what = f"pypi: resolving for Python {py} ({', '.join(entry.platforms)})"
         items = _pip_report(["--only-binary=:all:", "--python-version", py,

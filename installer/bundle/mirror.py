@@ -1,0 +1,274 @@
+"""Standard repository trees from a bundle's package mirrors, for the repo host to serve
+as static files (``airlock mirror export``):
+
+    pypi/simple/                PEP 503 HTML and PEP 691 JSON (index.html / index.json)
+    pypi/files/NAME.whl         the files, each link carrying #sha256=…
+    npm/NAME/index.json         packuments (versions, dependencies, dist.tarball/integrity)
+    npm/NAME/-/BASE-VER.tgz     tarballs (scoped names under npm/@scope/NAME/)
+    apt/dists/REL/…             Packages(.gz), Release, InRelease and Release.gpg signed with
+    apt/pool/…                  the site key; apt/site-key.gpg for clients' signed-by=
+    nginx-http.conf             nginx map for PEP 691 negotiation (include in http {})
+    nginx-locations.conf        the nginx locations that serve all of it (in server {})
+
+Every blob is hashed while it is copied out; nothing is written where the tree will be
+served until all of it is complete (built beside, renamed at the end).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import html
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from installer.bundle.digest import copy_hashing
+from installer.bundle.sources.packages import canonical_name
+from installer.errors import IntegrityError, SourceError, UsageError
+from installer.fsutil import staged_dir
+
+TITLE = "org.opencontainers.image.title"
+
+
+def _mirrors(bundle: Path) -> dict[str, dict[str, Any]]:
+    try:
+        index = json.loads((bundle / "index.json").read_bytes())
+    except (OSError, ValueError) as e:
+        raise IntegrityError(f"{bundle}: not a readable bundle ({e})") from None
+    out = {}
+    for m in index.get("manifests", []):
+        kind = (m.get("annotations") or {}).get("dev.airlock.kind")
+        if kind in ("pypi", "npm", "deb"):
+            out[kind] = json.loads(_blob(bundle, m["digest"]).read_bytes())
+    return out
+
+
+def _blob(bundle: Path, digest: str) -> Path:
+    algo, _, hexd = digest.partition(":")
+    if algo != "sha256" or len(hexd) != 64 or not all(c in "0123456789abcdef" for c in hexd):
+        raise IntegrityError(f"bad digest {digest!r}")
+    return bundle / "blobs" / "sha256" / hexd
+
+
+def _safe_rel(name: str) -> str:
+    parts = name.split("/")
+    if name.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in name:
+        raise IntegrityError(f"refusing unsafe file name {name!r} in the bundle")
+    return name
+
+
+def _copy_out(bundle: Path, layer: dict[str, Any], dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(_blob(bundle, layer["digest"]), "rb") as src, open(dest, "wb") as dst:
+        digest, _ = copy_hashing(src, dst)
+    if digest != layer["digest"]:
+        raise IntegrityError(f"{dest.name}: the bundle's blob is damaged (run bundle verify)")
+
+
+def export(bundle: Path, out: Path, *, base_url: str | None, site_key: Path | None,
+           force: bool = False) -> dict[str, Any]:
+    mirrors = _mirrors(bundle)
+    if not mirrors:
+        raise UsageError(f"{bundle} carries no package mirrors (pypi, npm or deb)")
+    if "npm" in mirrors and not base_url:
+        raise UsageError("npm packuments need absolute tarball URLs: give --base-url, the URL "
+                         "where the exported folder will be served (e.g. https://repo.lan/)")
+    if "deb" in mirrors and not site_key:
+        raise UsageError("the apt repository must be signed: give --site-key DIR",
+                         hint="make one with: airlock mirror site-key DIR")
+    summary: dict[str, Any] = {"path": str(out.absolute())}
+    with staged_dir(out, force=force) as tmp:
+        if "pypi" in mirrors:
+            summary["pypi"] = _pypi(bundle, mirrors["pypi"], tmp / "pypi")
+        if "npm" in mirrors:
+            summary["npm"] = _npm(bundle, mirrors["npm"], tmp / "npm",
+                                  base_url.rstrip("/") + "/npm/")  # type: ignore[union-attr]
+        if "deb" in mirrors:
+            summary["deb"] = _apt(bundle, mirrors["deb"], tmp / "apt", site_key)  # type: ignore[arg-type]
+        (tmp / "nginx-http.conf").write_text(NGINX_HTTP)
+        (tmp / "nginx-locations.conf").write_text(NGINX_LOCATIONS)
+    return summary
+
+
+NGINX_HTTP = """\
+# Include inside http {}: PEP 691 content negotiation for the simple index.
+map $http_accept $airlock_simple_index {
+    default index.html;
+    "~*application/vnd\\.pypi\\.simple\\.v1\\+json" index.json;
+}
+"""
+
+NGINX_LOCATIONS = """\
+# Include inside a server {} whose root is the exported folder (and nginx-http.conf in http {}).
+location /pypi/simple/ {
+    # PEP 691: JSON for clients that ask for it, PEP 503 HTML otherwise
+    types { application/vnd.pypi.simple.v1+json json; text/html html; }
+    try_files $uri/$airlock_simple_index $uri =404;
+}
+location /npm/ {
+    # npm asks for /NAME and /@scope%2fNAME; nginx decodes %2f, so both map to folders
+    default_type application/json;
+    try_files $uri/index.json $uri =404;
+}
+location /apt/ { autoindex off; }
+"""
+
+
+# --------------------------------------------------------------------------- pypi
+
+def _pypi(bundle: Path, manifest: dict[str, Any], root: Path) -> dict[str, int]:
+    projects: dict[str, list[tuple[str, str]]] = {}
+    for layer in manifest["layers"]:
+        ann = layer["annotations"]
+        fname = _safe_rel(ann[TITLE])
+        if "/" in fname:
+            raise IntegrityError(f"pypi file name {fname!r} has a '/'")
+        _copy_out(bundle, layer, root / "files" / fname)
+        projects.setdefault(canonical_name(ann["dev.airlock.package.name"]), []).append(
+            (fname, layer["digest"][7:]))
+    simple = root / "simple"
+    simple.mkdir(parents=True)
+    links = "".join(f'<a href="{p}/">{p}</a>\n' for p in sorted(projects))
+    (simple / "index.html").write_text(_html("Simple index", links))
+    (simple / "index.json").write_text(json.dumps(
+        {"meta": {"api-version": "1.0"}, "projects": [{"name": p} for p in sorted(projects)]}))
+    for project, files in projects.items():
+        d = simple / project
+        d.mkdir()
+        body = "".join(f'<a href="../../files/{html.escape(f)}#sha256={h}">{html.escape(f)}'
+                       f"</a>\n" for f, h in sorted(files))
+        (d / "index.html").write_text(_html(f"Links for {project}", body))
+        (d / "index.json").write_text(json.dumps({
+            "meta": {"api-version": "1.0"}, "name": project,
+            "files": [{"filename": f, "url": f"../../files/{f}", "hashes": {"sha256": h}}
+                      for f, h in sorted(files)]}))
+    return {"projects": len(projects), "files": sum(len(f) for f in projects.values())}
+
+
+def _html(title: str, body: str) -> str:
+    return (f"<!DOCTYPE html>\n<html><head><meta name=\"pypi:repository-version\" "
+            f"content=\"1.0\"><title>{title}</title></head><body>\n{body}</body></html>\n")
+
+
+# --------------------------------------------------------------------------- npm
+
+MANIFEST_FIELDS = ("dependencies", "optionalDependencies", "peerDependencies",
+                   "peerDependenciesMeta", "bin", "engines", "os", "cpu", "license",
+                   "bundleDependencies", "directories")
+
+
+def _package_json(tgz: Path) -> dict[str, Any]:
+    try:
+        with tarfile.open(tgz, "r:gz") as tar:
+            for m in tar:
+                if m.isfile() and m.name.count("/") == 1 and m.name.endswith("/package.json"):
+                    f = tar.extractfile(m)
+                    return json.loads(f.read(4 << 20)) if f else {}
+    except (tarfile.TarError, OSError, ValueError) as e:
+        raise IntegrityError(f"{tgz.name}: not a readable npm tarball ({e})") from None
+    raise IntegrityError(f"{tgz.name}: has no package.json")
+
+
+def _npm(bundle: Path, manifest: dict[str, Any], root: Path, base: str) -> dict[str, int]:
+    import semantic_version
+
+    docs: dict[str, dict[str, Any]] = {}
+    for layer in manifest["layers"]:
+        ann = layer["annotations"]
+        rel = _safe_rel(ann[TITLE])
+        dest = root / rel
+        _copy_out(bundle, layer, dest)
+        name, version = ann["dev.airlock.package.name"], ann["dev.airlock.package.version"]
+        pkg = _package_json(dest)
+        if pkg.get("name") != name or pkg.get("version") != version:
+            raise IntegrityError(f"{rel}: package.json says {pkg.get('name')}@"
+                                 f"{pkg.get('version')}, the bundle says {name}@{version}")
+        sha1 = hashlib.sha1(dest.read_bytes(), usedforsecurity=False).hexdigest()
+        entry = {k: pkg[k] for k in MANIFEST_FIELDS if k in pkg}
+        entry.update(name=name, version=version,
+                     dist={"tarball": base + rel, "shasum": sha1,
+                           "integrity": ann["dev.airlock.npm.integrity"]})
+        docs.setdefault(name, {"name": name, "versions": {}})["versions"][version] = entry
+    for name, doc in docs.items():
+        def key(v: str) -> Any:
+            try:
+                return (1, semantic_version.Version(v))
+            except ValueError:
+                return (0, v)
+        doc["dist-tags"] = {"latest": max(doc["versions"], key=key)}
+        (root / name).mkdir(parents=True, exist_ok=True)
+        (root / name / "index.json").write_text(json.dumps(doc, indent=1, sort_keys=True))
+    return {"packages": len(docs), "files": len(manifest["layers"])}
+
+
+# --------------------------------------------------------------------------- apt
+
+def make_site_key(home: Path, name: str) -> dict[str, str]:
+    """A repository signing key in a private GnuPG home (mode 0700, no passphrase: it lives
+    on the repo host and signs unattended)."""
+    if home.exists() and any(home.iterdir()):
+        raise UsageError(f"{home} is not empty")
+    home.mkdir(parents=True, exist_ok=True)
+    os.chmod(home, 0o700)
+    _gpg(home, "--quick-generate-key", "--passphrase", "", "--pinentry-mode", "loopback",
+         f"{name} <repo-signing@airlock.invalid>", "ed25519", "sign", "3y")
+    return {"home": str(home), "fingerprint": _fingerprint(home)}
+
+
+def _gpg(home: Path, *args: str, stdin: bytes | None = None) -> bytes:
+    if not shutil.which("gpg"):
+        raise SourceError("gpg is not installed", hint="apt-get install gnupg")
+    proc = subprocess.run(["gpg", "--homedir", str(home), "--batch", "--quiet", "--yes",
+                           "--no-tty", *args], input=stdin, capture_output=True)
+    if proc.returncode != 0:
+        raise SourceError(f"gpg {args[0]} failed: {proc.stderr.decode(errors='replace')[-500:]}")
+    return proc.stdout
+
+
+def _fingerprint(home: Path) -> str:
+    out = _gpg(home, "--with-colons", "--list-secret-keys").decode()
+    fprs = [line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:")]
+    if not fprs:
+        raise UsageError(f"{home} holds no secret key", hint="airlock mirror site-key DIR")
+    return fprs[0]
+
+
+def _apt(bundle: Path, manifest: dict[str, Any], root: Path, home: Path) -> dict[str, Any]:
+    if not shutil.which("apt-ftparchive"):
+        raise SourceError("apt-ftparchive is not installed", hint="apt-get install apt-utils")
+    ann = manifest.get("annotations", {})
+    release = ann.get("dev.airlock.deb.release", "bookworm")
+    arch = ann.get("dev.airlock.deb.architecture", "amd64")
+    fpr = _fingerprint(home)
+    for layer in manifest["layers"]:
+        fname = _safe_rel(layer["annotations"][TITLE])
+        _copy_out(bundle, layer, root / "pool" / "main" / fname[0] / fname)
+    binary = root / "dists" / release / "main" / f"binary-{arch}"
+    binary.mkdir(parents=True)
+    packages = subprocess.run(["apt-ftparchive", "packages", "pool"], cwd=root, check=True,
+                              capture_output=True).stdout
+    (binary / "Packages").write_bytes(packages)
+    with gzip.GzipFile(binary / "Packages.gz", "wb", mtime=0) as gz:
+        gz.write(packages)
+    conf = [f"-oAPT::FTPArchive::Release::{k}={v}" for k, v in (
+        ("Origin", "airlock"), ("Label", "airlock offline mirror"), ("Suite", release),
+        ("Codename", release), ("Architectures", arch), ("Components", "main"))]
+    rel = subprocess.run(["apt-ftparchive", *conf, "release", f"dists/{release}"], cwd=root,
+                         check=True, capture_output=True).stdout
+    dist = root / "dists" / release
+    (dist / "Release").write_bytes(rel)
+    (dist / "InRelease").write_bytes(_gpg(home, "--local-user", fpr, "--clearsign",
+                                          "--digest-algo", "SHA512", stdin=rel))
+    (dist / "Release.gpg").write_bytes(_gpg(home, "--local-user", fpr, "--detach-sign",
+                                            "--armor", "--digest-algo", "SHA512", stdin=rel))
+    (root / "site-key.gpg").write_bytes(_gpg(home, "--export", fpr))
+    (root / "site-key.asc").write_bytes(_gpg(home, "--export", "--armor", fpr))
+    return {"release": release, "architecture": arch, "packages": len(manifest["layers"]),
+            "signedBy": fpr}
+
+
