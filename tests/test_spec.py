@@ -110,3 +110,11 @@ def test_json_error_document(tmp_path: Path) -> None:
     doc = json.loads(proc.stdout)
     assert proc.returncode == 3 and doc["ok"] is False and doc["type"] == "SpecError"
     assert "colour" in doc["error"]
+
+
+@pytest.mark.parametrize("spec", sorted((Path(__file__).parent.parent / "bundles")
+                                        .glob("*.yaml")), ids=lambda p: p.name)
+def test_every_committed_spec_is_valid_and_has_its_lock(spec: Path) -> None:
+    s = spec_mod.load(spec)
+    assert s.name == spec.stem
+    assert spec.with_name(f"{spec.stem}.lock.json").is_file()

@@ -308,18 +308,16 @@ def resolve_deb(entry: MirrorEntry, pins: dict[str, str], workdir: Path) -> list
     extra = [f"{n}={v}" for n, v in sorted(pins.items()) if n not in entry.requirements]
     proc = run(["apt-get", *opts, "-qq", "--print-uris", "-y", "install", *wanted, *extra],
                "deb: resolving the dependency closure")
-    uris = {}
+    uris, names = {}, []
     for line in proc.stdout.splitlines():
         m = APT_URI.match(line.strip())
         if m:
-            basename = urllib.parse.unquote(m.group("uri").rsplit("/", 1)[-1])
-            uris[basename] = m.group("uri")
+            # the URI's file is the pool name; apt's own file name keeps the epoch (%3a)
+            uris[urllib.parse.unquote(m.group("uri").rsplit("/", 1)[-1])] = m.group("uri")
+            name, version, _arch = urllib.parse.unquote(m.group("file"))[:-4].split("_")
+            names.append(f"{name}={version}")
     if not uris:
         raise SourceError("deb: apt resolved no packages to download")
-    names = []
-    for basename in uris:
-        name, version, _arch = basename[:-4].split("_")
-        names.append(f"{name}={version}")
     # the SHA256 and version of each file, from the signed Packages index apt verified
     show = run(["apt-cache", *opts, "show", *names], "deb: reading the Packages index")
     out = []
