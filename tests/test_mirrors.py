@@ -316,3 +316,40 @@ def test_airlock_installs_itself_with_no_network(bundle: Path, tmp_path: Path) -
     ansible = subprocess.run(["unshare", "--net", str(venv / "bin/ansible-playbook"),
                               "--version"], capture_output=True, text=True)
     assert ansible.returncode == 0, ansible.stderr
+
+
+def test_sdists_only_where_asked_and_pinned_rebuild(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, """
+        apiVersion: airlock/v1
+        name: sd
+        version: 1
+        phase: poc
+        pypi:
+          requirements: [six, idna]
+          sdists: [six]
+    """)
+    b = build(spec, tmp_path / "b", BuildOptions()).path
+    files = [f["path"] for a in json.loads((b / "bundle.json").read_text())["artifacts"]
+             for f in a["files"]]
+    assert any(f.startswith("six-") and f.endswith(".tar.gz") for f in files), files
+    assert any(f.startswith("idna-") and f.endswith(".whl") for f in files), files
+    assert not any(f.startswith("six-") and f.endswith(".whl") for f in files)
+    again = build(spec, tmp_path / "b2", BuildOptions(locked=True))
+    assert (b / "SHA256SUMS").read_bytes() == (again.path / "SHA256SUMS").read_bytes()
+
+
+def test_unknown_package_is_a_clear_error(tmp_path: Path) -> None:
+    from installer.errors import SourceError
+
+    spec = write_spec(tmp_path, """
+        apiVersion: airlock/v1
+        name: bad
+        version: 1
+        phase: poc
+        deb:
+          release: bookworm
+          packages: [no-such-package-airlock-test]
+    """)
+    with pytest.raises(SourceError, match="no-such-package-airlock-test"):
+        build(spec, tmp_path / "b", BuildOptions())
+    assert not (tmp_path / "b").exists()
