@@ -86,11 +86,12 @@ def emit_json(doc: Any) -> None:
 
 
 def register() -> None:
-    from installer.cli import bundle, demo, keys, mirror
+    from installer.cli import bundle, demo, keys, lab, mirror
 
     main.add_command(bundle.bundle)
     main.add_command(keys.keys_group)
     main.add_command(mirror.mirror_group)
+    main.add_command(lab.lab_group)
     main.add_command(demo.demo)
 
 

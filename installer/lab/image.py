@@ -1,0 +1,87 @@
+"""The lab's base image: Debian 12 made by debootstrap (systemd as PID 1, sshd, python3,
+nftables), imported into the engine and cached by a tag that names its recipe."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from installer.lab.engine import Engine, LabError
+
+PACKAGES = ("systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "python3-apt",
+            "iproute2", "nftables", "iputils-ping", "procps", "sudo", "ca-certificates",
+            "netcat-openbsd", "less")
+RELEASE = "bookworm"
+SSH_DROPIN = """\
+[Service]
+# host keys are made on each host's first boot, never shared through the image
+ExecStartPre=
+ExecStartPre=/usr/bin/ssh-keygen -A
+ExecStartPre=/usr/sbin/sshd -t
+"""
+RECIPE = "\n".join([RELEASE, *PACKAGES, SSH_DROPIN, "v1"])
+REPOSITORY = "airlock-lab/debian"
+
+
+def tag() -> str:
+    return f"{RELEASE}-{hashlib.sha256(RECIPE.encode()).hexdigest()[:12]}"
+
+
+def reference() -> str:
+    return f"{REPOSITORY}:{tag()}"
+
+
+def ensure(engine: Engine, work: Path, say=print) -> str:  # type: ignore[no-untyped-def]
+    from docker.errors import APIError, ImageNotFound
+
+    client = engine.client()
+    try:
+        client.images.get(reference())
+        return reference()
+    except ImageNotFound:
+        pass
+    if not shutil.which("debootstrap"):
+        raise LabError("debootstrap is not installed", hint="apt-get install debootstrap")
+    say(f"building the lab base image {reference()} with debootstrap (about 2 minutes, once)")
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work, prefix="rootfs-") as tmp:
+        root = Path(tmp) / "root"
+        proc = subprocess.run(["debootstrap", "--variant=minbase",
+                               "--include=" + ",".join(PACKAGES), RELEASE, str(root)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise LabError("debootstrap failed:\n" + (proc.stdout + proc.stderr)[-2000:],
+                           hint="it needs the Debian package mirror the staging host uses")
+        _configure(root)
+        archive = Path(tmp) / "rootfs.tar"
+        subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(archive), "."],
+                       check=True)
+        try:
+            client.api.import_image_from_file(str(archive), repository=REPOSITORY, tag=tag(),
+                                              changes=['CMD ["/sbin/init"]',
+                                                       "ENV container=docker"])
+        except APIError as e:
+            raise LabError(f"the engine refused the base image: {e.explanation}") from None
+    return reference()
+
+
+def _configure(root: Path) -> None:
+    for key in (root / "etc" / "ssh").glob("ssh_host_*"):
+        key.unlink()
+    dropin = root / "etc/systemd/system/ssh.service.d"
+    dropin.mkdir(parents=True, exist_ok=True)
+    (dropin / "keygen.conf").write_text(SSH_DROPIN)
+    (root / "etc/machine-id").write_text("")
+    for unit in ("getty@tty1.service", "serial-getty@console.service",
+                 "systemd-networkd-wait-online.service", "apt-daily.timer",
+                 "apt-daily-upgrade.timer"):
+        link = root / "etc/systemd/system" / unit
+        link.unlink(missing_ok=True)
+        link.symlink_to("/dev/null")
+    (root / "etc/apt/apt.conf.d/99airlock-lab").write_text(
+        'Acquire::Languages "none";\nAPT::Install-Recommends "0";\n')
+    shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
+    (root / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,304 @@
+"""``airlock lab up | down | status``: the project's own test hosts as containers.
+
+``up`` finds or starts an engine, builds (once) the base image, makes one internal bridge
+network per zone with the address plan of the network data model, starts each host with
+systemd as PID 1 (flags from LAB.md; hosts that run containers get what docker-in-docker
+needs), installs a fresh SSH key, waits for SSH on every host's management address, and
+writes ``inventories/lab/hosts.yml``. Everything it makes carries the label
+``dev.airlock.lab`` and is recorded in the lab's state file; ``down`` removes exactly that,
+by id, and stops the engine only if ``up`` started it. A failure half-way removes what was
+made so far.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import tarfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from installer.fsutil import atomic_write
+from installer.lab import engine as engine_mod
+from installer.lab import image
+from installer.lab.engine import Engine, LabError
+from installer.lab.topology import MGMT, Topology, Zone, load_zones, network_file, topology
+
+LABEL = "dev.airlock.lab"
+SYSTEMD_FLAGS: dict[str, Any] = {
+    "cap_add": ["SYS_ADMIN", "NET_ADMIN"],
+    "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
+    "tmpfs": {"/run": "", "/run/lock": ""},
+    "volumes": {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}},
+}
+# LAB.md: --privileged fails here; ALL minus SYS_RESOURCE runs dockerd inside
+CONTAINER_HOST_CAPS = {"cap_add": ["ALL"], "cap_drop": ["SYS_RESOURCE"]}
+
+
+def state_dir() -> Path:
+    env = os.environ.get("AIRLOCK_LAB_DIR")
+    if env:
+        return Path(env)
+    from platformdirs import user_state_dir
+
+    return Path(user_state_dir("airlock")) / "lab"
+
+
+@dataclass
+class LabState:
+    topology: str
+    engine_host: str
+    engine_started_pid: int | None
+    image: str
+    key: str
+    networks: dict[str, str] = field(default_factory=dict)  # zone -> network id
+    containers: dict[str, str] = field(default_factory=dict)  # host -> container id
+    hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    inventory: str = ""
+
+    def save(self, d: Path) -> None:
+        atomic_write(d / "state.json", (json.dumps(asdict(self), indent=2) + "\n").encode(),
+                     mode=0o600)
+
+    @classmethod
+    def load(cls, d: Path) -> LabState | None:
+        p = d / "state.json"
+        if not p.exists():
+            return None
+        return cls(**json.loads(p.read_text()))
+
+
+def _key(d: Path) -> tuple[Path, str]:
+    path = d / "id_ed25519"
+    if not path.exists():
+        key = Ed25519PrivateKey.generate()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.OpenSSH,
+                                      serialization.NoEncryption()))
+    key = serialization.load_ssh_private_key(path.read_bytes(), None)
+    pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                        serialization.PublicFormat.OpenSSH).decode()
+    return path, pub + " airlock-lab\n"
+
+
+def _authorized_keys_tar(pub: str) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        d = tarfile.TarInfo("root/.ssh")
+        d.type, d.mode = tarfile.DIRTYPE, 0o700
+        tar.addfile(d)
+        f = tarfile.TarInfo("root/.ssh/authorized_keys")
+        f.size, f.mode = len(pub), 0o600
+        tar.addfile(f, io.BytesIO(pub.encode()))
+    return buf.getvalue()
+
+
+def _wait_ssh(address: str, key: Path, deadline: float) -> None:
+    import paramiko
+
+    pkey = paramiko.Ed25519Key.from_private_key_file(str(key))
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((address, 22), timeout=2):
+                pass
+            client = paramiko.SSHClient()
+            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # noqa: S507 - lab hosts made a second ago
+            client.connect(address, username="root", pkey=pkey, timeout=5,
+                           allow_agent=False, look_for_keys=False)
+            _, out, _ = client.exec_command("systemctl is-system-running --wait || true",
+                                            timeout=60)
+            out.read()
+            client.close()
+            return
+        except (OSError, paramiko.SSHException) as e:
+            last = e
+            time.sleep(1)
+    raise LabError(f"no SSH on {address} after waiting ({last})",
+                   hint="see the host's journal: docker exec HOST journalctl -u ssh")
+
+
+def _mgmt_octet(index: int) -> int:
+    return 100 + index
+
+
+def up(root: Path, topo_name: str = "poc", say=print) -> LabState:  # type: ignore[no-untyped-def]
+    from docker.errors import APIError
+
+    zones = load_zones(network_file(root))
+    topo = topology(topo_name, zones)
+    d = state_dir()
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    old = LabState.load(d)
+    if old:
+        raise LabError(f"a lab ({old.topology}) is already up; state in {d / 'state.json'}",
+                       hint="airlock lab down first")
+    eng = engine_mod.find_or_start(d, say)
+    img = image.ensure(eng, d / "image-work", say)
+    key, pub = _key(d)
+    state = LabState(topo_name, eng.host, eng.started_pid, img, str(key))
+    state.save(d)  # from here on, down can undo whatever was made
+    client = eng.client()
+    try:
+        used = {z: zones[z] for z in {MGMT, *(h.zone for h in topo.hosts)}}
+        for name, zone in sorted(used.items()):
+            _check_subnet_free(client, zone)
+            try:
+                net = client.networks.create(
+                    f"airlock-lab-{name}", driver="bridge", internal=True,
+                    ipam=_ipam(zone), labels={LABEL: topo_name, "dev.airlock.zone": name})
+            except APIError as e:
+                raise LabError(f"cannot make the {name} network {zone.subnet}: "
+                               f"{e.explanation}") from None
+            state.networks[name] = net.id
+            state.save(d)
+        for i, h in enumerate(topo.hosts):
+            mgmt_ip = zones[MGMT].address(_mgmt_octet(i))
+            zone_ip = zones[h.zone].address(h.octet)
+            flags = dict(SYSTEMD_FLAGS)
+            if h.runs_containers:
+                flags = {**flags, **CONTAINER_HOST_CAPS}
+            c = client.containers.create(
+                img, name=f"airlock-lab-{h.name}", hostname=h.name, detach=True,
+                labels={LABEL: topo_name, "dev.airlock.host": h.name},
+                stop_signal="SIGRTMIN+3",  # systemd's clean shutdown
+                network=f"airlock-lab-{MGMT}", **flags)
+            state.containers[h.name] = c.id
+            state.save(d)
+            client.api.disconnect_container_from_network(c.id, state.networks[MGMT])
+            client.api.connect_container_to_network(c.id, state.networks[MGMT],
+                                                    ipv4_address=mgmt_ip)
+            if h.zone != MGMT:
+                client.api.connect_container_to_network(c.id, state.networks[h.zone],
+                                                        ipv4_address=zone_ip)
+            c.put_archive("/", _authorized_keys_tar(pub))
+            c.start()
+            state.hosts[h.name] = {"zone": h.zone, "groups": list(h.groups),
+                                   "mgmt_address": mgmt_ip, "zone_address": zone_ip,
+                                   "runs_containers": h.runs_containers}
+            state.save(d)
+        deadline = time.monotonic() + 180
+        for name, h in state.hosts.items():
+            say(f"waiting for SSH on {name} ({h['mgmt_address']})")
+            _wait_ssh(h["mgmt_address"], key, deadline)
+        state.inventory = str(write_inventory(root, topo, zones, state))
+        state.save(d)
+        return state
+    except BaseException:
+        say("lab up failed; removing what it made")
+        down(root, quiet=True)
+        raise
+
+
+def _ipam(zone: Zone) -> Any:
+    from docker.types import IPAMConfig, IPAMPool
+
+    return IPAMConfig(pool_configs=[IPAMPool(subnet=str(zone.subnet), gateway=zone.gateway)])
+
+
+def _check_subnet_free(client: Any, zone: Zone) -> None:
+    import ipaddress
+
+    for net in client.networks.list():
+        for cfg in (net.attrs.get("IPAM") or {}).get("Config") or []:
+            sub = cfg.get("Subnet")
+            if sub and ipaddress.ip_network(sub, strict=False).overlaps(zone.subnet):
+                raise LabError(f"zone {zone.name} subnet {zone.subnet} clashes with the "
+                               f"engine's network {net.name} ({sub})",
+                               hint="remove that network, or change the subnet in "
+                                    "playbooks/group_vars/all/network.yml")
+
+
+def write_inventory(root: Path, topo: Topology, zones: dict[str, Zone],
+                    state: LabState) -> Path:
+    groups: dict[str, dict[str, Any]] = {}
+    hostvars = {}
+    for h in topo.hosts:
+        info = state.hosts[h.name]
+        hostvars[h.name] = {"ansible_host": info["mgmt_address"],
+                            "airlock_zone": h.zone, "airlock_zone_address":
+                            info["zone_address"]}
+        for g in (h.zone, *h.groups):
+            groups.setdefault(g, {"hosts": {}})["hosts"][h.name] = None
+    doc = {"all": {
+        "vars": {"ansible_user": "root", "ansible_ssh_private_key_file": state.key,
+                 "ansible_python_interpreter": "/usr/bin/python3",
+                 # lab hosts get new host keys every time they are made
+                 "ansible_ssh_common_args": "-o StrictHostKeyChecking=no "
+                                            "-o UserKnownHostsFile=/dev/null",
+                 "airlock_lab": True},
+        "hosts": hostvars,
+        "children": groups}}
+    path = root / "inventories" / "lab" / "hosts.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = ("# Written by `airlock lab up`; removed by `airlock lab down`. Not committed.\n"
+            + yaml.safe_dump(doc, sort_keys=False))
+    atomic_write(path, text.encode())
+    return path
+
+
+def down(root: Path, quiet: bool = False) -> dict[str, Any]:
+    from docker.errors import DockerException, NotFound
+
+    d = state_dir()
+    state = LabState.load(d)
+    if state is None:
+        return {"removed": False, "reason": "no lab is up"}
+    eng = Engine(state.engine_host, state.engine_started_pid)
+    removed = {"containers": 0, "networks": 0}
+    try:
+        client = eng.client()
+        for cid in state.containers.values():
+            try:
+                client.containers.get(cid).remove(force=True, v=True)
+                removed["containers"] += 1
+            except NotFound:
+                pass
+        for nid in state.networks.values():
+            try:
+                client.networks.get(nid).remove()
+                removed["networks"] += 1
+            except NotFound:
+                pass
+    except DockerException as e:
+        if not state.engine_started_pid:
+            raise LabError(f"the lab's engine at {state.engine_host} does not answer ({e})",
+                           hint="start it again, then airlock lab down") from None
+    engine_mod.stop(eng)
+    inv = Path(state.inventory) if state.inventory else root / "inventories/lab/hosts.yml"
+    if inv.exists():
+        inv.unlink()
+    (d / "state.json").unlink()
+    return {"removed": True, **removed, "engineStopped": bool(state.engine_started_pid)}
+
+
+def status() -> dict[str, Any]:
+    from docker.errors import DockerException, NotFound
+
+    d = state_dir()
+    state = LabState.load(d)
+    if state is None:
+        return {"up": False}
+    hosts = {}
+    try:
+        client = Engine(state.engine_host).client()
+        for name, cid in state.containers.items():
+            try:
+                hosts[name] = {**state.hosts.get(name, {}),
+                               "state": client.containers.get(cid).status}
+            except NotFound:
+                hosts[name] = {**state.hosts.get(name, {}), "state": "missing"}
+    except DockerException as e:
+        return {"up": True, "engine": state.engine_host, "error": str(e)}
+    return {"up": True, "topology": state.topology, "engine": state.engine_host,
+            "image": state.image, "inventory": state.inventory, "hosts": hosts}

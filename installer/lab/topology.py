@@ -1,0 +1,104 @@
+"""Lab topologies: which test hosts exist, in which zone, in which inventory groups.
+
+Zones (VLAN id, subnet) come from the network data model,
+``playbooks/group_vars/all/network.yml``. Every host has an address in its zone and one in
+the management zone (its management NIC: SSH and Ansible arrive there, as in production).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from installer.errors import SpecError, UsageError
+
+MGMT = "mgmt"
+
+
+@dataclass(frozen=True)
+class Zone:
+    name: str
+    vlan: int
+    subnet: ipaddress.IPv4Network
+
+    def address(self, host_octet: int) -> str:
+        return str(self.subnet.network_address + host_octet)
+
+    @property
+    def gateway(self) -> str:
+        """The lab engine's bridge address: the controller's address in this zone."""
+        return str(self.subnet.network_address + 1)
+
+
+@dataclass(frozen=True)
+class LabHost:
+    name: str
+    zone: str
+    octet: int
+    groups: tuple[str, ...]
+    runs_containers: bool = False
+
+
+@dataclass
+class Topology:
+    name: str
+    hosts: list[LabHost] = field(default_factory=list)
+
+
+TOPOLOGIES: dict[str, Topology] = {
+    # seed 001 §2 PoC: gateway (Nginx + Keycloak), one IDE host, one AI host, one repo host
+    "poc": Topology("poc", [
+        LabHost("gw1", "dmz", 10, ("gateway", "keycloak"), runs_containers=True),
+        LabHost("ide1", "ide", 10, ("ide",), runs_containers=True),
+        LabHost("ai1", "ai", 10, ("completion_gpu", "chat_gpu", "llm_gateway"),
+                runs_containers=True),
+        LabHost("repo1", "backend", 10, ("repo", "gitlab", "nexus")),
+    ]),
+    # one host, for role tests that need no neighbours
+    "single": Topology("single", [LabHost("node1", "backend", 20, ("lab_single",))]),
+}
+
+
+def network_file(root: Path) -> Path:
+    return root / "playbooks" / "group_vars" / "all" / "network.yml"
+
+
+def load_zones(path: Path) -> dict[str, Zone]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise SpecError(f"cannot read the network data model ({e})", file=str(path)) from None
+    zones = {}
+    seen: dict[ipaddress.IPv4Network, str] = {}
+    for name, z in (data or {}).get("network_zones", {}).items():
+        try:
+            subnet = ipaddress.IPv4Network(z["subnet"])
+            vlan = int(z["vlan"])
+        except (KeyError, ValueError, TypeError) as e:
+            raise SpecError(f"zone {name}: needs vlan (1-4094) and subnet ({e})",
+                            file=str(path)) from None
+        if not 1 <= vlan <= 4094:
+            raise SpecError(f"zone {name}: vlan {vlan} is outside 1-4094", file=str(path))
+        for other, oname in seen.items():
+            if subnet.overlaps(other):
+                raise SpecError(f"zone {name}: subnet {subnet} overlaps zone {oname} "
+                                f"({other})", file=str(path))
+        seen[subnet] = name
+        zones[name] = Zone(name, vlan, subnet)
+    if MGMT not in zones:
+        raise SpecError("the network data model has no mgmt zone", file=str(path))
+    return zones
+
+
+def topology(name: str, zones: dict[str, Zone]) -> Topology:
+    if name not in TOPOLOGIES:
+        raise UsageError(f"no topology {name!r}; there are: {', '.join(sorted(TOPOLOGIES))}")
+    topo = TOPOLOGIES[name]
+    for h in topo.hosts:
+        if h.zone not in zones:
+            raise SpecError(f"topology {name}: host {h.name} is in zone {h.zone!r}, which the "
+                            "network data model does not define")
+    return topo

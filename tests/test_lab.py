@@ -1,0 +1,157 @@
+"""The lab: real systemd hosts as containers on Debian's engine, one internal bridge
+network per zone, SSH with a fresh key, an inventory Ansible uses. `lab down` removes
+exactly what `lab up` made; a failure half-way leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from installer.errors import UsageError
+from installer.lab import lab as lab_mod
+from installer.lab.engine import LabError
+from installer.lab.topology import load_zones, network_file
+
+
+@pytest.fixture(scope="module")
+def client():
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        c = docker.from_env(timeout=60)
+        c.ping()
+    except DockerException as e:
+        pytest.fail(f"no container engine at DOCKER_HOST ({e}); tests/run.sh starts one",
+                    pytrace=False)
+    return c
+
+
+def labelled(client) -> tuple[list, list]:
+    f = {"label": lab_mod.LABEL}
+    return client.containers.list(all=True, filters=f), client.networks.list(filters=f)
+
+
+def test_unknown_topology_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRLOCK_LAB_DIR", str(tmp_path / "lab"))
+    with pytest.raises(UsageError, match="no topology 'galaxy'; there are: poc, single"):
+        lab_mod.up(REPO, "galaxy", say=lambda m: None)
+
+
+def test_no_engine_and_no_dockerd_is_a_clear_error(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRLOCK_LAB_DIR", str(tmp_path / "lab"))
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(LabError, match="no container engine answers .* dockerd is not "
+                                       "installed"):
+        lab_mod.up(REPO, "single", say=lambda m: None)
+
+
+def test_a_subnet_clash_half_way_leaves_nothing(client, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from docker.types import IPAMConfig, IPAMPool
+
+    monkeypatch.setenv("AIRLOCK_LAB_DIR", str(tmp_path / "lab"))
+    # someone else's network on the backend subnet: zones before it are made, then it fails
+    other = client.networks.create("not-ours", internal=True, ipam=IPAMConfig(
+        pool_configs=[IPAMPool(subnet="10.0.5.0/24")]))
+    try:
+        with pytest.raises(LabError, match="zone backend subnet 10.0.5.0/24 clashes with the "
+                                           "engine's network not-ours"):
+            lab_mod.up(REPO, "poc", say=lambda m: None)
+        containers, networks = labelled(client)
+        assert containers == [] and networks == []
+        assert not (tmp_path / "lab" / "state.json").exists()
+        assert not (REPO / "inventories/lab/hosts.yml").exists()
+        client.networks.get(other.id)  # untouched
+    finally:
+        other.remove()
+
+
+@pytest.fixture(scope="module")
+def lab(client, tmp_path_factory: pytest.TempPathFactory):
+    d = tmp_path_factory.mktemp("lab")
+    old = os.environ.get("AIRLOCK_LAB_DIR")
+    os.environ["AIRLOCK_LAB_DIR"] = str(d)
+    try:
+        state = lab_mod.up(REPO, "poc", say=print)
+        yield state
+    finally:
+        lab_mod.down(REPO)
+        if old is None:
+            os.environ.pop("AIRLOCK_LAB_DIR", None)
+        else:
+            os.environ["AIRLOCK_LAB_DIR"] = old
+
+
+def test_hosts_run_systemd_in_their_zones(lab, client) -> None:
+    zones = load_zones(network_file(REPO))
+    st = lab_mod.status()
+    assert st["up"] and set(st["hosts"]) == {"gw1", "ide1", "ai1", "repo1"}
+    for name, h in st["hosts"].items():
+        assert h["state"] == "running"
+        c = client.containers.get(lab.containers[name])
+        out = c.exec_run(["systemctl", "is-system-running"]).output.decode().strip()
+        assert out in ("running", "degraded"), out
+        addrs = c.exec_run(["ip", "-4", "-o", "addr"]).output.decode()
+        assert h["zone_address"] in addrs and h["mgmt_address"] in addrs
+        import ipaddress
+
+        assert ipaddress.ip_address(h["zone_address"]) in zones[h["zone"]].subnet
+    nets = {n.attrs["Labels"]["dev.airlock.zone"]: n for n in labelled(client)[1]}
+    for zone in ("mgmt", "dmz", "ide", "ai", "backend"):
+        attrs = nets[zone].attrs
+        assert attrs["Internal"] is True
+        assert attrs["IPAM"]["Config"][0]["Subnet"] == str(zones[zone].subnet)
+
+
+def test_ansible_reaches_every_host_over_ssh(lab) -> None:
+    inv = REPO / "inventories/lab/hosts.yml"
+    ansible = Path(sys.executable).parent / "ansible"
+    proc = subprocess.run([str(ansible), "-i", str(inv), "all", "-m", "ansible.builtin.ping"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "false"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count('"ping": "pong"') == 4
+    groups = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i",
+                             str(inv), "--list"], capture_output=True, text=True, check=True)
+    doc = json.loads(groups.stdout)
+    assert doc["ide"]["hosts"] == ["ide1"] and "gw1" in doc["keycloak"]["hosts"]
+
+
+def test_ssh_key_is_private_and_hosts_have_their_own_host_keys(lab, client) -> None:
+    assert oct(Path(lab.key).stat().st_mode & 0o777) == "0o600"
+    keys = set()
+    for cid in lab.containers.values():
+        c = client.containers.get(cid)
+        keys.add(c.exec_run(["cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).output)
+    assert len(keys) == 4
+
+
+def test_second_lab_up_is_refused_while_one_is_up(lab) -> None:
+    with pytest.raises(LabError, match="already up"):
+        lab_mod.up(REPO, "single", say=lambda m: None)
+
+
+def test_lab_down_removes_exactly_what_up_made(lab, client) -> None:
+    from docker.types import IPAMConfig, IPAMPool
+
+    bystander = client.networks.create("bystander", ipam=IPAMConfig(
+        pool_configs=[IPAMPool(subnet="10.99.0.0/24")]))
+    try:
+        result = lab_mod.down(REPO)
+        assert result["removed"] and result["containers"] == 4 and result["networks"] == 5
+        assert labelled(client) == ([], [])
+        assert not (REPO / "inventories/lab/hosts.yml").exists()
+        client.networks.get(bystander.id)
+        assert lab_mod.status() == {"up": False}
+        assert lab_mod.down(REPO) == {"removed": False, "reason": "no lab is up"}
+    finally:
+        bystander.remove()
