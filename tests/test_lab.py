@@ -49,7 +49,7 @@ def test_no_engine_and_no_dockerd_is_a_clear_error(tmp_path: Path,
     monkeypatch.setenv("AIRLOCK_LAB_DIR", str(tmp_path / "lab"))
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
     monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(LabError, match="no container engine answers .* dockerd is not "
+    with pytest.raises(LabError, match=r"no container engine answers .* dockerd is not "
                                        "installed"):
         lab_mod.up(REPO, "single", say=lambda m: None)
 
@@ -63,7 +63,7 @@ def test_a_subnet_clash_half_way_leaves_nothing(client, tmp_path: Path,
     other = client.networks.create("not-ours", internal=True, ipam=IPAMConfig(
         pool_configs=[IPAMPool(subnet="10.0.5.0/24")]))
     try:
-        with pytest.raises(LabError, match="zone backend subnet 10.0.5.0/24 clashes with the "
+        with pytest.raises(LabError, match=r"zone backend subnet 10\.0\.5\.0/24 clashes with the "
                                            "engine's network not-ours"):
             lab_mod.up(REPO, "poc", say=lambda m: None)
         containers, networks = labelled(client)
