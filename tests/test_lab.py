@@ -140,6 +140,67 @@ def test_second_lab_up_is_refused_while_one_is_up(lab) -> None:
         lab_mod.up(REPO, "single", say=lambda m: None)
 
 
+def _playbook(*args: str) -> tuple[int, dict]:
+    """Run the firewall playbook through ansible-runner; stats come from its events."""
+    import tempfile
+
+    import ansible_runner
+
+    with tempfile.TemporaryDirectory() as pdd:
+        r = ansible_runner.run(
+            private_data_dir=pdd, playbook=str(REPO / "playbooks/firewall.yml"),
+            inventory=str(REPO / "inventories/lab/hosts.yml"), cmdline=" ".join(args) or None,
+            envvars={"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+                     # the venv's ansible-playbook, whatever PATH the tests run with
+                     "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
+            quiet=True)
+        stats = r.stats or {}
+        hosts = set(stats.get("ok", {})) | set(stats.get("failures", {}))
+        per_host = {h: {k: stats.get(k, {}).get(h, 0) for k in ("ok", "changed", "failures",
+                                                               "dark")} for h in hosts}
+        if r.rc != 0:
+            raise AssertionError(f"rc={r.rc} {per_host}\n" + r.stdout.read()[-3000:])
+        return r.rc, per_host
+
+
+def _connects(address: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((address, port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+def test_firewall_role_default_deny_idempotent_and_check_mode(lab, client) -> None:
+    """A listener on ai1's Tabby port answers the controller before the firewall, and not
+    after it (only the IDE zone may open it); a second run changes nothing (judged from
+    Ansible's run stats); --check passes and changes nothing; SSH from mgmt still works."""
+    import time
+
+    ai1 = client.containers.get(lab.containers["ai1"])
+    ai1.exec_run(["python3", "-m", "http.server", "8081"], detach=True)
+    mgmt = lab.hosts["ai1"]["mgmt_address"]
+    deadline = time.monotonic() + 20
+    while not _connects(mgmt, 8081):
+        assert time.monotonic() < deadline, "the test listener did not start"
+        time.sleep(0.2)
+
+    rc, stats = _playbook()
+    assert rc == 0, stats
+    assert all(s["changed"] > 0 and s["failures"] == 0 for s in stats.values()), stats
+    assert not _connects(mgmt, 8081)  # refused now: 8081 only from 10.0.3.0/24
+    rules = ai1.exec_run(["nft", "list", "table", "inet", "airlock"]).output.decode()
+    assert "policy drop" in rules and "ip saddr 10.0.3.0/24 tcp dport 8081 accept" in rules
+
+    rc, stats = _playbook()
+    assert rc == 0 and all(s["changed"] == 0 for s in stats.values()), stats
+    rc, stats = _playbook("--check", "--diff")
+    assert rc == 0 and all(s["changed"] == 0 for s in stats.values()), stats
+    assert _connects(mgmt, 22)
+
+
 def test_lab_down_removes_exactly_what_up_made(lab, client) -> None:
     from docker.types import IPAMConfig, IPAMPool
 

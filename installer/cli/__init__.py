@@ -86,12 +86,13 @@ def emit_json(doc: Any) -> None:
 
 
 def register() -> None:
-    from installer.cli import bundle, demo, keys, lab, mirror
+    from installer.cli import bundle, demo, keys, lab, mirror, network
 
     main.add_command(bundle.bundle)
     main.add_command(keys.keys_group)
     main.add_command(mirror.mirror_group)
     main.add_command(lab.lab_group)
+    main.add_command(network.network_group)
     main.add_command(demo.demo)
 
 

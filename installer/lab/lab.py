@@ -221,7 +221,10 @@ def _check_subnet_free(client: Any, zone: Zone) -> None:
 
 def write_inventory(root: Path, topo: Topology, zones: dict[str, Zone],
                     state: LabState) -> Path:
-    groups: dict[str, dict[str, Any]] = {}
+    from installer.network import GROUPS
+
+    # every component group exists in every inventory, empty where the topology has none
+    groups: dict[str, dict[str, Any]] = {g: {} for g in sorted(GROUPS)}
     hostvars = {}
     for h in topo.hosts:
         info = state.hosts[h.name]
@@ -229,7 +232,7 @@ def write_inventory(root: Path, topo: Topology, zones: dict[str, Zone],
                             "airlock_zone": h.zone, "airlock_zone_address":
                             info["zone_address"]}
         for g in (h.zone, *h.groups):
-            groups.setdefault(g, {"hosts": {}})["hosts"][h.name] = None
+            groups.setdefault(g, {}).setdefault("hosts", {})[h.name] = None
     doc = {"all": {
         "vars": {"ansible_user": "root", "ansible_ssh_private_key_file": state.key,
                  "ansible_python_interpreter": "/usr/bin/python3",

@@ -1,0 +1,165 @@
+"""The network data model: zones, external sources and flows (the port matrix), resolved
+against an inventory into per-host allow lists and a document for the security review.
+
+Used by the firewall role (through its filter plugin), by the lab and by
+``airlock network matrix``; one place decides what may talk to what.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from installer.errors import SpecError
+
+PROTOS = ("tcp", "udp")
+# the inventory groups every phase's inventory defines (one per component)
+GROUPS = {"gateway", "keycloak", "ide", "completion_gpu", "chat_gpu", "llm_gateway", "repo",
+          "gitlab", "nexus", "ci_runner", "logging", "monitoring"}
+DATA_FILE = Path("playbooks/group_vars/all/network.yml")
+
+
+@dataclass(frozen=True)
+class Flow:
+    src: str
+    dst: str
+    port: int
+    proto: str
+    purpose: str
+
+
+@dataclass
+class Model:
+    zones: dict[str, dict[str, Any]]
+    external: dict[str, dict[str, Any]]
+    flows: list[Flow]
+
+
+def parse(data: dict[str, Any], groups: set[str], where: str = "network data model") -> Model:
+    """Check the model's shape and names; ``groups`` are the inventory's group names."""
+    zones = data.get("network_zones") or {}
+    external = data.get("network_external") or {}
+    for name, z in {**zones, **external}.items():
+        try:
+            ipaddress.IPv4Network(z["subnet"])
+        except (KeyError, ValueError, TypeError) as e:
+            raise SpecError(f"{name}: subnet missing or invalid ({e})", file=where) from None
+    known = set(zones) | set(external) | groups | {"all"}
+    flows = []
+    for i, f in enumerate(data.get("network_flows") or []):
+        field = f"network_flows[{i}]"
+        try:
+            flow = Flow(str(f["from"]), str(f["to"]), int(f["port"]),
+                        str(f.get("proto", "tcp")), str(f.get("purpose", "")))
+        except (KeyError, ValueError, TypeError) as e:
+            raise SpecError(f"needs from, to, port (and proto, purpose): {e}", file=where,
+                            field=field) from None
+        for end in (flow.src, flow.dst):
+            if end not in known:
+                raise SpecError(f"{end!r} is not a zone, external source, inventory group "
+                                "or 'all'", file=where, field=field,
+                                hint="known: " + ", ".join(sorted(known)))
+        if flow.dst in external:
+            raise SpecError(f"{flow.dst!r} is an external source; flows may not go to it",
+                            file=where, field=field)
+        if not 0 < flow.port < 65536 or flow.proto not in PROTOS:
+            raise SpecError(f"port {flow.port}/{flow.proto} is not a valid tcp/udp port",
+                            file=where, field=field)
+        flows.append(flow)
+    return Model(zones, external, flows)
+
+
+def load(path: Path, groups: set[str]) -> Model:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise SpecError(f"cannot read ({e})", file=str(path)) from None
+    return parse(data, groups, str(path))
+
+
+class Inventory:
+    """What the model needs from an inventory: groups and each host's zone and address."""
+
+    def __init__(self, groups: dict[str, list[str]], hostvars: dict[str, dict[str, Any]]):
+        self.groups = groups
+        self.hostvars = hostvars
+
+    def hosts_of(self, name: str, model: Model) -> list[str]:
+        if name == "all":
+            return sorted(self.hostvars)
+        if name in model.zones:
+            return sorted(h for h, v in self.hostvars.items() if v.get("airlock_zone") == name)
+        return sorted(self.groups.get(name, []))
+
+    def addresses_of(self, name: str, model: Model) -> list[str]:
+        """Zone and external names stand for their subnets; groups for host addresses."""
+        if name in model.zones:
+            return [model.zones[name]["subnet"]]
+        if name in model.external:
+            return [model.external[name]["subnet"]]
+        return [self.hostvars[h]["airlock_zone_address"] for h in self.hosts_of(name, model)]
+
+
+def host_rules(model: Model, inv: Inventory, host: str) -> dict[str, list[dict[str, Any]]]:
+    """{'input': [...], 'output': [...]} allow rules for one host, sorted and merged."""
+    rules: dict[str, set[tuple]] = {"input": set(), "output": set()}
+    for f in model.flows:
+        if host in inv.hosts_of(f.dst, model):
+            for addr in inv.addresses_of(f.src, model):
+                rules["input"].add((f.proto, f.port, addr, f.purpose))
+        if host in inv.hosts_of(f.src, model):
+            for addr in inv.addresses_of(f.dst, model):
+                rules["output"].add((f.proto, f.port, addr, f.purpose))
+    return {k: [{"proto": p, "port": port, "address": a, "purpose": why}
+                for p, port, a, why in sorted(v)] for k, v in rules.items()}
+
+
+def matrix_rows(model: Model) -> list[list[str]]:
+    rows = []
+    for f in model.flows:
+        rows.append([f.src, _zone_hint(f.src, model), f.dst, _zone_hint(f.dst, model),
+                     str(f.port), f.proto, f.purpose])
+    return rows
+
+
+def _zone_hint(name: str, model: Model) -> str:
+    if name in model.zones:
+        return f"zone {name} ({model.zones[name]['subnet']}, VLAN {model.zones[name]['vlan']})"
+    if name in model.external:
+        return f"external ({model.external[name]['subnet']})"
+    return "every host" if name == "all" else f"group {name}"
+
+
+HEADER = ["from", "from (what)", "to", "to (what)", "port", "protocol", "purpose"]
+
+
+def matrix_markdown(model: Model) -> str:
+    out = ["# Port matrix", "",
+           "Generated by `airlock network matrix` from "
+           "`playbooks/group_vars/all/network.yml`; do not edit by hand. Every host's "
+           "nftables rules and the lab's connection tests come from the same data.", "",
+           "## Zones", "", "| zone | VLAN | subnet | purpose |", "|---|---|---|---|"]
+    for name, z in model.zones.items():
+        out.append(f"| {name} | {z['vlan']} | {z['subnet']} | {z.get('purpose', '')} |")
+    for name, z in model.external.items():
+        out.append(f"| {name} (external) | - | {z['subnet']} | {z.get('purpose', '')} |")
+    out += ["", "## Allowed flows", "",
+            "Default deny in and out on every host; replies to allowed connections are "
+            "allowed; nothing else.", "", "| " + " | ".join(HEADER) + " |",
+            "|" + "---|" * len(HEADER)]
+    out += ["| " + " | ".join(r) + " |" for r in matrix_rows(model)]
+    return "\n".join(out) + "\n"
+
+
+def matrix_csv(model: Model) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(HEADER)
+    w.writerows(matrix_rows(model))
+    return buf.getvalue()

@@ -1,0 +1,40 @@
+"""Filter: this host's allow rules from the zones and flows data model.
+
+The logic is airlock's own (installer.network), shared with `airlock network matrix` and
+the lab's connection tests, so the document, the rules and the proof cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def airlock_host_rules(host: str, zones: dict, external: dict, flows: list, groups: dict,
+                       hostvars: Any) -> dict[str, list[dict[str, Any]]]:
+    from ansible.errors import AnsibleFilterError
+
+    try:
+        from installer.errors import AirlockError
+        from installer.network import Inventory, host_rules, parse
+    except ImportError as e:  # pragma: no cover - airlock is installed with ansible
+        raise AnsibleFilterError(f"airlock is not importable on the controller: {e}") from e
+    names = set(groups) - {"all", "ungrouped"}
+    try:
+        model = parse({"network_zones": zones, "network_external": external,
+                       "network_flows": flows}, names, "firewall_flows")
+    except AirlockError as e:
+        raise AnsibleFilterError(str(e)) from e
+    hv = {}
+    for h in groups["all"]:
+        v = hostvars[h]
+        if "airlock_zone" not in v or "airlock_zone_address" not in v:
+            raise AnsibleFilterError(f"host {h} needs airlock_zone and airlock_zone_address")
+        hv[h] = {"airlock_zone": v["airlock_zone"],
+                 "airlock_zone_address": v["airlock_zone_address"]}
+    inv = Inventory({g: list(m) for g, m in groups.items()}, hv)
+    return host_rules(model, inv, host)
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {"airlock_host_rules": airlock_host_rules}

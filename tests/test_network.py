@@ -1,0 +1,108 @@
+"""The zones and flows data model: clear errors for bad data, per-host rules that follow
+the matrix exactly, and the committed port-matrix document kept in step with the data."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, run_airlock
+from installer import network
+from installer.errors import SpecError
+
+DATA = yaml.safe_load((REPO / network.DATA_FILE).read_text())
+
+INV = network.Inventory(
+    {"gateway": ["gw1"], "keycloak": ["gw1"], "ide": ["ide1"], "completion_gpu": ["ai1"],
+     "chat_gpu": ["ai1"], "llm_gateway": ["ai1"], "repo": ["repo1"], "gitlab": ["repo1"]},
+    {"gw1": {"airlock_zone": "dmz", "airlock_zone_address": "10.0.2.10"},
+     "ide1": {"airlock_zone": "ide", "airlock_zone_address": "10.0.3.10"},
+     "ai1": {"airlock_zone": "ai", "airlock_zone_address": "10.0.4.10"},
+     "repo1": {"airlock_zone": "backend", "airlock_zone_address": "10.0.5.10"}})
+
+
+def model(data=None) -> network.Model:
+    return network.parse(data or DATA, network.GROUPS)
+
+
+def rule(proto: str, port: int, addr: str) -> tuple:
+    return (proto, port, addr)
+
+
+def rules(m: network.Model, host: str, chain: str) -> set[tuple]:
+    return {(r["proto"], r["port"], r["address"]) for r in network.host_rules(m, INV, host)[chain]}
+
+
+def test_the_committed_model_is_valid_and_has_the_seed_zones() -> None:
+    m = model()
+    assert {z: v["subnet"] for z, v in m.zones.items()} == {
+        "mgmt": "10.0.1.0/24", "dmz": "10.0.2.0/24", "ide": "10.0.3.0/24",
+        "ai": "10.0.4.0/24", "backend": "10.0.5.0/24"}
+    ports = {(f.src, f.dst, f.port) for f in m.flows}
+    for seed_flow in [("vde", "gateway", 443), ("gateway", "keycloak", 8443),
+                      ("gateway", "ide", 8080), ("ide", "completion_gpu", 8081),
+                      ("ide", "llm_gateway", 4000), ("llm_gateway", "chat_gpu", 8000),
+                      ("ide", "gitlab", 443), ("all", "logging", 9200)]:
+        assert seed_flow in ports  # seed 000 §4.1, every row
+
+
+def test_host_rules_follow_the_matrix() -> None:
+    m = model()
+    assert rules(m, "ai1", "input") == {
+        rule("tcp", 22, "10.0.1.0/24"), rule("tcp", 8081, "10.0.3.0/24"),
+        rule("tcp", 4000, "10.0.3.0/24"), rule("tcp", 8000, "10.0.4.10")}
+    assert rule("tcp", 443, "10.20.0.0/16") in rules(m, "gw1", "input")
+    assert rule("tcp", 8080, "10.0.3.0/24") in rules(m, "gw1", "output")
+    assert rules(m, "repo1", "input") >= {rule("tcp", 443, "10.0.3.0/24")}
+    # nobody may open 8081 on ai1 but the IDE zone; the gateway may not reach Tabby
+    assert rule("tcp", 8081, "10.0.4.10") not in rules(m, "gw1", "output")
+
+
+def test_removing_a_flow_removes_its_rules_and_its_matrix_row() -> None:
+    data = copy.deepcopy(DATA)
+    data["network_flows"] = [f for f in data["network_flows"] if f["port"] != 8081]
+    m = model(data)
+    assert rule("tcp", 8081, "10.0.3.0/24") not in rules(m, "ai1", "input")
+    assert rule("tcp", 8081, "10.0.4.10") not in rules(m, "ide1", "output")
+    assert "8081" not in network.matrix_markdown(m)
+
+
+@pytest.mark.parametrize("mutate, words", [
+    (lambda d: d["network_flows"].append({"from": "ide", "to": "nowhere", "port": 1}),
+     "'nowhere' is not a zone, external source, inventory group or 'all'"),
+    (lambda d: d["network_flows"].append({"from": "ide", "to": "vde", "port": 1}),
+     "is an external source; flows may not go to it"),
+    (lambda d: d["network_flows"].append({"from": "ide", "to": "repo", "port": 70000}),
+     "not a valid tcp/udp port"),
+    (lambda d: d["network_flows"].append({"from": "ide", "to": "repo"}), "needs from, to, port"),
+    (lambda d: d["network_zones"]["ide"].update(subnet="10.0.3.0/33"), "subnet missing or "
+                                                                       "invalid"),
+])
+def test_bad_data_is_a_clear_error(mutate, words: str) -> None:
+    data = copy.deepcopy(DATA)
+    mutate(data)
+    with pytest.raises(SpecError) as e:
+        model(data)
+    assert words in str(e.value)
+
+
+def test_lab_rejects_overlapping_zones(tmp_path: Path) -> None:
+    from installer.lab.topology import load_zones
+
+    data = copy.deepcopy(DATA)
+    data["network_zones"]["ai"]["subnet"] = "10.0.3.128/25"
+    p = tmp_path / "network.yml"
+    p.write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match=r"zone (ide|ai): subnet .* overlaps zone (ai|ide)"):
+        load_zones(p)
+
+
+def test_committed_port_matrix_matches_the_data(tmp_path: Path) -> None:
+    proc = run_airlock("network", "matrix", "-o", str(tmp_path), check=True)
+    assert "11 flows" in proc.stdout
+    for name in ("port-matrix.md", "port-matrix.csv"):
+        assert (REPO / "docs" / name).read_text() == (tmp_path / name).read_text(), \
+            f"docs/{name} is stale: run airlock network matrix -o docs"
