@@ -11,6 +11,7 @@ Exit codes (also in README):
   5  integrity failure (verify, unpack)
   6  storage: output exists, disk full, interrupted
   7  keys: unreadable key, wrong passphrase, a key the root does not list
+  8  lab: no engine, debootstrap failed, a subnet clash, SSH never came up
 """
 
 from __future__ import annotations

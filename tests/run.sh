@@ -52,6 +52,6 @@ docker version --format 'engine {{.Server.Version}} at '"$DOCKER_HOST" \
 export AIRLOCK_REQUIRE_ALL=1
 
 echo "== ruff"
-.venv/bin/ruff check installer tests benchmarks
+.venv/bin/ruff check installer tests benchmarks roles
 echo "== pytest"
 .venv/bin/python -m pytest "$@"
