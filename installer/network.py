@@ -21,7 +21,7 @@ from installer.errors import SpecError
 PROTOS = ("tcp", "udp")
 # the inventory groups every phase's inventory defines (one per component)
 GROUPS = {"gateway", "keycloak", "ide", "completion_gpu", "chat_gpu", "llm_gateway", "repo",
-          "gitlab", "nexus", "ci_runner", "logging", "monitoring"}
+          "gitlab", "nexus", "ci_runner", "logging", "monitoring", "router"}
 DATA_FILE = Path("playbooks/group_vars/all/network.yml")
 
 
@@ -118,6 +118,18 @@ def host_rules(model: Model, inv: Inventory, host: str) -> dict[str, list[dict[s
                 rules["output"].add((f.proto, f.port, addr, f.purpose))
     return {k: [{"proto": p, "port": port, "address": a, "purpose": why}
                 for p, port, a, why in sorted(v)] for k, v in rules.items()}
+
+
+def router_rules(model: Model, inv: Inventory) -> list[dict[str, Any]]:
+    """What the inter-zone firewall forwards: every flow, address to address."""
+    out = set()
+    for f in model.flows:
+        for s in inv.addresses_of(f.src, model):
+            for d in inv.addresses_of(f.dst, model):
+                if s != d:
+                    out.add((f.proto, f.port, s, d, f.purpose))
+    return [{"proto": p, "port": port, "source": s, "address": d, "purpose": why}
+            for p, port, s, d, why in sorted(out)]
 
 
 def matrix_rows(model: Model) -> list[list[str]]:

@@ -94,7 +94,7 @@ def lab(client, tmp_path_factory: pytest.TempPathFactory):
 def test_hosts_run_systemd_in_their_zones(lab, client) -> None:
     zones = load_zones(network_file(REPO))
     st = lab_mod.status()
-    assert st["up"] and set(st["hosts"]) == {"gw1", "ide1", "ai1", "repo1"}
+    assert st["up"] and set(st["hosts"]) == {"gw1", "ide1", "ai1", "repo1", "fw1"}
     for name, h in st["hosts"].items():
         assert h["state"] == "running"
         c = client.containers.get(lab.containers[name])
@@ -119,7 +119,7 @@ def test_ansible_reaches_every_host_over_ssh(lab) -> None:
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "false"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count('"ping": "pong"') == 4
+    assert proc.stdout.count('"ping": "pong"') == 5
     groups = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i",
                              str(inv), "--list"], capture_output=True, text=True, check=True)
     doc = json.loads(groups.stdout)
@@ -132,7 +132,7 @@ def test_ssh_key_is_private_and_hosts_have_their_own_host_keys(lab, client) -> N
     for cid in lab.containers.values():
         c = client.containers.get(cid)
         keys.add(c.exec_run(["cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).output)
-    assert len(keys) == 4
+    assert len(keys) == 5
 
 
 def test_second_lab_up_is_refused_while_one_is_up(lab) -> None:
@@ -201,6 +201,91 @@ def test_firewall_role_default_deny_idempotent_and_check_mode(lab, client) -> No
     assert _connects(mgmt, 22)
 
 
+# The port matrix the platform needs (seed 000 §4.1, plus the offline repository). Written
+# here, not read from network.yml: removing a flow from the data file must fail its test.
+EXPECTED_FLOWS = [
+    ("gateway", "keycloak", 8443), ("gateway", "ide", 8080), ("ide", "completion_gpu", 8081),
+    ("ide", "llm_gateway", 4000), ("llm_gateway", "chat_gpu", 8000), ("ide", "gitlab", 443),
+    ("all", "repo", 443), ("all", "repo", 5000), ("all", "logging", 9200),
+]
+
+LISTENER = """
+import errno, selectors, socket, sys
+sel = selectors.DefaultSelector()
+for port in map(int, sys.argv[2:]):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((sys.argv[1], port))
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE:
+            raise
+        continue  # something of the test's already listens there
+    s.listen(64)
+    sel.register(s, selectors.EVENT_READ)
+while True:
+    for key, _ in sel.select():
+        conn, _ = key.fileobj.accept()
+        conn.close()
+"""
+
+PROBER = """
+import json, socket, sys
+from concurrent.futures import ThreadPoolExecutor
+targets = [t.rsplit(":", 1) for t in sys.argv[1:]]
+def probe(t):
+    try:
+        with socket.create_connection((t[0], int(t[1])), timeout=1.5):
+            return True
+    except OSError:
+        return False
+with ThreadPoolExecutor(len(targets)) as pool:
+    print(json.dumps(dict(zip(sys.argv[1:], pool.map(probe, targets)))))
+"""
+
+
+def test_every_flow_connects_and_every_other_pair_is_refused(lab, client) -> None:
+    """After the firewall playbook: a real TCP connection from a host of the source to a
+    listener on the destination's zone address for every flow of the matrix (through the
+    lab's inter-zone router, as through the site's firewall), and refusal for every other
+    host pair on those ports."""
+    hosts = {n: h for n, h in lab.hosts.items() if "router" not in h["groups"]}
+
+    def members(name: str) -> set[str]:
+        if name == "all":
+            return set(hosts)
+        return {n for n, h in hosts.items() if name in h["groups"] or h["zone"] == name}
+
+    allowed, skipped = set(), []
+    for src, dst, port in EXPECTED_FLOWS:
+        if not members(dst):
+            skipped.append(f"{src}->{dst}:{port} (no {dst} host in this topology)")
+        allowed |= {(a, b, port) for a in members(src) for b in members(dst) if a != b}
+    assert skipped == ["all->logging:9200 (no logging host in this topology)"]
+    ports = sorted({p for _, _, p in EXPECTED_FLOWS})
+    for name, h in hosts.items():
+        client.containers.get(lab.containers[name]).exec_run(
+            ["python3", "-c", LISTENER, h["zone_address"], *map(str, ports)], detach=True)
+    import time
+
+    time.sleep(1)
+    got = {}
+    for a in hosts:
+        targets = [f"{hosts[b]['zone_address']}:{p}" for b in hosts if b != a for p in ports]
+        r = client.containers.get(lab.containers[a]).exec_run(["python3", "-c", PROBER,
+                                                               *targets])
+        assert r.exit_code == 0, r.output.decode()
+        for target, ok in json.loads(r.output).items():
+            addr, port = target.rsplit(":", 1)
+            b = next(n for n, h in hosts.items() if h["zone_address"] == addr)
+            got[(a, b, int(port))] = ok
+    wrong_refused = sorted(k for k in allowed if not got[k])
+    wrong_open = sorted(k for k, ok in got.items() if ok and k not in allowed)
+    assert wrong_refused == [], f"flows of the matrix that did not connect: {wrong_refused}"
+    assert wrong_open == [], f"connections the matrix does not allow: {wrong_open}"
+    assert sum(got.values()) == len(allowed) >= 8
+
+
 def test_lab_down_removes_exactly_what_up_made(lab, client) -> None:
     from docker.types import IPAMConfig, IPAMPool
 
@@ -208,7 +293,7 @@ def test_lab_down_removes_exactly_what_up_made(lab, client) -> None:
         pool_configs=[IPAMPool(subnet="10.99.0.0/24")]))
     try:
         result = lab_mod.down(REPO)
-        assert result["removed"] and result["containers"] == 4 and result["networks"] == 5
+        assert result["removed"] and result["containers"] == 5 and result["networks"] == 5
         assert labelled(client) == ([], [])
         assert not (REPO / "inventories/lab/hosts.yml").exists()
         client.networks.get(bystander.id)

@@ -30,7 +30,15 @@ from installer.fsutil import atomic_write
 from installer.lab import engine as engine_mod
 from installer.lab import image
 from installer.lab.engine import Engine, LabError
-from installer.lab.topology import MGMT, Topology, Zone, load_zones, network_file, topology
+from installer.lab.topology import (
+    MGMT,
+    ROUTER_OCTET,
+    Topology,
+    Zone,
+    load_zones,
+    network_file,
+    topology,
+)
 
 LABEL = "dev.airlock.lab"
 SYSTEMD_FLAGS: dict[str, Any] = {
@@ -132,6 +140,19 @@ def _mgmt_octet(index: int) -> int:
     return 100 + index
 
 
+def _route_via_router(container: Any, zone: str, zones: dict[str, Zone],
+                      used: dict[str, Zone]) -> None:
+    """Other zones are reached through the router's address in this host's zone, as a
+    production host reaches them through its VLAN's gateway."""
+    via = zones[zone].address(ROUTER_OCTET)
+    for other in sorted(used):
+        if other in (zone, MGMT):
+            continue
+        r = container.exec_run(["ip", "route", "replace", str(zones[other].subnet), "via", via])
+        if r.exit_code != 0:
+            raise LabError(f"cannot route {other} via {via}: {r.output.decode().strip()}")
+
+
 def up(root: Path, topo_name: str = "poc", say=print) -> LabState:  # type: ignore[no-untyped-def]
     from docker.errors import APIError
 
@@ -163,11 +184,13 @@ def up(root: Path, topo_name: str = "poc", say=print) -> LabState:  # type: igno
             state.networks[name] = net.id
             state.save(d)
         for i, h in enumerate(topo.hosts):
-            mgmt_ip = zones[MGMT].address(_mgmt_octet(i))
+            mgmt_ip = zones[MGMT].address(ROUTER_OCTET if h.router else _mgmt_octet(i))
             zone_ip = zones[h.zone].address(h.octet)
             flags = dict(SYSTEMD_FLAGS)
             if h.runs_containers:
                 flags = {**flags, **CONTAINER_HOST_CAPS}
+            if h.router:
+                flags = {**flags, "sysctls": {"net.ipv4.ip_forward": "1"}}
             c = client.containers.create(
                 img, name=f"airlock-lab-{h.name}", hostname=h.name, detach=True,
                 labels={LABEL: topo_name, "dev.airlock.host": h.name},
@@ -178,11 +201,16 @@ def up(root: Path, topo_name: str = "poc", say=print) -> LabState:  # type: igno
             client.api.disconnect_container_from_network(c.id, state.networks[MGMT])
             client.api.connect_container_to_network(c.id, state.networks[MGMT],
                                                     ipv4_address=mgmt_ip)
-            if h.zone != MGMT:
-                client.api.connect_container_to_network(c.id, state.networks[h.zone],
-                                                        ipv4_address=zone_ip)
+            attach = [z for z in used if z != MGMT] if h.router else \
+                ([h.zone] if h.zone != MGMT else [])
+            for z in sorted(attach):
+                client.api.connect_container_to_network(
+                    c.id, state.networks[z],
+                    ipv4_address=zones[z].address(ROUTER_OCTET) if h.router else zone_ip)
             c.put_archive("/", _authorized_keys_tar(pub))
             c.start()
+            if not h.router and h.zone != MGMT and any(x.router for x in topo.hosts):
+                _route_via_router(c, h.zone, zones, used)
             state.hosts[h.name] = {"zone": h.zone, "groups": list(h.groups),
                                    "mgmt_address": mgmt_ip, "zone_address": zone_ip,
                                    "runs_containers": h.runs_containers}

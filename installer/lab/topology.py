@@ -16,6 +16,7 @@ import yaml
 from installer.errors import SpecError, UsageError
 
 MGMT = "mgmt"
+ROUTER_OCTET = 254
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class LabHost:
     octet: int
     groups: tuple[str, ...]
     runs_containers: bool = False
+    router: bool = False  # on every zone network at .254: the lab's inter-VLAN firewall
 
 
 @dataclass
@@ -56,6 +58,9 @@ TOPOLOGIES: dict[str, Topology] = {
         LabHost("ai1", "ai", 10, ("completion_gpu", "chat_gpu", "llm_gateway"),
                 runs_containers=True),
         LabHost("repo1", "backend", 10, ("repo", "gitlab", "nexus")),
+        # production routes between VLANs through the site's firewall; the lab models it
+        # with a host that forwards only the port matrix's flows
+        LabHost("fw1", MGMT, ROUTER_OCTET, ("router",), router=True),
     ]),
     # one host, for role tests that need no neighbours
     "single": Topology("single", [LabHost("node1", "backend", 20, ("lab_single",))]),

@@ -15,7 +15,7 @@ def airlock_host_rules(host: str, zones: dict, external: dict, flows: list, grou
 
     try:
         from installer.errors import AirlockError
-        from installer.network import Inventory, host_rules, parse
+        from installer.network import Inventory, host_rules, parse, router_rules
     except ImportError as e:  # pragma: no cover - airlock is installed with ansible
         raise AnsibleFilterError(f"airlock is not importable on the controller: {e}") from e
     names = set(groups) - {"all", "ungrouped"}
@@ -32,7 +32,7 @@ def airlock_host_rules(host: str, zones: dict, external: dict, flows: list, grou
         hv[h] = {"airlock_zone": v["airlock_zone"],
                  "airlock_zone_address": v["airlock_zone_address"]}
     inv = Inventory({g: list(m) for g, m in groups.items()}, hv)
-    return host_rules(model, inv, host)
+    return {**host_rules(model, inv, host), "forward": router_rules(model, inv)}
 
 
 class FilterModule:
