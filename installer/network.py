@@ -175,3 +175,35 @@ def matrix_csv(model: Model) -> str:
     w.writerow(HEADER)
     w.writerows(matrix_rows(model))
     return buf.getvalue()
+
+
+def vlan_interfaces(zone: str, zone_address: str, mgmt_address: str,
+                    zones: dict[str, dict[str, Any]], gateway_octet: int = 254
+                    ) -> list[dict[str, Any]]:
+    """The VLAN interfaces a host on a trunk needs: its zone's and the management zone's,
+    each with its address, and routes to the other zones through the zone's gateway (the
+    inter-VLAN firewall). Raises SpecError for data a kernel would refuse."""
+    out = []
+    for name, address in ((zone, zone_address), ("mgmt", mgmt_address)):
+        if out and name == zone:
+            continue
+        if name not in zones:
+            raise SpecError(f"zone {name!r} is not in the network data model")
+        z = zones[name]
+        vlan = int(z["vlan"])
+        if not 1 <= vlan <= 4094:
+            raise SpecError(f"zone {name}: VLAN id {vlan} is outside 1-4094")
+        net = ipaddress.IPv4Network(z["subnet"])
+        if ipaddress.IPv4Address(address) not in net:
+            raise SpecError(f"address {address} is not in zone {name} ({net})")
+        routes = []
+        if name == zone and name != "mgmt":
+            gw = str(net.network_address + gateway_octet)
+            routes = [{"destination": other["subnet"], "gateway": gw}
+                      for oname, other in sorted(zones.items()) if oname not in (name, "mgmt")]
+        iface = f"vlan{vlan}"
+        if len(iface) > 15:
+            raise SpecError(f"interface name {iface} is longer than 15 characters")
+        out.append({"name": iface, "zone": name, "vlan": vlan, "address": address,
+                    "prefix": net.prefixlen, "routes": routes})
+    return out

@@ -140,15 +140,15 @@ def test_second_lab_up_is_refused_while_one_is_up(lab) -> None:
         lab_mod.up(REPO, "single", say=lambda m: None)
 
 
-def _playbook(*args: str) -> tuple[int, dict]:
-    """Run the firewall playbook through ansible-runner; stats come from its events."""
+def _playbook(*args: str, playbook: str = "firewall.yml") -> tuple[int, dict]:
+    """Run a playbook through ansible-runner; stats come from its events."""
     import tempfile
 
     import ansible_runner
 
     with tempfile.TemporaryDirectory() as pdd:
         r = ansible_runner.run(
-            private_data_dir=pdd, playbook=str(REPO / "playbooks/firewall.yml"),
+            private_data_dir=pdd, playbook=str(REPO / "playbooks" / playbook),
             inventory=str(REPO / "inventories/lab/hosts.yml"), cmdline=" ".join(args) or None,
             envvars={"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
                      # the venv's ansible-playbook, whatever PATH the tests run with
@@ -199,6 +199,42 @@ def test_firewall_role_default_deny_idempotent_and_check_mode(lab, client) -> No
     rc, stats = _playbook("--check", "--diff")
     assert rc == 0 and all(s["changed"] == 0 for s in stats.values()), stats
     assert _connects(mgmt, 22)
+
+
+def test_common_role_converges_idempotent_and_clean_in_check_mode(lab, client) -> None:
+    rc, stats = _playbook(playbook="common.yml")
+    assert rc == 0 and all(s["failures"] == 0 and s["changed"] > 0 for s in stats.values())
+    rc, stats = _playbook(playbook="common.yml")
+    assert all(s["changed"] == 0 for s in stats.values()), stats
+    rc, stats = _playbook("--check", "--diff", playbook="common.yml")
+    assert all(s["changed"] == 0 for s in stats.values()), stats
+    c = client.containers.get(lab.containers["repo1"])
+    sshd = c.exec_run(["sshd", "-T"]).output.decode()
+    assert "passwordauthentication no" in sshd and "x11forwarding no" in sshd
+    assert "permitrootlogin without-password" in sshd or "prohibit-password" in sshd
+    assert "server 10.0.1.254 iburst" in c.exec_run(["cat", "/etc/chrony/chrony.conf"]
+                                                     ).output.decode()
+    assert c.exec_run(["test", "-d", "/var/log/journal"]).exit_code == 0
+    assert c.exec_run(["hostname"]).output.decode().strip() == "repo1"
+    assert _connects(lab.hosts["repo1"]["mgmt_address"], 22)  # still reachable
+
+
+def test_vlan_configuration_is_refused_on_a_kernel_without_8021q(lab) -> None:
+    """LAB.md: this kernel has no VLAN support; the role says so instead of writing
+    interfaces the host cannot bring up."""
+    import tempfile
+
+    import ansible_runner
+
+    with tempfile.TemporaryDirectory() as pdd:
+        r = ansible_runner.run(
+            private_data_dir=pdd, playbook=str(REPO / "playbooks/firewall.yml"),
+            inventory=str(REPO / "inventories/lab/hosts.yml"), limit="ide1",
+            extravars={"firewall_vlan_enabled": True}, quiet=True,
+            envvars={"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+                     "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"})
+        out = r.stdout.read()
+    assert r.rc != 0 and "the kernel has no 802.1Q support" in out
 
 
 # The port matrix the platform needs (seed 000 §4.1, plus the offline repository). Written

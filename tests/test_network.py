@@ -106,3 +106,41 @@ def test_committed_port_matrix_matches_the_data(tmp_path: Path) -> None:
     for name in ("port-matrix.md", "port-matrix.csv"):
         assert (REPO / "docs" / name).read_text() == (tmp_path / name).read_text(), \
             f"docs/{name} is stale: run airlock network matrix -o docs"
+
+
+def test_vlan_interfaces_and_their_networkd_files() -> None:
+    import configparser
+
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    zones = DATA["network_zones"]
+    vlans = network.vlan_interfaces("ide", "10.0.3.10", "10.0.1.101", zones)
+    assert [(v["name"], v["vlan"], v["address"], v["prefix"]) for v in vlans] == [
+        ("vlan30", 30, "10.0.3.10", 24), ("vlan10", 10, "10.0.1.101", 24)]
+    assert {r["destination"] for r in vlans[0]["routes"]} == {"10.0.2.0/24", "10.0.4.0/24",
+                                                              "10.0.5.0/24"}
+    assert all(r["gateway"] == "10.0.3.254" for r in vlans[0]["routes"])
+    env = Environment(loader=FileSystemLoader(REPO / "roles/firewall/templates"),
+                      undefined=StrictUndefined, keep_trailing_newline=True)
+    for v in vlans:
+        for tpl, sections in (("vlan.netdev.j2", {"NetDev", "VLAN"}),
+                              ("vlan.network.j2", {"Match", "Network"})):
+            text = env.get_template(tpl).render(item=v, ansible_managed="test")
+            parser = configparser.ConfigParser(strict=False, interpolation=None)
+            parser.optionxform = str  # networkd keys are case-sensitive
+            parser.read_string(text)
+            assert sections <= set(parser.sections()), text
+        netdev = env.get_template("vlan.netdev.j2").render(item=v, ansible_managed="t")
+        assert f"Id={v['vlan']}" in netdev and "Kind=vlan" in netdev
+    parent = env.get_template("parent.network.j2").render(
+        _firewall_vlans=vlans, firewall_vlan_parent="bond0", ansible_managed="t")
+    assert "Name=bond0" in parent and "VLAN=vlan30" in parent and "VLAN=vlan10" in parent
+
+
+@pytest.mark.parametrize("zone, addr, words", [
+    ("ide", "10.0.4.10", "not in zone ide"),
+    ("nowhere", "10.0.3.10", "'nowhere' is not in the network data model"),
+])
+def test_vlan_bad_data(zone: str, addr: str, words: str) -> None:
+    with pytest.raises(SpecError, match=words):
+        network.vlan_interfaces(zone, addr, "10.0.1.101", DATA["network_zones"])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from installer.lab.engine import Engine, LabError
 
-PACKAGES = ("systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "python3-apt",
+PACKAGES = ("systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "python3-apt", "chrony",
             "iproute2", "nftables", "iputils-ping", "procps", "sudo", "ca-certificates",
             "netcat-openbsd", "less")
 RELEASE = "bookworm"

@@ -35,6 +35,20 @@ def airlock_host_rules(host: str, zones: dict, external: dict, flows: list, grou
     return {**host_rules(model, inv, host), "forward": router_rules(model, inv)}
 
 
+def airlock_vlan_interfaces(zone: str, zone_address: str, mgmt_address: str, zones: dict,
+                            gateway_octet: int = 254) -> list[dict[str, Any]]:
+    from ansible.errors import AnsibleFilterError
+
+    from installer.errors import AirlockError
+    from installer.network import vlan_interfaces
+
+    try:
+        return vlan_interfaces(zone, zone_address, mgmt_address, zones, int(gateway_octet))
+    except AirlockError as e:
+        raise AnsibleFilterError(str(e)) from e
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"airlock_host_rules": airlock_host_rules}
+        return {"airlock_host_rules": airlock_host_rules,
+                "airlock_vlan_interfaces": airlock_vlan_interfaces}
