@@ -54,7 +54,7 @@ export AIRLOCK_REQUIRE_ALL=1
 echo "== ruff"
 .venv/bin/ruff check installer tests benchmarks roles
 echo "== yamllint, ansible-lint (production profile)"
-.venv/bin/yamllint -s roles playbooks .yamllint
+.venv/bin/yamllint -s roles playbooks inventories .yamllint
 PATH="$PWD/.venv/bin:$PATH" .venv/bin/ansible-lint --offline --profile production roles playbooks
 echo "== pytest"
 .venv/bin/python -m pytest "$@"
