@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from installer.bundle.digest import sha256_many, workers
+from installer.bundle.digest import sha256_bytes, sha256_many, workers
 from installer.bundle.meta import BUNDLE_JSON, SUMS, SumsError, excluded_from_sums, parse_sums
 from installer.bundle.store import INDEX_TYPES, Descriptor
 from installer.console import NullProgress
@@ -58,8 +58,6 @@ def verify(root: Path, progress: Any = None,
            hashed: dict[str, tuple[str, int]] | None = None) -> Report:
     """``hashed`` (relpath -> (digest, size)) skips re-hashing files whose bytes the caller
     has just hashed while writing them (unpack)."""
-    from installer.bundle.digest import sha256_bytes
-
     progress = progress or NullProgress()
     t0 = time.monotonic()
     report = Report(root)
