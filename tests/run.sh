@@ -52,9 +52,9 @@ docker version --format 'engine {{.Server.Version}} at '"$DOCKER_HOST" \
 export AIRLOCK_REQUIRE_ALL=1
 
 echo "== ruff"
-.venv/bin/ruff check installer tests benchmarks roles
+.venv/bin/ruff check installer tests benchmarks roles molecule
 echo "== yamllint, ansible-lint (production profile)"
 .venv/bin/yamllint -s roles playbooks inventories .yamllint
-PATH="$PWD/.venv/bin:$PATH" .venv/bin/ansible-lint --offline --profile production roles playbooks
+PATH="$PWD/.venv/bin:$PATH" .venv/bin/ansible-lint --offline --profile production roles playbooks molecule
 echo "== pytest"
 .venv/bin/python -m pytest "$@"

@@ -332,4 +332,5 @@ def status() -> dict[str, Any]:
     except DockerException as e:
         return {"up": True, "engine": state.engine_host, "error": str(e)}
     return {"up": True, "topology": state.topology, "engine": state.engine_host,
-            "image": state.image, "inventory": state.inventory, "hosts": hosts}
+            "image": state.image, "inventory": state.inventory, "key": state.key,
+            "hosts": hosts}

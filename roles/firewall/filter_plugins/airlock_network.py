@@ -15,10 +15,11 @@ def airlock_host_rules(host: str, zones: dict, external: dict, flows: list, grou
 
     try:
         from installer.errors import AirlockError
-        from installer.network import Inventory, host_rules, parse, router_rules
+        from installer.network import GROUPS, Inventory, host_rules, parse, router_rules
     except ImportError as e:  # pragma: no cover - airlock is installed with ansible
         raise AnsibleFilterError(f"airlock is not importable on the controller: {e}") from e
-    names = set(groups) - {"all", "ungrouped"}
+    # the platform's component groups are valid names even where an inventory has none
+    names = (set(groups) | GROUPS) - {"all", "ungrouped"}
     try:
         model = parse({"network_zones": zones, "network_external": external,
                        "network_flows": flows}, names, "firewall_flows")
