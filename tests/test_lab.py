@@ -140,8 +140,8 @@ def test_second_lab_up_is_refused_while_one_is_up(lab) -> None:
         lab_mod.up(REPO, "single", say=lambda m: None)
 
 
-def _playbook(*args: str, playbook: str = "firewall.yml") -> tuple[int, dict]:
-    """Run a playbook through ansible-runner; stats come from its events."""
+def _run(playbook: str, *args: str, **kwargs: object) -> tuple[int, dict, str]:
+    """Run a playbook through ansible-runner: (rc, per-host stats from its events, output)."""
     import tempfile
 
     import ansible_runner
@@ -153,14 +153,19 @@ def _playbook(*args: str, playbook: str = "firewall.yml") -> tuple[int, dict]:
             envvars={"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
                      # the venv's ansible-playbook, whatever PATH the tests run with
                      "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
-            quiet=True)
+            quiet=True, **kwargs)
         stats = r.stats or {}
         hosts = set(stats.get("ok", {})) | set(stats.get("failures", {}))
         per_host = {h: {k: stats.get(k, {}).get(h, 0) for k in ("ok", "changed", "failures",
                                                                "dark")} for h in hosts}
-        if r.rc != 0:
-            raise AssertionError(f"rc={r.rc} {per_host}\n" + r.stdout.read()[-3000:])
-        return r.rc, per_host
+        return r.rc, per_host, r.stdout.read()
+
+
+def _playbook(*args: str, playbook: str = "firewall.yml") -> tuple[int, dict]:
+    rc, per_host, out = _run(playbook, *args)
+    if rc != 0:
+        raise AssertionError(f"rc={rc} {per_host}\n" + out[-3000:])
+    return rc, per_host
 
 
 def _connects(address: str, port: int) -> bool:
@@ -222,19 +227,8 @@ def test_common_role_converges_idempotent_and_clean_in_check_mode(lab, client) -
 def test_vlan_configuration_is_refused_on_a_kernel_without_8021q(lab) -> None:
     """LAB.md: this kernel has no VLAN support; the role says so instead of writing
     interfaces the host cannot bring up."""
-    import tempfile
-
-    import ansible_runner
-
-    with tempfile.TemporaryDirectory() as pdd:
-        r = ansible_runner.run(
-            private_data_dir=pdd, playbook=str(REPO / "playbooks/firewall.yml"),
-            inventory=str(REPO / "inventories/lab/hosts.yml"), limit="ide1",
-            extravars={"firewall_vlan_enabled": True}, quiet=True,
-            envvars={"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-                     "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"})
-        out = r.stdout.read()
-    assert r.rc != 0 and "the kernel has no 802.1Q support" in out
+    rc, _, out = _run("firewall.yml", limit="ide1", extravars={"firewall_vlan_enabled": True})
+    assert rc != 0 and "the kernel has no 802.1Q support" in out
 
 
 # The port matrix the platform needs (seed 000 §4.1, plus the offline repository). Written
