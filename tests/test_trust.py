@@ -191,6 +191,8 @@ def test_targets_are_exactly_sha256sums(signed: Path) -> None:
     listed = dict(line.split("  ")[::-1] for line in
                   (signed / "SHA256SUMS").read_text().splitlines())
     assert {p: t["hashes"]["sha256"] for p, t in targets.items()} == listed
+    assert {p: t["length"] for p, t in targets.items()} == \
+        {p: (signed / p).stat().st_size for p in listed}
 
 
 def test_cli_sign_reports_progress_toward_threshold(inputs: Path, keydir: Path,

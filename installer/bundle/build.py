@@ -286,7 +286,7 @@ def _collect_mirrors(spec: Spec, store: Layout, old: Lock, new: Lock, opts: Buil
         new_files, packages, layer_files = {}, {}, []
         for f, (digest, size) in zip(files, stored, strict=True):
             info = {"name": f.name, "version": f.version,
-                    **{k: v for k, v in f.attrs if k != "size"}}
+                    **{k: v for k, v in f.attrs if k != "self"}}
             if f.attr.get("self"):
                 info["self"] = True
             else:

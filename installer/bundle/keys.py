@@ -75,6 +75,12 @@ def write_private_key(path: Path, key: Ed25519PrivateKey, passphrase: str) -> No
     os.chmod(path, 0o600)
 
 
+def _write_signer(d: Path, name: str, key: Ed25519PrivateKey, passphrase: str) -> None:
+    """NAME.key (encrypted, 0600) and NAME.pub (one OpenSSH line) in the key folder."""
+    write_private_key(d / f"{name}.key", key, passphrase)
+    (d / f"{name}.pub").write_text(sshsig.openssh_public(key.public_key()) + f" {name}\n")
+
+
 def load_private_key(path: Path, passphrase: str) -> Ed25519PrivateKey:
     try:
         data = path.read_bytes()
@@ -192,8 +198,7 @@ def init(d: Path, signers: int, threshold: int, names: list[str] | None, passphr
         md.sign(signer_for(k, n), append=True)
     try:
         for n, k in privs.items():
-            write_private_key(d / f"{n}.key", k, passphrase)
-            (d / f"{n}.pub").write_text(sshsig.openssh_public(k.public_key()) + f" {n}\n")
+            _write_signer(d, n, k, passphrase)
         policy.write(d)
         _write_root(d, md)
     except BaseException:
@@ -256,8 +261,7 @@ def rotate(d: Path, passphrase: str, *, replace: list[str], add: list[str], remo
             if (d / f"{n}{suffix}").exists():
                 os.replace(d / f"{n}{suffix}", retired / f"{n}.v{old.version}{suffix}")
     for n, k in new_privs.items():
-        write_private_key(d / f"{n}.key", k, passphrase)
-        (d / f"{n}.pub").write_text(sshsig.openssh_public(k.public_key()) + f" {n}\n")
+        _write_signer(d, n, k, passphrase)
     _write_root(d, md)
     return describe(d)
 

@@ -25,9 +25,11 @@ from installer.fsutil import atomic_write
 SERIALIZER = JSONSerializer(compact=False)
 
 
-def expected_targets(bundle: Path, sizes: dict[str, int]) -> dict[str, TargetFile]:
+def expected_targets(bundle: Path) -> dict[str, TargetFile]:
+    """The TUF target set a bundle's SHA256SUMS stands for: each listed file, its length
+    and sha256."""
     listed = parse_sums((bundle / SUMS).read_text())
-    return {path: TargetFile(sizes[path], {"sha256": digest[7:]}, path)
+    return {path: TargetFile((bundle / path).stat().st_size, {"sha256": digest[7:]}, path)
             for path, digest in listed.items()}
 
 
@@ -53,11 +55,9 @@ def sign_bundle(bundle: Path, key_file: Path, passphrase: str,
     if not report.ok:
         raise IntegrityError(f"{bundle}: refusing to sign a bundle that does not verify",
                              report.problems)
-    sizes = {p.relative_to(bundle).as_posix(): p.stat().st_size
-             for p in bundle.rglob("*") if p.is_file()}
     version = int(load_meta(bundle)["version"])
     policy = keys.Policy.read(trust_dir)
-    want = expected_targets(bundle, sizes)
+    want = expected_targets(bundle)
 
     tuf = bundle / TUF_DIR
     if (tuf / "targets.json").exists():

@@ -8,6 +8,8 @@ give byte-identical output.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import tempfile
@@ -108,9 +110,6 @@ class Layout:
         """Copy a stream in while hashing it. A digest other than ``expected`` (sha256) or
         an SRI value (``sha512-BASE64``) it does not match raises ``DigestMismatch`` and
         nothing is stored."""
-        import base64
-        import hashlib
-
         sri_hash = None
         if sri:
             algo, _, b64 = sri.partition("-")

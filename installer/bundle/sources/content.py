@@ -14,7 +14,6 @@ from installer.bundle.spec import (
     ContentEntry,
     RemoteFile,
 )
-from installer.errors import SourceError
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,3 @@ def walk(root: Path, entry: ContentEntry) -> list[str]:
         raise entry.at.error(f"model folder {root} has no files")
     return sorted(out)
 
-
-def check_local_readable(job: Job) -> None:
-    if job.local and not os.access(job.local, os.R_OK):
-        raise SourceError(f"{job.local}: not readable")

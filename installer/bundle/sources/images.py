@@ -18,10 +18,9 @@ import json
 import re
 import tarfile
 import tempfile
-import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -150,7 +149,6 @@ class PulledImage:
     platform: str
     source_digest: str  # the manifest's digest at the source (what the lock pins)
     index_digest: str | None = None
-    labels: dict[str, str] = field(default_factory=dict)
 
 
 # Docker schema 2 -> OCI: same config and layer bytes, only the media types change.
@@ -275,9 +273,8 @@ def _copy_manifest_tree(store: Layout, raw: bytes, media_type: str, want: str,
                "annotations": {A_SOURCE_DIGEST: source_digest}}
         raw, media_type = canonical_json(oci), MT_OCI_MANIFEST
     digest, size = store.put_bytes(raw)
-    labels = (conf.get("config") or {}).get("Labels") or {}
     return PulledImage(Descriptor(media_type, digest, size), config, layers,
-                       platform_of(have), source_digest, index_digest, labels)
+                       platform_of(have), source_digest, index_digest)
 
 
 # --------------------------------------------------------------------------- registry
@@ -539,9 +536,8 @@ def convert_docker_archive(path: Path, wanted: str | None, platform: str, store:
     doc = {"schemaVersion": 2, "mediaType": MT_OCI_MANIFEST, "config": cdesc.to_json(),
            "layers": [d.to_json() for d in layers]}
     mdigest, msize = store.put_bytes(canonical_json(doc))
-    labels = (config.get("config") or {}).get("Labels") or {}
     return PulledImage(Descriptor(MT_OCI_MANIFEST, mdigest, msize), cdesc, layers,
-                       platform_of(have), mdigest, None, labels)
+                       platform_of(have), mdigest)
 
 
 # --------------------------------------------------------------------------- local engine
@@ -590,6 +586,3 @@ def pull(entry: ImageEntry, base: Path, pinned: str | None, store: Layout, opts:
                                       f"docker-archive:{ref.path}", progress)
     return _pull_daemon(ref, entry, store, progress)
 
-
-def display_ref(entry: ImageEntry) -> str:
-    return urllib.parse.unquote(entry.ref)

@@ -15,7 +15,6 @@ again with every version pinned, and refuses any file whose hash moved.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -202,12 +201,6 @@ def resolve_pypi(entry: MirrorEntry, pins: dict[str, str], workdir: Path) -> lis
 
 
 # --------------------------------------------------------------------------- npm
-
-def sri_to_hex(integrity: str) -> tuple[str, str]:
-    """An SRI value (sha512-BASE64) -> (algorithm, hex)."""
-    algo, _, b64 = integrity.split()[0].partition("-")
-    return algo, base64.b64decode(b64).hex()
-
 
 def npm_registry() -> str:
     npm = shutil.which("npm")
