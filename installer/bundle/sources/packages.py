@@ -255,7 +255,8 @@ def resolve_npm(entry: MirrorEntry, locked: dict[str, dict[str, str]],
 
 # --------------------------------------------------------------------------- deb
 
-APT_URI = re.compile(r"^'(?P<uri>[^']+)' (?P<file>\S+) (?P<size>\d+) \S+$")
+# the hash field is absent for some archives (debian-security prints none)
+APT_URI = re.compile(r"^'(?P<uri>[^']+)' (?P<file>\S+) (?P<size>\d+)(?: \S+)?$")
 
 
 def _apt_dirs(entry: MirrorEntry, workdir: Path) -> list[str]:
@@ -304,6 +305,8 @@ def resolve_deb(entry: MirrorEntry, pins: dict[str, str], workdir: Path) -> list
     uris, names = {}, []
     for line in proc.stdout.splitlines():
         m = APT_URI.match(line.strip())
+        if line.startswith("'") and not m:
+            raise SourceError(f"deb: cannot read apt's download line {line.strip()!r}")
         if m:
             # the URI's file is the pool name; apt's own file name keeps the epoch (%3a)
             uris[urllib.parse.unquote(m.group("uri").rsplit("/", 1)[-1])] = m.group("uri")
@@ -324,4 +327,10 @@ def resolve_deb(entry: MirrorEntry, pins: dict[str, str], workdir: Path) -> list
                                (("architecture", fields.get("Architecture", "")),)))
     if uris:
         raise SourceError("deb: no SHA256 in the Packages index for " + ", ".join(sorted(uris)))
+    have = {f.name for f in out}
+    for p in entry.requirements:  # a real package asked for must be in the closure
+        name = p.split("=")[0]
+        if name not in have and subprocess.run(
+                ["apt-cache", *opts, "show", name], capture_output=True).returncode == 0:
+            raise SourceError(f"deb: apt's dependency closure lacks {name}, which was asked for")
     return sorted(out, key=lambda f: f.filename)
