@@ -12,6 +12,8 @@ Exit codes (also in README):
   6  storage: output exists, disk full, interrupted
   7  keys: unreadable key, wrong passphrase, a key the root does not list
   8  lab: no engine, debootstrap failed, a subnet clash, SSH never came up
+  9  a host: unreachable, SSH refused, too little disk, a downgrade it refuses
+ 10  a playbook run failed (the host and task are named)
 """
 
 from __future__ import annotations
@@ -74,3 +76,15 @@ class TrustError(AirlockError):
     """Keys and roots: unreadable key, wrong passphrase, a signer the root does not list."""
 
     exit_code = 7
+
+
+class HostError(AirlockError):
+    """A managed host cannot be used: unreachable, SSH refused, too little disk."""
+
+    exit_code = 9
+
+
+class DeployError(AirlockError):
+    """A playbook run failed; the message names the host and the task."""
+
+    exit_code = 10

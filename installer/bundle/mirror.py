@@ -7,11 +7,18 @@ as static files (``airlock mirror export``):
     npm/NAME/-/BASE-VER.tgz     tarballs (scoped names under npm/@scope/NAME/)
     apt/dists/REL/…             Packages(.gz), Release, InRelease and Release.gpg signed with
     apt/pool/…                  the site key; apt/site-key.gpg for clients' signed-by=
+    models/NAME/VERSION/PATH    model weights as their Hugging Face folder
+    vsix/PUBLISHER.NAME-VER.vsix   extensions (never unpacked here)
+    files/NAME/FILE             plain files
     nginx-http.conf             nginx map for PEP 691 negotiation (include in http {})
     nginx-locations.conf        the nginx locations that serve all of it (in server {})
 
 Every blob is hashed while it is copied out; nothing is written where the tree will be
 served until all of it is complete (built beside, renamed at the end).
+
+With ``link=`` (used by ``bundle import`` for a bundle it has just verified) the tree holds
+relative symbolic links into the bundle's ``blobs/`` instead of copies, so the repo host
+stores every byte once: only the indexes, packuments and the signed Release files are new.
 """
 
 from __future__ import annotations
@@ -35,17 +42,27 @@ from installer.fsutil import staged_dir
 TITLE = "org.opencontainers.image.title"
 
 
-def _mirrors(bundle: Path) -> dict[str, dict[str, Any]]:
+MIRROR_KINDS = ("pypi", "npm", "deb")
+CONTENT_KINDS = ("model", "vsix", "file")
+
+
+def _served(bundle: Path) -> tuple[dict[str, dict[str, Any]], list[tuple[str, dict[str, Any]]]]:
+    """The bundle's package mirrors by kind, and its models, VSIX and files in order."""
     try:
         index = json.loads((bundle / "index.json").read_bytes())
     except (OSError, ValueError) as e:
         raise IntegrityError(f"{bundle}: not a readable bundle ({e})") from None
-    out = {}
+    mirrors, content = {}, []
     for m in index.get("manifests", []):
-        kind = (m.get("annotations") or {}).get("dev.airlock.kind")
-        if kind in ("pypi", "npm", "deb"):
-            out[kind] = json.loads(_blob(bundle, m["digest"]).read_bytes())
-    return out
+        ann = m.get("annotations") or {}
+        kind = ann.get("dev.airlock.kind")
+        if kind in MIRROR_KINDS:
+            mirrors[kind] = json.loads(_blob(bundle, m["digest"]).read_bytes())
+        elif kind in CONTENT_KINDS:
+            manifest = json.loads(_blob(bundle, m["digest"]).read_bytes())
+            manifest["annotations"] = {**manifest.get("annotations", {}), **ann}
+            content.append((kind, manifest))
+    return mirrors, content
 
 
 def _blob(bundle: Path, digest: str) -> Path:
@@ -62,19 +79,33 @@ def _safe_rel(name: str) -> str:
     return name
 
 
-def _copy_out(bundle: Path, layer: dict[str, Any], dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with open(_blob(bundle, layer["digest"]), "rb") as src, open(dest, "wb") as dst:
-        digest, _ = copy_hashing(src, dst)
-    if digest != layer["digest"]:
-        raise IntegrityError(f"{dest.name}: the bundle's blob is damaged (run bundle verify)")
+class _Out:
+    """Where exported files go: copied (hashed on the way), or linked into the bundle."""
+
+    def __init__(self, bundle: Path, root: Path, link: str | None) -> None:
+        self.bundle, self.root, self.link = bundle, root, link
+
+    def put(self, layer: dict[str, Any], dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        blob = _blob(self.bundle, layer["digest"])
+        if self.link is not None:
+            depth = len(dest.relative_to(self.root).parts) - 1
+            os.symlink("../" * depth + f"{self.link}/blobs/sha256/{blob.name}", dest)
+            return
+        with open(blob, "rb") as src, open(dest, "wb") as dst:
+            digest, _ = copy_hashing(src, dst)
+        if digest != layer["digest"]:
+            raise IntegrityError(f"{dest.name}: the bundle's blob is damaged (run bundle verify)")
 
 
 def export(bundle: Path, out: Path, *, base_url: str | None, site_key: Path | None,
-           force: bool = False) -> dict[str, Any]:
-    mirrors = _mirrors(bundle)
-    if not mirrors:
-        raise UsageError(f"{bundle} carries no package mirrors (pypi, npm or deb)")
+           force: bool = False, link: str | None = None) -> dict[str, Any]:
+    """Write the served tree of BUNDLE into OUT. ``link``: the bundle's path relative to
+    OUT (e.g. ``../bundle``); files become relative links to its blobs."""
+    mirrors, content = _served(bundle)
+    if not mirrors and not content:
+        raise UsageError(f"{bundle} carries nothing to serve (package mirrors, models, VSIX "
+                         "or files)")
     if "npm" in mirrors and not base_url:
         raise UsageError("npm packuments need absolute tarball URLs: give --base-url, the URL "
                          "where the exported folder will be served (e.g. https://repo.lan/)")
@@ -83,13 +114,16 @@ def export(bundle: Path, out: Path, *, base_url: str | None, site_key: Path | No
                          hint="make one with: airlock mirror site-key DIR")
     summary: dict[str, Any] = {"path": str(out.absolute())}
     with staged_dir(out, force=force) as tmp:
+        put = _Out(bundle, tmp, link)
         if "pypi" in mirrors:
-            summary["pypi"] = _pypi(bundle, mirrors["pypi"], tmp / "pypi")
+            summary["pypi"] = _pypi(put, mirrors["pypi"], tmp / "pypi")
         if "npm" in mirrors:
-            summary["npm"] = _npm(bundle, mirrors["npm"], tmp / "npm",
+            summary["npm"] = _npm(put, mirrors["npm"], tmp / "npm",
                                   base_url.rstrip("/") + "/npm/")  # type: ignore[union-attr]
         if "deb" in mirrors:
-            summary["deb"] = _apt(bundle, mirrors["deb"], tmp / "apt", site_key)  # type: ignore[arg-type]
+            summary["deb"] = _apt(put, mirrors["deb"], tmp / "apt", site_key)  # type: ignore[arg-type]
+        if content:
+            summary["content"] = _content(put, content, tmp)
         (tmp / "nginx-http.conf").write_text(NGINX_HTTP)
         (tmp / "nginx-locations.conf").write_text(NGINX_LOCATIONS)
     return summary
@@ -121,14 +155,14 @@ location /apt/ { autoindex off; }
 
 # --------------------------------------------------------------------------- pypi
 
-def _pypi(bundle: Path, manifest: dict[str, Any], root: Path) -> dict[str, int]:
+def _pypi(put: _Out, manifest: dict[str, Any], root: Path) -> dict[str, int]:
     projects: dict[str, list[tuple[str, str]]] = {}
     for layer in manifest["layers"]:
         ann = layer["annotations"]
         fname = _safe_rel(ann[TITLE])
         if "/" in fname:
             raise IntegrityError(f"pypi file name {fname!r} has a '/'")
-        _copy_out(bundle, layer, root / "files" / fname)
+        put.put(layer, root / "files" / fname)
         projects.setdefault(canonical_name(ann["dev.airlock.package.name"]), []).append(
             (fname, layer["digest"][7:]))
     simple = root / "simple"
@@ -174,7 +208,7 @@ def _package_json(tgz: Path) -> dict[str, Any]:
     raise IntegrityError(f"{tgz.name}: has no package.json")
 
 
-def _npm(bundle: Path, manifest: dict[str, Any], root: Path, base: str) -> dict[str, int]:
+def _npm(put: _Out, manifest: dict[str, Any], root: Path, base: str) -> dict[str, int]:
     import semantic_version
 
     docs: dict[str, dict[str, Any]] = {}
@@ -182,7 +216,7 @@ def _npm(bundle: Path, manifest: dict[str, Any], root: Path, base: str) -> dict[
         ann = layer["annotations"]
         rel = _safe_rel(ann[TITLE])
         dest = root / rel
-        _copy_out(bundle, layer, dest)
+        put.put(layer, dest)
         name, version = ann["dev.airlock.package.name"], ann["dev.airlock.package.version"]
         pkg = _package_json(dest)
         if pkg.get("name") != name or pkg.get("version") != version:
@@ -238,7 +272,7 @@ def _fingerprint(home: Path) -> str:
     return fprs[0]
 
 
-def _apt(bundle: Path, manifest: dict[str, Any], root: Path, home: Path) -> dict[str, Any]:
+def _apt(put: _Out, manifest: dict[str, Any], root: Path, home: Path) -> dict[str, Any]:
     if not shutil.which("apt-ftparchive"):
         raise SourceError("apt-ftparchive is not installed", hint="apt-get install apt-utils")
     ann = manifest.get("annotations", {})
@@ -247,7 +281,7 @@ def _apt(bundle: Path, manifest: dict[str, Any], root: Path, home: Path) -> dict
     fpr = _fingerprint(home)
     for layer in manifest["layers"]:
         fname = _safe_rel(layer["annotations"][TITLE])
-        _copy_out(bundle, layer, root / "pool" / "main" / fname[0] / fname)
+        put.put(layer, root / "pool" / "main" / fname[0] / fname)
     binary = root / "dists" / release / "main" / f"binary-{arch}"
     binary.mkdir(parents=True)
     packages = subprocess.run(["apt-ftparchive", "packages", "pool"], cwd=root, check=True,
@@ -272,3 +306,25 @@ def _apt(bundle: Path, manifest: dict[str, Any], root: Path, home: Path) -> dict
             "signedBy": fpr}
 
 
+
+
+# --------------------------------------------------------------------------- content
+
+def _content(put: _Out, content: list[tuple[str, dict[str, Any]]], root: Path) -> dict[str, int]:
+    counts = {"models": 0, "vsix": 0, "files": 0}
+    for kind, manifest in content:
+        ann = manifest["annotations"]
+        name = _safe_rel(ann["dev.airlock.name"])
+        if kind == "model":
+            base = root / "models" / name / _safe_rel(ann.get("org.opencontainers.image.version",
+                                                               "latest"))
+            counts["models"] += 1
+        elif kind == "vsix":
+            base = root / "vsix"
+            counts["vsix"] += 1
+        else:
+            base = root / "files" / name
+            counts["files"] += 1
+        for layer in manifest["layers"]:
+            put.put(layer, base / _safe_rel(layer["annotations"][TITLE]))
+    return counts

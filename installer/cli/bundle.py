@@ -226,3 +226,43 @@ def unpack_cmd(source: Path, out_dir: Path, force: bool, trust_root: Path | None
                  "; signatures NOT checked: add --trust ROOT_JSON)"))
 
 
+
+
+@bundle.command("import")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("-i", "--inventory", required=True, type=click.Path(path_type=Path),
+              help="Inventory whose `repo` group names the repo host.")
+@click.option("--trust", "trust_root", required=True,
+              type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              envvar="AIRLOCK_TRUST_ROOT", show_envvar=True,
+              help="Pinned root.json the bundle's signatures are checked against.")
+@click.option("--site", "site", type=click.Path(path_type=Path, file_okay=False),
+              envvar="AIRLOCK_SITE_DIR", show_envvar=True,
+              help="The controller's site folder: CA, apt signing key, trust state, logs "
+                   "(default: the user state folder).")
+@click.option("--repo-root", help="Folder on the repo host (default offline_repo_root or "
+                                  "/srv/airlock).")
+@json_option
+def import_cmd(directory: Path, inventory: Path, trust_root: Path, site: Path | None,
+               repo_root: str | None, as_json: bool) -> None:
+    """Verify DIRECTORY, copy it to the repo host (resumable, hashed on arrival) and serve
+    it there: registry, apt, pip, npm, models, VSIX and files over TLS."""
+    from installer.cli.demo import repo_root as checkout
+    from installer.deploy.importer import import_bundle, site_dir_default
+
+    def say(msg: str) -> None:
+        if not as_json:
+            out.print(msg)
+
+    with progress(not as_json) as bar:
+        result = import_bundle(checkout(), directory, inventory, trust_root=trust_root,
+                               site=site or site_dir_default(), repo_root=repo_root,
+                               progress=bar, say=say, live=None if not as_json else False)
+    if as_json:
+        emit_json(result)
+        return
+    out.print(f"[ok]imported[/] {result['release']} ({result['digest'][:19]}…) on "
+              f"{result['repoHost']}: {result['filesCopied']} files copied "
+              f"({human(result['bytesCopied'])}), {result['filesKept']} already there; "
+              f"{result['run']['changed']} changes in {result['seconds']} s")
+    out.print(f"  packages and files: {result['url']}   images: {result['registry']}")

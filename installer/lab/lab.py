@@ -183,10 +183,14 @@ def up(root: Path, topo_name: str = "poc", say=print) -> LabState:  # type: igno
                                f"{e.explanation}") from None
             state.networks[name] = net.id
             state.save(d)
+        # names resolve to zone addresses (the site's DNS does this in production), so
+        # traffic between hosts crosses the zones and the router, never the mgmt network
+        names = {h.name: zones[h.zone].address(ROUTER_OCTET if h.router else h.octet)
+                 for h in topo.hosts}
         for i, h in enumerate(topo.hosts):
             mgmt_ip = zones[MGMT].address(ROUTER_OCTET if h.router else _mgmt_octet(i))
             zone_ip = zones[h.zone].address(h.octet)
-            flags = dict(SYSTEMD_FLAGS)
+            flags = dict(SYSTEMD_FLAGS, extra_hosts=names)
             if h.runs_containers:
                 flags = {**flags, **CONTAINER_HOST_CAPS}
             if h.router:
@@ -259,7 +263,7 @@ def write_inventory(root: Path, topo: Topology, zones: dict[str, Zone],
         hostvars[h.name] = {"ansible_host": info["mgmt_address"],
                             "airlock_zone": h.zone, "airlock_zone_address":
                             info["zone_address"]}
-        for g in (h.zone, *h.groups):
+        for g in (h.zone, *h.groups, *(["docker_hosts"] if h.runs_containers else [])):
             groups.setdefault(g, {}).setdefault("hosts", {})[h.name] = None
     doc = {"all": {
         "vars": {"ansible_user": "root", "ansible_ssh_private_key_file": state.key,

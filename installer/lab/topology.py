@@ -57,7 +57,7 @@ TOPOLOGIES: dict[str, Topology] = {
         LabHost("ide1", "ide", 10, ("ide",), runs_containers=True),
         LabHost("ai1", "ai", 10, ("completion_gpu", "chat_gpu", "llm_gateway"),
                 runs_containers=True),
-        LabHost("repo1", "backend", 10, ("repo", "gitlab", "nexus")),
+        LabHost("repo1", "backend", 10, ("repo", "gitlab", "nexus"), runs_containers=True),
         # production routes between VLANs through the site's firewall; the lab models it
         # with a host that forwards only the port matrix's flows
         LabHost("fw1", MGMT, ROUTER_OCTET, ("router",), router=True),

@@ -1,0 +1,293 @@
+"""``airlock bundle import``: a verified bundle onto the repo host, then served.
+
+1. Verify on the controller (signatures against the pinned root, every file, rollback
+   refused by the trust state): a bad bundle is refused before a byte leaves.
+2. Export the served tree (apt signed with the site key, pip, npm, models, VSIX, files) as
+   relative links into the bundle, so the host stores every byte once.
+3. Copy to ``ROOT/incoming/NAME-VERSION`` over SFTP: files already there and whole are
+   kept, a partial file is continued where it stopped, every file is hashed on arrival,
+   and only a complete copy is renamed to ``ROOT/releases/NAME-VERSION``.
+4. Run ``playbooks/import.yml``: the repo host installs its packages from the bundle,
+   serves it, pushes its images; the served release switches only at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from installer.bundle import mirror
+from installer.bundle.meta import SUMS, parse_sums
+from installer.bundle.trust import verify_signed
+from installer.console import NullProgress
+from installer.deploy import inventory as inv_mod
+from installer.deploy.runner import run_playbook
+from installer.deploy.ssh import Remote
+from installer.errors import HostError, IntegrityError, UsageError
+from installer.fsutil import atomic_write
+
+MARKER = ".airlock-import.json"
+RESERVE = 64 << 20  # free space left on the host after the copy
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Item:
+    rel: str  # path inside the release folder: bundle/… or mirror/…
+    size: int = 0
+    sha256: str = ""
+    link: str | None = None
+
+
+def site_dir_default() -> Path:
+    env = os.environ.get("AIRLOCK_SITE_DIR")
+    if env:
+        return Path(env)
+    from platformdirs import user_state_dir
+
+    return Path(user_state_dir("airlock")) / "site"
+
+
+def ensure_site(site: Path, say: Any = print) -> Path:
+    """The controller's site folder (0700) with the apt signing key; returns its GnuPG home."""
+    site.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(site, 0o700)
+    home = site / "apt-key"
+    if not home.is_dir() or not any(home.iterdir()):
+        info = mirror.make_site_key(home, "airlock site repository")
+        say(f"made the site's apt signing key {info['fingerprint']} in {home}")
+    return home
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _items(bundle: Path, mirror_dir: Path) -> list[Item]:
+    sums = parse_sums((bundle / SUMS).read_text())
+    items = []
+    for p in sorted(bundle.rglob("*")):
+        rel = p.relative_to(bundle).as_posix()
+        if p.is_symlink():
+            raise IntegrityError(f"{bundle}: {rel} is a link; a bundle holds files only")
+        if p.is_file():
+            digest = sums[rel][7:] if rel in sums else _sha256(p)
+            items.append(Item("bundle/" + rel, p.stat().st_size, digest))
+    for p in sorted(mirror_dir.rglob("*")):
+        rel = "mirror/" + p.relative_to(mirror_dir).as_posix()
+        if p.is_symlink():
+            items.append(Item(rel, link=os.readlink(p)))
+        elif p.is_file():
+            items.append(Item(rel, p.stat().st_size, _sha256(p)))
+    return items
+
+
+def _local(bundle: Path, stage: Path, item: Item) -> Path:
+    top, _, rest = item.rel.partition("/")
+    return (bundle if top == "bundle" else stage / "mirror") / rest
+
+
+class _Sync:
+    def __init__(self, remote: Remote, repo_root: str, release: str) -> None:
+        self.r, self.root, self.release = remote, repo_root, release
+        self.final = posixpath.join(repo_root, "releases", release)
+        self.incoming = posixpath.join(repo_root, "incoming", release)
+
+    def sh(self, script: str, *args: str, stdin: bytes | None = None, check: bool = True
+           ) -> str:
+        return self.r.run(["sh", "-ec", script, "airlock", *args], stdin=stdin, check=check)[1]
+
+    def served(self) -> dict[str, Any] | None:
+        rc, out, _ = self.r.run(["cat", posixpath.join(self.root, "current/bundle/bundle.json")],
+                                check=False)
+        try:
+            return json.loads(out) if rc == 0 else None
+        except ValueError:
+            return None
+
+    def exists(self, path: str) -> bool:
+        return self.r.run(["test", "-e", path], check=False)[0] == 0
+
+    def listing(self, base: str) -> tuple[dict[str, int], dict[str, str]]:
+        """Regular files (path -> size) and links (path -> target) under BASE."""
+        out = self.sh('[ -d "$1" ] || exit 0; cd "$1"; find . -type f -printf "f\\t%s\\t%P\\0";'
+                      ' find . -type l -printf "l\\t%l\\t%P\\0"', base)
+        files, links = {}, {}
+        for rec in out.split("\0"):
+            if rec:
+                kind, val, rel = rec.split("\t", 2)
+                if kind == "f":
+                    files[rel] = int(val)
+                else:
+                    links[rel] = val
+        return files, links
+
+    def hashes(self, base: str, rels: list[str]) -> dict[str, str]:
+        if not rels:
+            return {}
+        out = self.sh('cd "$1"; xargs -0 sha256sum --', base,
+                      stdin=b"\0".join(r.encode() for r in rels))
+        got = {}
+        for line in out.splitlines():
+            digest, _, name = line.partition("  ")
+            got[name] = digest
+        return got
+
+    def free(self) -> int:
+        out = self.sh('p="$1"; while [ ! -d "$p" ]; do p=$(dirname "$p"); done; '
+                      'df -P -B1 "$p" | awk "NR==2 {print \\$4}"', self.root)
+        return int(out.strip() or 0)
+
+
+def _check_release_on_host(sync: _Sync, items: list[Item]) -> None:
+    """A release already complete on the host must be byte-identical to this bundle."""
+    files = [i for i in items if i.link is None and i.rel.startswith("bundle/")]
+    have, _ = sync.listing(sync.final)
+    missing = [i.rel for i in files if i.rel not in have]
+    got = sync.hashes(sync.final, [i.rel for i in files if i.rel in have])
+    bad = [i.rel for i in files if i.rel in have and got.get(i.rel) != i.sha256]
+    if missing or bad:
+        problems = ([{"file": m, "problem": "missing on the repo host"} for m in missing]
+                    + [{"file": b, "problem": "differs on the repo host"} for b in bad])
+        raise IntegrityError(f"{sync.r.name}: {sync.final} is not this bundle any more "
+                             "(changed on the host)", problems,
+                             hint="investigate the host; then move that folder away and "
+                                  "import again")
+
+
+def _copy(sync: _Sync, bundle: Path, stage: Path, items: list[Item], progress: Any
+          ) -> dict[str, int]:
+    inc = sync.incoming
+    have, links = sync.listing(inc)
+    files = [i for i in items if i.link is None]
+    sized = [i for i in files if have.get(i.rel) == i.size]
+    got = sync.hashes(inc, [i.rel for i in sized])
+    keep = {i.rel for i in sized if got.get(i.rel) == i.sha256}
+    todo = [i for i in files if i.rel not in keep]
+    # a partial copy of a bundle file (named by its content) is continued where it stopped,
+    # and hashed whole when it is done; generated mirror files are always copied again
+    partial = {i.rel: p if i.rel.startswith("bundle/")
+               and (p := have.get(i.rel + ".part", 0)) <= i.size else 0 for i in todo}
+    need = sum(i.size - partial[i.rel] for i in todo)
+    free = sync.free()
+    if need + RESERVE > free:
+        raise HostError(f"{sync.r.name}: {sync.root} has {free / 2**20:.0f} MiB free; the bundle "
+                        f"needs {need / 2**20:.0f} MiB more (plus {RESERVE >> 20} MiB reserve)",
+                        hint="free space there, or import to a bigger disk with --repo-root")
+    dirs = sorted({posixpath.dirname(posixpath.join(inc, i.rel)) for i in items})
+    sync.sh('umask 022; for d in "$@"; do mkdir -p -- "$d"; done', *dirs)
+    task = progress.add_task(f"copy to {sync.r.name}", total=need)
+    sftp = sync.r.sftp
+    copied = 0
+    for i in todo:
+        dest = posixpath.join(inc, i.rel) + ".part"
+        start = partial[i.rel]
+        if not start and i.rel in have:
+            sftp.remove(posixpath.join(inc, i.rel))
+        mode = "ab" if start else "wb"
+        with open(_local(bundle, stage, i), "rb") as src, sftp.open(dest, mode) as dst:
+            dst.set_pipelined(True)
+            src.seek(start)
+            while chunk := src.read(CHUNK):
+                dst.write(chunk)
+                copied += len(chunk)
+                progress.advance(task, len(chunk))
+    arrived = sync.hashes(inc, [i.rel + ".part" for i in todo])
+    damaged = []
+    for i in todo:  # whole files take their names; damaged ones are dropped
+        part = posixpath.join(inc, i.rel) + ".part"
+        if arrived.get(i.rel + ".part") == i.sha256:
+            sftp.posix_rename(part, posixpath.join(inc, i.rel))
+        else:
+            damaged.append(i.rel)
+            sftp.remove(part)
+    if damaged:
+        raise IntegrityError(f"{sync.r.name}: {len(damaged)} file(s) arrived damaged",
+                             [{"file": d, "problem": "hash differs after the copy"}
+                              for d in damaged], hint="run the import again: it copies them again")
+    made = 0
+    for i in items:
+        if i.link is not None and links.get(i.rel) != i.link:
+            path = posixpath.join(inc, i.rel)
+            if i.rel in links or i.rel in have:
+                sftp.remove(path)
+            sftp.symlink(i.link, path)
+            made += 1
+    return {"filesCopied": len(todo), "filesKept": len(keep), "bytesCopied": copied,
+            "linksMade": made}
+
+
+def import_bundle(root: Path, bundle: Path, inventory: Path, *, trust_root: Path,
+                  site: Path, repo_root: str | None = None, progress: Any = None,
+                  say: Any = print, live: bool | None = None) -> dict[str, Any]:
+    progress = progress or NullProgress()
+    t0 = time.monotonic()
+    bundle = bundle.absolute()
+    inv = inv_mod.load(inventory, root)  # a bad inventory fails before anything else
+    repo = inv.first("repo")
+    site.mkdir(parents=True, exist_ok=True, mode=0o700)
+    report = verify_signed(bundle, trust_root, site / "trust", progress)
+    if not report.ok:
+        raise IntegrityError(f"refusing to import {bundle}: it does not verify (nothing was "
+                             "sent to the repo host)", report.to_json()["problems"])
+    meta = report.integrity.meta
+    release = f"{meta['name']}-{meta['version']}"
+    digest = hashlib.sha256((bundle / SUMS).read_bytes()).hexdigest()
+    home = ensure_site(site, say)
+    repo_root = repo_root or str(repo.vars.get("offline_repo_root", "/srv/airlock"))
+    if not posixpath.isabs(repo_root):
+        raise UsageError(f"--repo-root {repo_root!r} must be an absolute path")
+    server = str(repo.vars.get("offline_repo_server_name", repo.name))
+    stage = site / "imports" / release
+    stage.mkdir(parents=True, exist_ok=True)
+    link = stage / "bundle"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(bundle)
+    exported = mirror.export(bundle, stage / "mirror", base_url=f"https://{server}/",
+                             site_key=home, force=True, link="../bundle")
+    pub = stage / "mirror" / "apt" / "site-key.gpg"
+    if pub.exists():  # the common role gives it to every host for apt's signed-by
+        atomic_write(site / "apt-site-key.gpg", pub.read_bytes())
+    items = _items(bundle, stage / "mirror")
+    say(f"copying {release} to {repo.name}:{repo_root}")
+    with Remote(repo) as r:
+        sync = _Sync(r, repo_root, release)
+        served = sync.served()
+        if (served and served.get("name") == meta["name"]
+                and int(served.get("version", 0)) > int(meta["version"])):
+            raise HostError(f"{repo.name} serves {meta['name']} v{served['version']}; "
+                            f"v{meta['version']} is older: downgrade refused",
+                            hint="import a newer bundle")
+        if sync.exists(sync.final):
+            _check_release_on_host(sync, items)
+            copy = {"filesCopied": 0, "filesKept": len(items), "bytesCopied": 0,
+                    "linksMade": 0}
+        else:
+            copy = _copy(sync, bundle, stage, items, progress)
+            marker = json.dumps({"name": meta["name"], "version": meta["version"],
+                                 "sha256sums": digest}, sort_keys=True).encode()
+            sync.sh('cd "$1"; cat > .airlock-import.json.tmp; mv .airlock-import.json.tmp '
+                    + shlex.quote(MARKER) + '; mkdir -p "$2"; mv -T "$1" "$3"',
+                    sync.incoming, posixpath.dirname(sync.final), sync.final, stdin=marker)
+    say(f"serving {release} from {repo.name}")
+    run = run_playbook(root, "import.yml", inventory, log_dir=site / "logs",
+                       extravars={"offline_repo_release": release,
+                                  "offline_repo_root": repo_root},
+                       env={"AIRLOCK_SITE_DIR": str(site)}, title=f"import {release}", live=live)
+    return {"ok": True, "release": release, "digest": f"sha256:{digest}",
+            "repoHost": repo.name, "repoRoot": repo_root, "url": f"https://{server}/",
+            "registry": f"{server}:{repo.vars.get('offline_repo_registry_port', 5000)}",
+            "signedBy": report.signed_by, "served": exported, **copy,
+            "seconds": round(time.monotonic() - t0, 1), "run": run.to_json()}

@@ -1,0 +1,102 @@
+"""Inventories as Ansible reads them: ``ansible-inventory --list`` resolves groups,
+children and group_vars exactly as the playbooks will, so airlock never re-implements it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from installer.errors import SpecError, UsageError
+
+
+def tool(name: str) -> str:
+    """An Ansible command from the same environment as airlock itself."""
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else name
+
+
+def ansible_env(root: Path) -> dict[str, str]:
+    return {**os.environ, "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+
+
+@dataclass
+class Host:
+    name: str
+    vars: dict[str, Any]
+
+    @property
+    def address(self) -> str:
+        return str(self.vars.get("ansible_host", self.name))
+
+    @property
+    def port(self) -> int:
+        return int(self.vars.get("ansible_port", 22))
+
+    @property
+    def user(self) -> str:
+        return str(self.vars.get("ansible_user", "root"))
+
+    @property
+    def key_file(self) -> str | None:
+        k = self.vars.get("ansible_ssh_private_key_file")
+        return os.path.expanduser(str(k)) if k else None
+
+    @property
+    def strict_host_keys(self) -> bool:
+        """False only where the inventory itself turns host-key checks off (the lab)."""
+        args = shlex.split(str(self.vars.get("ansible_ssh_common_args", "")))
+        return not any(a.replace(" ", "") in ("StrictHostKeyChecking=no",)
+                       for a in args)
+
+
+class Inventory:
+    def __init__(self, path: Path, data: dict[str, Any]) -> None:
+        self.path = path
+        self._data = data
+        self.hostvars: dict[str, dict[str, Any]] = data.get("_meta", {}).get("hostvars", {})
+
+    def group(self, name: str) -> list[str]:
+        seen: list[str] = []
+
+        def walk(g: str) -> None:
+            node = self._data.get(g, {})
+            for h in node.get("hosts", []):
+                if h not in seen:
+                    seen.append(h)
+            for c in node.get("children", []):
+                walk(c)
+        walk(name)
+        return seen
+
+    def host(self, name: str) -> Host:
+        return Host(name, self.hostvars.get(name, {}))
+
+    @property
+    def hosts(self) -> list[str]:
+        return self.group("all")
+
+    def first(self, group: str) -> Host:
+        members = self.group(group)
+        if not members:
+            raise SpecError(f"the inventory has no host in the `{group}` group",
+                            file=str(self.path), hint=f"add one under {group}: hosts:")
+        return self.host(members[0])
+
+
+def load(path: Path, root: Path) -> Inventory:
+    if not path.exists():
+        raise UsageError(f"inventory {path} does not exist",
+                         hint="airlock lab up writes inventories/lab/hosts.yml")
+    proc = subprocess.run([tool("ansible-inventory"), "-i", str(path), "--list"],
+                          capture_output=True, text=True, env=ansible_env(root), cwd=root)
+    if proc.returncode != 0:
+        raise SpecError(f"ansible-inventory cannot read it: {proc.stderr.strip()[-800:]}",
+                        file=str(path))
+    return Inventory(path, json.loads(proc.stdout))

@@ -1,0 +1,160 @@
+"""Run a playbook through ansible-runner: a live view of play, task and host counts, the
+full log kept per run, and the result judged from the run's own stats (never from text)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from installer.console import err
+from installer.deploy.inventory import ansible_env
+from installer.errors import DeployError
+
+STAT_KEYS = ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored")
+
+
+@dataclass
+class RunResult:
+    playbook: str
+    rc: int
+    status: str
+    seconds: float
+    log: Path
+    stats: dict[str, dict[str, int]] = field(default_factory=dict)  # host -> counts
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def changed(self) -> int:
+        return sum(h["changed"] for h in self.stats.values())
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0 and not self.failures
+
+    def to_json(self) -> dict[str, Any]:
+        return {"playbook": self.playbook, "rc": self.rc, "status": self.status,
+                "seconds": round(self.seconds, 1), "log": str(self.log),
+                "changed": self.changed, "stats": self.stats, "failures": self.failures}
+
+
+class _View:
+    """What the operator sees while a playbook runs."""
+
+    def __init__(self, title: str, live: bool) -> None:
+        self.title, self.play, self.task = title, "", ""
+        self.counts = {"ok": 0, "changed": 0, "failed": 0, "unreachable": 0, "skipped": 0}
+        self.hosts: set[str] = set()
+        self.failures: list[dict[str, str]] = []
+        self._live: Any = None
+        if live:
+            from rich.live import Live
+
+            self._live = Live(self._render(), console=err, transient=True,
+                              refresh_per_second=8)
+
+    def _render(self) -> Any:
+        from rich.table import Table
+
+        t = Table.grid(padding=(0, 1))
+        t.add_row("[key]" + self.title, f"play: {self.play}")
+        t.add_row("", f"task: {self.task}")
+        c = self.counts
+        t.add_row("", f"[ok]ok {c['ok']}[/]  [warn]changed {c['changed']}[/]  "
+                      f"[err]failed {c['failed']}  unreachable {c['unreachable']}[/]  "
+                      f"skipped {c['skipped']}  hosts {len(self.hosts)}")
+        return t
+
+    def __enter__(self) -> _View:
+        if self._live:
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live:
+            self._live.__exit__(*exc)
+
+    def event(self, ev: dict[str, Any]) -> bool:
+        name, data = ev.get("event", ""), ev.get("event_data", {})
+        host = data.get("host")
+        if name == "playbook_on_play_start":
+            self.play = data.get("play", "")
+            if not self._live:
+                err.print(f"[key]{self.title}[/] play: {self.play}")
+        elif name == "playbook_on_task_start":
+            self.task = data.get("task", "")
+        elif name == "runner_on_ok":
+            self.counts["changed" if (data.get("res") or {}).get("changed") else "ok"] += 1
+        elif name == "runner_on_skipped":
+            self.counts["skipped"] += 1
+        elif name in ("runner_on_failed", "runner_on_unreachable"):
+            if name == "runner_on_failed" and data.get("ignore_errors"):
+                return True
+            self.counts["failed" if name == "runner_on_failed" else "unreachable"] += 1
+            res = data.get("res") or {}
+            msg = str(res.get("msg") or "")
+            detail = str(res.get("stderr") or res.get("module_stderr") or "").strip()
+            if detail:  # a command's own words say more than "non-zero return code"
+                msg = f"{msg}: {detail[-700:]}" if msg else detail
+            self.failures.append({"host": str(host), "task": str(data.get("task", "")),
+                                  "play": self.play, "message": msg.strip()[-1000:]})
+        if host:
+            self.hosts.add(host)
+        if self._live:
+            self._live.update(self._render())
+        return True
+
+
+def run_playbook(root: Path, playbook: str, inventory: Path, *, log_dir: Path,
+                 extravars: dict[str, Any] | None = None, check: bool = False,
+                 limit: str | None = None, tags: str | None = None,
+                 env: dict[str, str] | None = None, title: str | None = None,
+                 live: bool | None = None, raise_on_failure: bool = True) -> RunResult:
+    """Run ``playbooks/PLAYBOOK`` against INVENTORY; keep the log under LOG_DIR."""
+    import ansible_runner
+
+    log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ident = time.strftime("%Y%m%dT%H%M%S") + f"-{Path(playbook).stem}"
+    cmdline = []
+    if check:
+        cmdline += ["--check", "--diff"]
+    if tags:
+        cmdline += ["--tags", tags]
+    if limit:
+        cmdline += ["--limit", limit]
+    envvars = {k: v for k, v in ansible_env(root).items()
+               if k in ("ANSIBLE_CONFIG", "PATH", "HOME", "DOCKER_HOST")}
+    envvars.update(env or {})
+    view = _View(title or playbook, sys.stderr.isatty() if live is None else live)
+    start = time.monotonic()
+    pdd = tempfile.mkdtemp(prefix="airlock-run-")  # mode 0700: extra vars live here
+    try:
+        with view:
+            r = ansible_runner.run(
+                private_data_dir=pdd, playbook=str(root / "playbooks" / playbook),
+                inventory=str(inventory.absolute()), extravars=extravars or {},
+                cmdline=" ".join(cmdline) or None, envvars=envvars, quiet=True,
+                artifact_dir=str(log_dir), ident=ident, event_handler=view.event,
+                project_dir=str(root))
+    finally:
+        shutil.rmtree(pdd, ignore_errors=True)
+    stats = r.stats or {}
+    hosts = set().union(*(stats.get(k, {}) for k in STAT_KEYS)) if stats else set()
+    result = RunResult(
+        playbook, r.rc, r.status, time.monotonic() - start, log_dir / ident / "stdout",
+        {h: {k: stats.get(k, {}).get(h, 0) for k in STAT_KEYS} for h in sorted(hosts)},
+        view.failures)
+    if raise_on_failure and not result.ok:
+        if result.failures:
+            f = result.failures[0]
+            what = f"task '{f['task']}' failed on {f['host']}: {f['message'][:600]}"
+        else:
+            what = f"ansible-playbook ended with {r.status} (rc {r.rc})"
+        raise DeployError(f"{playbook}: {what}",
+                          hint=f"full log: {result.log}; fix the cause and run the same "
+                               "command again (every role is idempotent, so it resumes)")
+    return result
