@@ -4,11 +4,17 @@ Make the sample's inputs, build the bundle from ``bundles/sample.yaml`` with its
 lock (``--locked``: it must match byte for byte), make throwaway signer keys, sign with two
 of three signers, verify against the pinned root, check it as a reviewer would with
 ``ssh-keygen`` and ``sha256sum``, inspect it, pack it into parts and unpack them again.
-Later releases add the lab and the deploy.
+
+Then the closed network in the lab (unless ``--no-lab``): build ``bundles/lab.yaml`` (the
+sample's content plus the Debian packages and a wheel the lab's hosts install; this needs
+Debian's mirror and PyPI), sign it, ``lab up``, ``bundle import`` to the repo host, and
+the baseline playbook (site CA, package sources, firewall, container engines). The lab is
+left up for a person to look at; ``airlock lab down`` removes it.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import subprocess
@@ -60,8 +66,12 @@ def _stock_tools(bundle: Path, allowed: Path, signers: list[str]) -> None:
 @click.command()
 @click.option("-o", "--output", "work", type=click.Path(path_type=Path), default=Path("out/demo"),
               show_default=True, help="Folder for the demo's keys, bundle and packed parts.")
-def demo(work: Path) -> None:
-    """Build, sign, verify, inspect, pack and unpack the embedded sample bundle."""
+@click.option("--no-lab", is_flag=True, help="Stop after the sample bundle (no lab, no network).")
+@click.option("--passphrase-env", metavar="VAR",
+              help="Take the throwaway keys' passphrase from VAR (default: random, not kept).")
+def demo(work: Path, no_lab: bool, passphrase_env: str | None) -> None:
+    """Build, sign, verify, inspect, pack and unpack the embedded sample bundle; then
+    build the lab bundle, bring up the lab, import it to the repo host and serve it."""
     root = repo_root()
     spec = root / "bundles" / "sample.yaml"
     if work.exists():
@@ -79,7 +89,9 @@ def demo(work: Path) -> None:
               f"{result.blobs} blobs, digest {result.digest} (reproducible: lock unchanged)")
 
     out.rule("[key]3. keys and signatures (2 of 3 signers)")
-    passphrase = secrets.token_urlsafe(24)  # throwaway keys: the passphrase is not kept
+    # throwaway keys: the passphrase is random and not kept, unless a script asks for it
+    passphrase = (os.environ.get(passphrase_env, "") if passphrase_env else "") \
+        or secrets.token_urlsafe(24)
     kd = work / "keys"
     keys.init(kd, 3, 2, None, passphrase, keys.Policy())
     out.print(f"throwaway trust root and 3 signer keys in {kd} (passphrase random, not kept)")
@@ -128,3 +140,67 @@ def demo(work: Path) -> None:
               f" -s {b}/SHA256SUMS.signer-1.sig < {b}/SHA256SUMS")
     out.print(f"             cd {b} && sha256sum -c SHA256SUMS")
     out.print(f"  SBOM:      {b / 'sbom.cdx.json'}")
+    if not no_lab:
+        _lab_part(root, work, kd, passphrase)
+
+
+def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
+    import time
+
+    from installer.deploy.importer import import_bundle
+    from installer.deploy.runner import run_playbook
+    from installer.errors import SourceError
+    from installer.lab import lab
+
+    out.rule("[key]8. the lab bundle (sample content + the lab hosts' packages)")
+    spec = root / "bundles" / "lab.yaml"
+    try:
+        with progress() as bar:
+            built = build(spec, work / "lab-bundle", BuildOptions(), bar)
+    except SourceError as e:
+        if "differ from the lock" not in str(e):
+            raise
+        out.print("[warn]Debian has replaced pinned packages since bundles/lab.lock.json was "
+                  "written; resolving again (the lock file is updated: review its diff)[/]")
+        with progress() as bar:
+            built = build(spec, work / "lab-bundle", BuildOptions(update_lock=True, force=True),
+                          bar)
+    for s in ("signer-1", "signer-3"):
+        sign_bundle(built.path, kd / f"{s}.key", passphrase)
+    out.print(f"[ok]built and signed[/] {built.name} v{built.version}: {built.artifacts} "
+              f"artifacts, {built.size / 2**20:.1f} MiB")
+
+    out.rule("[key]9. lab up (the PoC topology)")
+    t = time.monotonic()
+    state = lab.up(root, "poc", say=lambda m: out.print(f"  {m}"))
+    out.print(f"[ok]lab up[/] in {time.monotonic() - t:.0f} s: {', '.join(state.hosts)}; "
+              f"inventory {state.inventory}")
+
+    out.rule("[key]10. import to the repo host")
+    site = work / "site"
+    inventory = Path(state.inventory)
+    with progress() as bar:
+        imp = import_bundle(root, built.path, inventory, trust_root=kd / "root.json",
+                            site=site, progress=bar, say=lambda m: out.print(f"  {m}"))
+    out.print(f"[ok]imported[/] {imp['release']} on {imp['repoHost']}: {imp['filesCopied']} "
+              f"files, {imp['bytesCopied'] / 2**20:.1f} MiB copied in {imp['seconds']} s")
+
+    out.rule("[key]11. every host installs from the repo host only")
+    run = run_playbook(root, "site.yml", inventory, log_dir=site / "logs",
+                       env={"AIRLOCK_SITE_DIR": str(site)}, title="site")
+    out.print(f"[ok]converged[/] {len(run.stats)} hosts in {run.seconds:.0f} s "
+              f"({run.changed} changes): site CA trusted, apt/pip/npm pointed at the repo "
+              "host, firewall, container engines")
+
+    out.rule("[key]what the lab serves")
+    host = imp["repoHost"]
+    out.print(f"  packages and files: {imp['url']}  (apt, pypi/simple, npm, models, vsix, "
+              "files; TLS from the site CA)")
+    out.print(f"  images:             {imp['registry']}  e.g. docker pull "
+              f"{imp['registry']}/hello:1.0")
+    out.print(f"  served release:     {imp['url']}release.json  ({host})")
+    key = state.key
+    ide = next(iter(h for h in state.hosts if h.startswith("ide")), host)
+    out.print(f"  try it:             ssh -i {key} root@{state.hosts[ide]['mgmt_address']} "
+              f"docker pull {imp['registry']}/hello:1.0")
+    out.print("  remove the lab:     airlock lab down")
