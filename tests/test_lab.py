@@ -163,8 +163,8 @@ def _run(playbook: str, *args: str, **kwargs: object) -> tuple[int, dict, str]:
         return r.rc, per_host, r.stdout.read()
 
 
-def _playbook(*args: str, playbook: str = "firewall.yml") -> tuple[int, dict]:
-    rc, per_host, out = _run(playbook, *args)
+def _playbook(*args: str, playbook: str = "firewall.yml", **kwargs: object) -> tuple[int, dict]:
+    rc, per_host, out = _run(playbook, *args, **kwargs)
     if rc != 0:
         raise AssertionError(f"rc={rc} {per_host}\n" + out[-3000:])
     return rc, per_host
@@ -210,12 +210,12 @@ def test_firewall_role_default_deny_idempotent_and_check_mode(lab, client) -> No
 
 def test_common_role_converges_idempotent_and_clean_in_check_mode(lab, client) -> None:
     # no repo host serves packages in this module (test_import covers the sources)
-    no_repo = ("-e", "common_repo_manage=false")
-    rc, stats = _playbook(*no_repo, playbook="common.yml")
+    no_repo = {"common_repo_manage": False}
+    rc, stats = _playbook(playbook="common.yml", extravars=no_repo)
     assert rc == 0 and all(s["failures"] == 0 and s["changed"] > 0 for s in stats.values())
-    rc, stats = _playbook(*no_repo, playbook="common.yml")
+    rc, stats = _playbook(playbook="common.yml", extravars=no_repo)
     assert all(s["changed"] == 0 for s in stats.values()), stats
-    rc, stats = _playbook("--check", "--diff", *no_repo, playbook="common.yml")
+    rc, stats = _playbook("--check", "--diff", playbook="common.yml", extravars=no_repo)
     assert all(s["changed"] == 0 for s in stats.values()), stats
     c = client.containers.get(lab.containers["repo1"])
     sshd = c.exec_run(["sshd", "-T"]).output.decode()
