@@ -14,6 +14,8 @@ Exit codes (also in README):
   8  lab: no engine, debootstrap failed, a subnet clash, SSH never came up
   9  a host: unreachable, SSH refused, too little disk, a downgrade it refuses
  10  a playbook run failed (the host and task are named)
+ 11  busy: another deploy holds the inventory's lock
+ 12  the audit log does not verify (a record edited, reordered or deleted)
 """
 
 from __future__ import annotations
@@ -88,3 +90,20 @@ class DeployError(AirlockError):
     """A playbook run failed; the message names the host and the task."""
 
     exit_code = 10
+
+
+class BusyError(AirlockError):
+    """Another airlock run holds the lock on this inventory."""
+
+    exit_code = 11
+
+
+class AuditError(AirlockError):
+    """The audit log's hash chain is broken. ``problems`` lists every finding."""
+
+    exit_code = 12
+
+    def __init__(self, message: str, problems: list[dict] | None = None, *,
+                 hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.problems = problems or []

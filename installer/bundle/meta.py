@@ -20,12 +20,15 @@ SUMS_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
 
 
 TUF_DIR = "tuf"
+# A delta bundle's note of which blobs it leaves to its base. Not signed and not needed to
+# be: every omitted file is still checked against the signed SHA256SUMS where it is found.
+DELTA = "delta.json"
 
 
 def excluded_from_sums(relpath: str) -> bool:
     """What signs SHA256SUMS cannot be listed in it: the file itself, the SSH signatures
     over it, and the TUF metadata whose targets are exactly its lines."""
-    return (relpath == SUMS or relpath.startswith(TUF_DIR + "/")
+    return (relpath in (SUMS, DELTA) or relpath.startswith(TUF_DIR + "/")
             or (relpath.startswith(SUMS + ".") and relpath.endswith(".sig")))
 
 

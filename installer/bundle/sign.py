@@ -25,11 +25,14 @@ from installer.fsutil import atomic_write
 SERIALIZER = JSONSerializer(compact=False)
 
 
-def expected_targets(bundle: Path) -> dict[str, TargetFile]:
+def expected_targets(bundle: Path, sizes: dict[str, int] | None = None
+                     ) -> dict[str, TargetFile]:
     """The TUF target set a bundle's SHA256SUMS stands for: each listed file, its length
-    and sha256."""
+    and sha256. ``sizes``: lengths of files a delta bundle leaves to its base."""
     listed = parse_sums((bundle / SUMS).read_text())
-    return {path: TargetFile((bundle / path).stat().st_size, {"sha256": digest[7:]}, path)
+    sizes = sizes or {}
+    return {path: TargetFile(sizes[path] if path in sizes else (bundle / path).stat().st_size,
+                             {"sha256": digest[7:]}, path)
             for path, digest in listed.items()}
 
 

@@ -120,10 +120,12 @@ def _swap_in(tmp: Path, state: Path) -> None:
 
 def verify_signed(bundle: Path, trust_root: Path, state_base: Path | None = None,
                   progress: Any = None,
-                  hashed: dict[str, tuple[str, int]] | None = None) -> TrustReport:
-    """``hashed`` as in ``verify``: digests the caller computed while writing the files."""
+                  hashed: dict[str, tuple[str, int]] | None = None,
+                  omitted: dict[str, int] | None = None) -> TrustReport:
+    """``hashed`` as in ``verify``: digests the caller computed while writing the files.
+    ``omitted``: a delta's blobs left to its base (path -> length)."""
     pinned = keys.load_root(trust_root)  # a clear error if it is not a root
-    report = TrustReport(verify(bundle, progress, hashed))
+    report = TrustReport(verify(bundle, progress, hashed, set(omitted or {})))
     tuf = bundle / TUF_DIR
     if tuf.is_dir():
         for p in sorted(tuf.iterdir()):
@@ -149,7 +151,7 @@ def verify_signed(bundle: Path, trust_root: Path, state_base: Path | None = None
         raise TrustError(f"cannot use the trust state folder {state_base}: {e.strerror}",
                          hint="--state DIR chooses another") from None
     try:
-        _tuf_checks(bundle, tmp, pinned.to_bytes(), report)
+        _tuf_checks(bundle, tmp, pinned.to_bytes(), report, omitted or {})
         if report.ok:
             _swap_in(tmp, state)
     finally:
@@ -166,7 +168,8 @@ def _name_from(bundle: Path) -> str:
         return ""
 
 
-def _tuf_checks(bundle: Path, state: Path, pinned: bytes, report: TrustReport) -> None:
+def _tuf_checks(bundle: Path, state: Path, pinned: bytes, report: TrustReport,
+                omitted: dict[str, int]) -> None:
     tuf = bundle / TUF_DIR
     try:
         updater = Updater(str(state), BASE_URL, fetcher=BundleFetcher(tuf), bootstrap=pinned)
@@ -196,7 +199,7 @@ def _tuf_checks(bundle: Path, state: Path, pinned: bytes, report: TrustReport) -
 
     # SHA256SUMS must be exactly the signed target set
     if (bundle / SUMS).is_file() and report.integrity.ok:
-        listed = expected_targets(bundle)
+        listed = expected_targets(bundle, omitted)
         signed = targets.signed.targets
         for path in sorted(listed.keys() - signed.keys()):
             report.add(path, "listed in SHA256SUMS but not in the signed targets")

@@ -55,9 +55,12 @@ def _read_json(root: Path, rel: str, report: Report) -> Any:
 
 
 def verify(root: Path, progress: Any = None,
-           hashed: dict[str, tuple[str, int]] | None = None) -> Report:
+           hashed: dict[str, tuple[str, int]] | None = None,
+           omitted: set[str] | None = None) -> Report:
     """``hashed`` (relpath -> (digest, size)) skips re-hashing files whose bytes the caller
-    has just hashed while writing them (unpack)."""
+    has just hashed while writing them (unpack). ``omitted``: a delta bundle's blobs that
+    its base supplies; they may be absent here (and are checked where they are)."""
+    omitted = omitted or set()
     progress = progress or NullProgress()
     t0 = time.monotonic()
     report = Report(root)
@@ -91,8 +94,10 @@ def verify(root: Path, progress: Any = None,
             on_disk.add(rel)
     for rel in sorted(on_disk - listed.keys()):
         report.add(rel, "present but not listed in SHA256SUMS")
-    for rel in sorted(listed.keys() - on_disk):
+    for rel in sorted(listed.keys() - on_disk - omitted):
         report.add(rel, "listed in SHA256SUMS but missing")
+    for rel in sorted(omitted - listed.keys()):
+        report.add(rel, "the delta omits a file SHA256SUMS does not list")
 
     present = sorted(listed.keys() & on_disk)
     hashed = dict(hashed or {})
@@ -116,12 +121,12 @@ def verify(root: Path, progress: Any = None,
         if rel.startswith("blobs/sha256/") and rel[len("blobs/sha256/"):] != listed[rel][7:]:
             report.add(rel, "blob name is not the digest SHA256SUMS gives it")
     if report.ok:
-        _check_structure(root, report)
+        _check_structure(root, report, omitted)
     report.seconds = time.monotonic() - t0
     return report
 
 
-def _check_structure(root: Path, report: Report) -> None:
+def _check_structure(root: Path, report: Report, omitted: set[str]) -> None:
     layout = _read_json(root, "oci-layout", report)
     if layout is not None and (not isinstance(layout, dict)
                                or layout.get("imageLayoutVersion") != "1.0.0"):
@@ -135,6 +140,8 @@ def _check_structure(root: Path, report: Report) -> None:
     def blob(desc: Descriptor, where: str) -> Path | None:
         algo, _, hexd = desc.digest.partition(":")
         p = root / "blobs" / algo / hexd
+        if f"blobs/{algo}/{hexd}" in omitted:
+            return None  # the base has it: checked against SHA256SUMS on the repo host
         if algo != "sha256" or not p.is_file():
             report.add(where, f"refers to missing blob {desc.digest}")
             return None

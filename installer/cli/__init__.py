@@ -15,7 +15,7 @@ import click
 
 from installer import __version__
 from installer.console import err, out
-from installer.errors import AirlockError, IntegrityError
+from installer.errors import AirlockError
 
 
 class AirlockGroup(click.Group):
@@ -54,16 +54,16 @@ def report_error(e: AirlockError, json_mode: bool) -> None:
                                "type": type(e).__name__}
         if e.hint:
             doc["hint"] = e.hint
-        if isinstance(e, IntegrityError):
+        if getattr(e, "problems", None) is not None:
             doc["problems"] = e.problems
         click.echo(json.dumps(doc, indent=2))
         return
     err.print(f"[err]error:[/] {e}", soft_wrap=True)
-    if isinstance(e, IntegrityError):
-        for p in e.problems[:50]:
+    if problems := getattr(e, "problems", None):
+        for p in problems[:50]:
             err.print(f"  [err]✗[/] {p['file']}: {p['problem']}", soft_wrap=True)
-        if len(e.problems) > 50:
-            err.print(f"  ... and {len(e.problems) - 50} more (see --json)")
+        if len(problems) > 50:
+            err.print(f"  ... and {len(problems) - 50} more (see --json)")
     if e.hint:
         err.print(f"[dim]hint:[/] {e.hint}", soft_wrap=True)
 
@@ -86,7 +86,7 @@ def emit_json(doc: Any) -> None:
 
 
 def register() -> None:
-    from installer.cli import bundle, demo, keys, lab, mirror, network
+    from installer.cli import bundle, demo, deploy, keys, lab, mirror, network
 
     main.add_command(bundle.bundle)
     main.add_command(keys.keys_group)
@@ -94,6 +94,9 @@ def register() -> None:
     main.add_command(lab.lab_group)
     main.add_command(network.network_group)
     main.add_command(demo.demo)
+    for cmd in (deploy.plan_cmd, deploy.preflight_cmd, deploy.deploy_cmd, deploy.upgrade_cmd,
+                deploy.status_cmd, deploy.audit_group):
+        main.add_command(cmd)
 
 
 register()

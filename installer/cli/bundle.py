@@ -68,18 +68,24 @@ def verify_cmd(directory: Path, trust_root: Path | None, state_dir: Path | None,
                as_json: bool) -> None:
     """Check DIRECTORY: file set, every digest, SHA256SUMS, manifests; with --trust also
     the signatures against a pinned root, refusing rollback and expired bundles."""
+    from installer.bundle.delta import read_delta
     from installer.bundle.trust import verify_signed
     from installer.bundle.verify import verify
 
+    delta = read_delta(directory) if directory.is_dir() else None
+    omitted = delta["omitted"] if delta else {}
     with progress(not as_json) as bar:
         if trust_root:
-            trusted = verify_signed(directory, trust_root, state_dir, bar)
+            trusted = verify_signed(directory, trust_root, state_dir, bar, omitted=omitted)
             report, ok, doc = trusted.integrity, trusted.ok, trusted.to_json()
             problems = doc["problems"]
         else:
-            report = verify(directory, bar)
+            report = verify(directory, bar, omitted=set(omitted))
             ok, doc, problems = report.ok, report.to_json(), report.problems
             doc["signaturesChecked"] = False
+    if delta:
+        doc["delta"] = {"base": delta["base"], "omittedFiles": len(omitted),
+                        "omittedBytes": sum(omitted.values())}
     if as_json:
         emit_json(doc)
         if not ok:
@@ -96,6 +102,11 @@ def verify_cmd(directory: Path, trust_root: Path | None, state_dir: Path | None,
               f"{report.files} files, {human(report.bytes)}, every digest matches "
               f"({report.seconds:.2f} s, {rate:.2f} GB/s)")
     out.print(f"  digest {report.digest}")
+    if delta:
+        b = delta["base"]
+        out.print(f"  [warn]delta[/]: {len(omitted)} blobs ({human(sum(omitted.values()))}) "
+                  f"are left to the base {b['name']} v{b['version']}; they are checked "
+                  "against this SHA256SUMS where the base is (bundle import)")
     if trust_root:
         out.print(f"  [ok]signed[/] by {', '.join(doc['signers'])} "
                   f"(threshold {doc['threshold']}); root v{doc['versions']['root']}; "
@@ -226,6 +237,30 @@ def unpack_cmd(source: Path, out_dir: Path, force: bool, trust_root: Path | None
                  "; signatures NOT checked: add --trust ROOT_JSON)"))
 
 
+
+
+@bundle.command("delta")
+@click.argument("new", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--base", required=True,
+              type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="The older version of the same bundle, already imported on the site.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="Folder to write the delta into.")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@json_option
+def delta_cmd(new: Path, base: Path, output: Path, force: bool, as_json: bool) -> None:
+    """Write NEW (a signed bundle) without the blobs BASE already carries: what an
+    upgrade needs to carry across the air gap. Signatures stay NEW's own."""
+    from installer.bundle.delta import make_delta
+
+    result = make_delta(new, base, output, force=force)
+    if as_json:
+        emit_json(result)
+        return
+    out.print(f"[ok]delta[/] {result['name']} v{result['version']} on "
+              f"v{result['base']['version']}: {human(result['bytes'])} to carry, "
+              f"{result['omittedFiles']} blobs ({human(result['omittedBytes'])}) left to the "
+              f"base -> {output}")
 
 
 @bundle.command("import")

@@ -147,9 +147,11 @@ def demo(work: Path, no_lab: bool, passphrase_env: str | None) -> None:
 def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
     import time
 
+    from installer.cli.deploy import print_preflight, print_run, print_status
+    from installer.deploy.deploy import deploy, status
     from installer.deploy.importer import import_bundle
-    from installer.deploy.runner import run_playbook
-    from installer.errors import SourceError
+    from installer.deploy.preflight import preflight
+    from installer.errors import HostError, SourceError
     from installer.lab import lab
 
     out.rule("[key]8. the lab bundle (sample content + the lab hosts' packages)")
@@ -176,21 +178,32 @@ def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
     out.print(f"[ok]lab up[/] in {time.monotonic() - t:.0f} s: {', '.join(state.hosts)}; "
               f"inventory {state.inventory}")
 
-    out.rule("[key]10. import to the repo host")
     site = work / "site"
     inventory = Path(state.inventory)
+    out.rule("[key]10. preflight: every host checked over SSH before anything changes")
+    pf = preflight(root, inventory, bundle=built.path)
+    print_preflight(pf)
+    if not pf["ok"]:
+        raise HostError("preflight failed on " + ", ".join(pf["failed"]) + ": " + "; ".join(
+            p for h in pf["hosts"] for p in h["problems"]))
+
+    out.rule("[key]11. import to the repo host")
     with progress() as bar:
         imp = import_bundle(root, built.path, inventory, trust_root=kd / "root.json",
                             site=site, progress=bar, say=lambda m: out.print(f"  {m}"))
     out.print(f"[ok]imported[/] {imp['release']} on {imp['repoHost']}: {imp['filesCopied']} "
               f"files, {imp['bytesCopied'] / 2**20:.1f} MiB copied in {imp['seconds']} s")
 
-    out.rule("[key]11. every host installs from the repo host only")
-    run = run_playbook(root, "site.yml", inventory, log_dir=site / "logs",
-                       env={"AIRLOCK_SITE_DIR": str(site)}, title="site")
-    out.print(f"[ok]converged[/] {len(run.stats)} hosts in {run.seconds:.0f} s "
-              f"({run.changed} changes): site CA trusted, apt/pip/npm pointed at the repo "
+    out.rule("[key]12. deploy the PoC: every host installs from the repo host only")
+    first = deploy(root, inventory, site=site, phase="poc", say=lambda m: out.print(f"  {m}"))
+    print_run(first)
+    out.print(f"[ok]converged[/] {len(first['run']['stats'])} hosts in "
+              f"{first['run']['seconds']} s: site CA trusted, apt/pip/npm pointed at the repo "
               "host, firewall, container engines")
+
+    out.rule("[key]13. status")
+    print_status(status(root, inventory, site=site))
+    out.print(f"  audit log: {site / 'audit.jsonl'} (airlock audit verify --site {site})")
 
     out.rule("[key]what the lab serves")
     host = imp["repoHost"]

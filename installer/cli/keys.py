@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -40,6 +41,14 @@ def keys_group() -> None:
     """Make and rotate the trust root and signer keys."""
 
 
+def _audited(command: str, directory: Path) -> Any:
+    """Key changes go into the site's audit log (AIRLOCK_SITE_DIR) like deploys do."""
+    from installer.deploy.audit import audited
+    from installer.deploy.importer import site_dir_default
+
+    return audited(site_dir_default(), command, keysDir=str(directory.absolute()))
+
+
 @keys_group.command("init")
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--signers", "n", type=click.IntRange(1, 32), required=True)
@@ -57,8 +66,10 @@ def init_cmd(directory: Path, n: int, t: int, names: str | None, expires_root: i
              passphrase_env: str | None, as_json: bool) -> None:
     """Make a trust root (python-tuf) and N signer keys in DIRECTORY."""
     policy = keys.Policy(expires_root, expires_targets, expires_snapshot, expires_timestamp)
-    info = keys.init(directory, n, t, _names(names), get_passphrase(passphrase_env,
-                                                                    confirm=True), policy)
+    passphrase = get_passphrase(passphrase_env, confirm=True)
+    with _audited("keys init", directory) as rec:
+        info = keys.init(directory, n, t, _names(names), passphrase, policy)
+        rec.update(rootVersion=info["rootVersion"], signers=info["signers"], threshold=t)
     if as_json:
         emit_json(info)
         return
@@ -81,8 +92,12 @@ def rotate_cmd(directory: Path, replace: tuple[str, ...], add: tuple[str, ...],
                remove: tuple[str, ...], threshold: int | None, passphrase_env: str | None,
                as_json: bool) -> None:
     """Make the next root, signed by a threshold of the current AND the new signers."""
-    info = keys.rotate(directory, get_passphrase(passphrase_env), replace=list(replace),
-                       add=list(add), remove=list(remove), threshold=threshold)
+    passphrase = get_passphrase(passphrase_env)
+    with _audited("keys rotate", directory) as rec:
+        info = keys.rotate(directory, passphrase, replace=list(replace), add=list(add),
+                           remove=list(remove), threshold=threshold)
+        rec.update(rootVersion=info["rootVersion"], signers=info["signers"],
+                   threshold=info["threshold"])
     if as_json:
         emit_json(info)
         return

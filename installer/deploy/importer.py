@@ -18,16 +18,19 @@ import json
 import os
 import posixpath
 import shlex
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from installer.bundle import mirror
-from installer.bundle.meta import SUMS, parse_sums
+from installer.bundle.delta import read_delta
+from installer.bundle.meta import DELTA, SUMS, parse_sums
 from installer.bundle.trust import verify_signed
 from installer.console import NullProgress
 from installer.deploy import inventory as inv_mod
+from installer.deploy.audit import audited
 from installer.deploy.runner import run_playbook
 from installer.deploy.ssh import Remote
 from installer.errors import HostError, IntegrityError, UsageError
@@ -44,6 +47,7 @@ class Item:
     size: int = 0
     sha256: str = ""
     link: str | None = None
+    from_base: bool = False  # a delta's blob: linked from the base release on the host
 
 
 def site_dir_default() -> Path:
@@ -74,13 +78,16 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _items(bundle: Path, mirror_dir: Path) -> list[Item]:
+def _items(bundle: Path, mirror_dir: Path, omitted: dict[str, int]) -> list[Item]:
     sums = parse_sums((bundle / SUMS).read_text())
-    items = []
+    items = [Item("bundle/" + rel, size, sums[rel][7:], from_base=True)
+             for rel, size in sorted(omitted.items())]
     for p in sorted(bundle.rglob("*")):
         rel = p.relative_to(bundle).as_posix()
         if p.is_symlink():
             raise IntegrityError(f"{bundle}: {rel} is a link; a bundle holds files only")
+        if rel == DELTA:
+            continue
         if p.is_file():
             digest = sums[rel][7:] if rel in sums else _sha256(p)
             items.append(Item("bundle/" + rel, p.stat().st_size, digest))
@@ -93,6 +100,35 @@ def _items(bundle: Path, mirror_dir: Path) -> list[Item]:
     return items
 
 
+def _delta_view(bundle: Path, view: Path, omitted: dict[str, int], sync: _Sync) -> None:
+    """The full bundle as the mirror export reads it: links to the delta's files, plus the
+    few base blobs the package indexes are made from (manifests, .deb, wheels, npm
+    tarballs), fetched back from the base release and checked. Model weights and image
+    layers stay on the host."""
+    sums = parse_sums((bundle / SUMS).read_text())
+    view.mkdir()
+    for p in sorted(bundle.rglob("*")):
+        rel = p.relative_to(bundle).as_posix()
+        if p.is_file() and rel != DELTA:
+            (view / rel).parent.mkdir(parents=True, exist_ok=True)
+            (view / rel).symlink_to(p)
+
+    def need(digest: str) -> Path:
+        rel = "blobs/sha256/" + digest[7:]
+        if rel in omitted and not (view / rel).exists():
+            sync.fetch_from_base(rel, view / rel, sums[rel][7:])
+        return view / rel
+
+    index = json.loads((view / "index.json").read_bytes())
+    for m in index.get("manifests", []):
+        kind = (m.get("annotations") or {}).get("dev.airlock.kind")
+        if kind in mirror.MIRROR_KINDS or kind in mirror.CONTENT_KINDS:
+            manifest = json.loads(need(m["digest"]).read_bytes())
+            if kind in mirror.MIRROR_KINDS:
+                for layer in manifest.get("layers", []):
+                    need(layer["digest"])
+
+
 def _local(bundle: Path, stage: Path, item: Item) -> Path:
     top, _, rest = item.rel.partition("/")
     return (bundle if top == "bundle" else stage / "mirror") / rest
@@ -103,6 +139,39 @@ class _Sync:
         self.r, self.root, self.release = remote, repo_root, release
         self.final = posixpath.join(repo_root, "releases", release)
         self.incoming = posixpath.join(repo_root, "incoming", release)
+        self.base: str | None = None  # a delta's base release folder on the host
+
+    def use_base(self, delta: dict[str, Any], name: str) -> None:
+        """A delta's base must be on the host, complete, and the very bundle it names."""
+        b = delta["base"]
+        if b["name"] != name:
+            raise IntegrityError(f"the delta's base is bundle {b['name']!r}, not {name!r}")
+        base = posixpath.join(self.root, "releases", f"{b['name']}-{b['version']}")
+        rc, out, _ = self.r.run(["cat", posixpath.join(base, MARKER)], check=False)
+        try:
+            marker = json.loads(out) if rc == 0 else {}
+        except ValueError:
+            marker = {}
+        if marker.get("sha256sums") != b["sha256sums"]:
+            found = ("is not there" if rc != 0 else
+                     f"is another bundle (SHA256SUMS {str(marker.get('sha256sums'))[:12]}…)")
+            raise HostError(f"{self.r.name}: this delta needs its base {b['name']} "
+                            f"v{b['version']} (SHA256SUMS {b['sha256sums'][:12]}…) in "
+                            f"{base}, which {found}",
+                            hint="import the base bundle first, or carry the full bundle")
+        self.base = base
+
+    def fetch_from_base(self, rel: str, dest: Path, digest: str) -> None:
+        """One of the base's files, back to the controller, checked against DIGEST."""
+        assert self.base is not None
+        part = dest.with_name(dest.name + ".part")
+        self.r.sftp.get(posixpath.join(self.base, "bundle", rel), str(part))
+        if _sha256(part) != digest:
+            part.unlink()
+            raise IntegrityError(f"{self.r.name}: {self.base}/bundle/{rel} differs from the "
+                                 "signed SHA256SUMS of the new bundle",
+                                 hint="the base release on the host was changed: investigate")
+        os.replace(part, dest)
 
     def sh(self, script: str, *args: str, stdin: bytes | None = None, check: bool = True
            ) -> str:
@@ -171,6 +240,8 @@ def _copy(sync: _Sync, bundle: Path, stage: Path, items: list[Item], progress: A
     inc = sync.incoming
     have, links = sync.listing(inc)
     files = [i for i in items if i.link is None]
+    if any(i.from_base for i in files) and sync.base is None:
+        raise HostError("internal: a delta's files with no base release chosen")
     sized = [i for i in files if have.get(i.rel) == i.size]
     got = sync.hashes(inc, [i.rel for i in sized])
     keep = {i.rel for i in sized if got.get(i.rel) == i.sha256}
@@ -179,7 +250,7 @@ def _copy(sync: _Sync, bundle: Path, stage: Path, items: list[Item], progress: A
     # and hashed whole when it is done; generated mirror files are always copied again
     partial = {i.rel: p if i.rel.startswith("bundle/")
                and (p := have.get(i.rel + ".part", 0)) <= i.size else 0 for i in todo}
-    need = sum(i.size - partial[i.rel] for i in todo)
+    need = sum(i.size - partial[i.rel] for i in todo if not i.from_base)
     free = sync.free()
     if need + RESERVE > free:
         raise HostError(f"{sync.r.name}: {sync.root} has {free / 2**20:.0f} MiB free; the bundle "
@@ -190,7 +261,14 @@ def _copy(sync: _Sync, bundle: Path, stage: Path, items: list[Item], progress: A
     task = progress.add_task(f"copy to {sync.r.name}", total=need)
     sftp = sync.r.sftp
     copied = 0
+    linked = [i for i in todo if i.from_base]
+    if linked:  # hard links into the base release (a copy across file systems)
+        sync.sh('b="$1"; i="$2"; shift 2; for r in "$@"; do '
+                'ln -f "$b/$r" "$i/$r.part" 2>/dev/null || cp -f "$b/$r" "$i/$r.part"; done',
+                sync.base or "", inc, *(i.rel for i in linked))
     for i in todo:
+        if i.from_base:
+            continue
         dest = posixpath.join(inc, i.rel) + ".part"
         start = partial[i.rel]
         if not start and i.rel in have:
@@ -224,20 +302,40 @@ def _copy(sync: _Sync, bundle: Path, stage: Path, items: list[Item], progress: A
                 sftp.remove(path)
             sftp.symlink(i.link, path)
             made += 1
-    return {"filesCopied": len(todo), "filesKept": len(keep), "bytesCopied": copied,
-            "linksMade": made}
+    return {"filesCopied": len(todo) - len(linked), "filesKept": len(keep),
+            "filesFromBase": len(linked), "bytesCopied": copied, "linksMade": made}
 
 
 def import_bundle(root: Path, bundle: Path, inventory: Path, *, trust_root: Path,
                   site: Path, repo_root: str | None = None, progress: Any = None,
-                  say: Any = print, live: bool | None = None) -> dict[str, Any]:
-    progress = progress or NullProgress()
-    t0 = time.monotonic()
-    bundle = bundle.absolute()
+                  say: Any = print, live: bool | None = None, command: str = "import"
+                  ) -> dict[str, Any]:
+    """Under the inventory's lock, with one audit record whatever the outcome."""
+    from installer.deploy.deploy import InventoryLock
+
     inv = inv_mod.load(inventory, root)  # a bad inventory fails before anything else
-    repo = inv.first("repo")
     site.mkdir(parents=True, exist_ok=True, mode=0o700)
-    report = verify_signed(bundle, trust_root, site / "trust", progress)
+    fields = {"bundlePath": str(bundle.absolute()),
+              "inventory": {"path": str(inventory.resolve()), "digest": inv.digest}}
+    with InventoryLock(site, inventory, command), audited(site, command, **fields) as rec:
+        doc = _import(root, bundle.absolute(), inventory, inv, trust_root=trust_root,
+                      site=site, repo_root=repo_root, progress=progress or NullProgress(),
+                      say=say, live=live)
+        rec.update(bundle={"name": doc["name"], "version": doc["version"],
+                           "sha256sums": doc["digest"][7:]},
+                   bytesCopied=doc["bytesCopied"], filesCopied=doc["filesCopied"],
+                   run=doc["run"]["ident"], changed=doc["run"]["changed"])
+    return doc
+
+
+def _import(root: Path, bundle: Path, inventory: Path, inv: inv_mod.Inventory, *,
+            trust_root: Path, site: Path, repo_root: str | None, progress: Any, say: Any,
+            live: bool | None) -> dict[str, Any]:
+    t0 = time.monotonic()
+    repo = inv.first("repo")
+    delta = read_delta(bundle)
+    omitted: dict[str, int] = delta["omitted"] if delta else {}
+    report = verify_signed(bundle, trust_root, site / "trust", progress, omitted=omitted)
     if not report.ok:
         raise IntegrityError(f"refusing to import {bundle}: it does not verify (nothing was "
                              "sent to the repo host)", report.to_json()["problems"])
@@ -251,17 +349,11 @@ def import_bundle(root: Path, bundle: Path, inventory: Path, *, trust_root: Path
     server = str(repo.vars.get("offline_repo_server_name", repo.name))
     stage = site / "imports" / release
     stage.mkdir(parents=True, exist_ok=True)
-    link = stage / "bundle"
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(bundle)
-    exported = mirror.export(bundle, stage / "mirror", base_url=f"https://{server}/",
-                             site_key=home, force=True, link="../bundle")
-    pub = stage / "mirror" / "apt" / "site-key.gpg"
-    if pub.exists():  # the common role gives it to every host for apt's signed-by
-        atomic_write(site / "apt-site-key.gpg", pub.read_bytes())
-    items = _items(bundle, stage / "mirror")
-    say(f"copying {release} to {repo.name}:{repo_root}")
+    view = stage / "bundle"
+    if view.is_symlink() or view.is_file():
+        view.unlink()
+    elif view.is_dir():
+        shutil.rmtree(view)
     with Remote(repo) as r:
         sync = _Sync(r, repo_root, release)
         served = sync.served()
@@ -270,10 +362,24 @@ def import_bundle(root: Path, bundle: Path, inventory: Path, *, trust_root: Path
             raise HostError(f"{repo.name} serves {meta['name']} v{served['version']}; "
                             f"v{meta['version']} is older: downgrade refused",
                             hint="import a newer bundle")
+        if delta:
+            sync.use_base(delta, meta["name"])
+            _delta_view(bundle, view, omitted, sync)
+        else:
+            view.symlink_to(bundle)
+        exported = mirror.export(view, stage / "mirror", base_url=f"https://{server}/",
+                                 site_key=home, force=True, link="../bundle")
+        pub = stage / "mirror" / "apt" / "site-key.gpg"
+        if pub.exists():  # the common role gives it to every host for apt's signed-by
+            atomic_write(site / "apt-site-key.gpg", pub.read_bytes())
+        items = _items(bundle, stage / "mirror", omitted)
+        say(f"copying {release} to {repo.name}:{repo_root}"
+            + (f" (delta on {delta['base']['version']}: {len(omitted)} blobs from the base)"
+               if delta else ""))
         if sync.exists(sync.final):
             _check_release_on_host(sync, items)
-            copy = {"filesCopied": 0, "filesKept": len(items), "bytesCopied": 0,
-                    "linksMade": 0}
+            copy = {"filesCopied": 0, "filesKept": len(items), "filesFromBase": 0,
+                    "bytesCopied": 0, "linksMade": 0}
         else:
             copy = _copy(sync, bundle, stage, items, progress)
             marker = json.dumps({"name": meta["name"], "version": meta["version"],
@@ -286,7 +392,8 @@ def import_bundle(root: Path, bundle: Path, inventory: Path, *, trust_root: Path
                        extravars={"offline_repo_release": release,
                                   "offline_repo_root": repo_root},
                        env={"AIRLOCK_SITE_DIR": str(site)}, title=f"import {release}", live=live)
-    return {"ok": True, "release": release, "digest": f"sha256:{digest}",
+    return {"ok": True, "release": release, "name": meta["name"], "version": meta["version"],
+            "digest": f"sha256:{digest}",
             "repoHost": repo.name, "repoRoot": repo_root, "url": f"https://{server}/",
             "registry": f"{server}:{repo.vars.get('offline_repo_registry_port', 5000)}",
             "signedBy": report.signed_by, "served": exported, **copy,

@@ -81,6 +81,23 @@ class Inventory:
     def hosts(self) -> list[str]:
         return self.group("all")
 
+    @property
+    def digest(self) -> str:
+        """What Ansible sees (hosts, groups, every variable), hashed: two runs with the same
+        digest ran against the same inventory."""
+        from installer.deploy.audit import digest_json
+
+        return digest_json(self._data)
+
+    def var(self, name: str, default: Any = None) -> Any:
+        """A variable every host shares (group_vars/all), read from the first host."""
+        hosts = self.hosts
+        return self.hostvars.get(hosts[0], {}).get(name, default) if hosts else default
+
+    def groups_of(self, host: str) -> list[str]:
+        return sorted(g for g in self._data if g not in ("_meta", "all", "ungrouped")
+                      and host in self.group(g))
+
     def first(self, group: str) -> Host:
         members = self.group(group)
         if not members:

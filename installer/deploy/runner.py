@@ -3,10 +3,12 @@ full log kept per run, and the result judged from the run's own stats (never fro
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,8 @@ class RunResult:
     log: Path
     stats: dict[str, dict[str, int]] = field(default_factory=dict)  # host -> counts
     failures: list[dict[str, str]] = field(default_factory=list)
+    changed_tasks: dict[str, list[str]] = field(default_factory=dict)  # host -> task names
+    ident: str = ""
 
     @property
     def changed(self) -> int:
@@ -39,7 +43,8 @@ class RunResult:
     def to_json(self) -> dict[str, Any]:
         return {"playbook": self.playbook, "rc": self.rc, "status": self.status,
                 "seconds": round(self.seconds, 1), "log": str(self.log),
-                "changed": self.changed, "stats": self.stats, "failures": self.failures}
+                "changed": self.changed, "stats": self.stats, "failures": self.failures,
+                "changedTasks": self.changed_tasks, "ident": self.ident}
 
 
 class _View:
@@ -50,6 +55,7 @@ class _View:
         self.counts = {"ok": 0, "changed": 0, "failed": 0, "unreachable": 0, "skipped": 0}
         self.hosts: set[str] = set()
         self.failures: list[dict[str, str]] = []
+        self.changed_tasks: dict[str, list[str]] = {}
         self._live: Any = None
         if live:
             from rich.live import Live
@@ -88,7 +94,10 @@ class _View:
         elif name == "playbook_on_task_start":
             self.task = data.get("task", "")
         elif name == "runner_on_ok":
-            self.counts["changed" if (data.get("res") or {}).get("changed") else "ok"] += 1
+            changed = bool((data.get("res") or {}).get("changed"))
+            self.counts["changed" if changed else "ok"] += 1
+            if changed:
+                self.changed_tasks.setdefault(str(host), []).append(str(data.get("task", "")))
         elif name == "runner_on_skipped":
             self.counts["skipped"] += 1
         elif name in ("runner_on_failed", "runner_on_unreachable"):
@@ -113,12 +122,15 @@ def run_playbook(root: Path, playbook: str, inventory: Path, *, log_dir: Path,
                  extravars: dict[str, Any] | None = None, check: bool = False,
                  limit: str | None = None, tags: str | None = None,
                  env: dict[str, str] | None = None, title: str | None = None,
-                 live: bool | None = None, raise_on_failure: bool = True) -> RunResult:
-    """Run ``playbooks/PLAYBOOK`` against INVENTORY; keep the log under LOG_DIR."""
+                 live: bool | None = None, raise_on_failure: bool = True,
+                 cancel: Callable[[], bool] | None = None) -> RunResult:
+    """Run ``playbooks/PLAYBOOK`` against INVENTORY; keep the log under LOG_DIR.
+    ``cancel`` is polled while it runs: when it returns True, ansible-playbook is stopped
+    and the result's status is ``canceled``."""
     import ansible_runner
 
     log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    ident = time.strftime("%Y%m%dT%H%M%S") + f"-{Path(playbook).stem}"
+    ident = time.strftime("%Y%m%dT%H%M%S") + f"-{Path(playbook).stem}-{os.getpid()}"
     cmdline = []
     if check:
         cmdline += ["--check", "--diff"]
@@ -139,7 +151,8 @@ def run_playbook(root: Path, playbook: str, inventory: Path, *, log_dir: Path,
                 inventory=str(inventory.absolute()), extravars=extravars or {},
                 cmdline=" ".join(cmdline) or None, envvars=envvars, quiet=True,
                 artifact_dir=str(log_dir), ident=ident, event_handler=view.event,
-                project_dir=str(root))
+                project_dir=str(root), cancel_callback=cancel,
+                settings={"pexpect_timeout": 1})  # how often cancel is polled
     finally:
         shutil.rmtree(pdd, ignore_errors=True)
     stats = r.stats or {}
@@ -147,7 +160,7 @@ def run_playbook(root: Path, playbook: str, inventory: Path, *, log_dir: Path,
     result = RunResult(
         playbook, r.rc, r.status, time.monotonic() - start, log_dir / ident / "stdout",
         {h: {k: stats.get(k, {}).get(h, 0) for k in STAT_KEYS} for h in sorted(hosts)},
-        view.failures)
+        view.failures, view.changed_tasks, ident)
     if raise_on_failure and not result.ok:
         if result.failures:
             f = result.failures[0]

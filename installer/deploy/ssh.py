@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import shlex
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import paramiko
 
 from installer.deploy.inventory import Host
 from installer.errors import HostError
+
+T = TypeVar("T")
 
 
 class Remote:
@@ -78,3 +82,20 @@ class Remote:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def each_host(hosts: list[Host], fn: Callable[[Remote], T], *, workers: int = 16,
+              timeout: float = 15) -> dict[str, T | HostError]:
+    """FN on every host at once; a host that cannot be reached gives its HostError."""
+
+    def one(h: Host) -> T | HostError:
+        try:
+            with Remote(h, timeout=timeout) as r:
+                return fn(r)
+        except HostError as e:
+            return e
+
+    if not hosts:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(workers, len(hosts))) as pool:
+        return dict(zip([h.name for h in hosts], pool.map(one, hosts), strict=True))

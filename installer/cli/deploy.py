@@ -1,0 +1,312 @@
+"""``airlock plan | preflight | deploy | upgrade | status | audit``: the platform, phase by
+phase, from the bundles imported on the repo host."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from installer.cli import emit_json, json_option
+from installer.console import out, progress
+from installer.errors import AuditError, HostError, SpecError
+
+inventory_option = click.option(
+    "-i", "--inventory", required=True, type=click.Path(path_type=Path),
+    help="Inventory: inventories/poc, pilot, production, or lab (after `airlock lab up`).")
+site_option = click.option(
+    "--site", "site", type=click.Path(path_type=Path, file_okay=False),
+    envvar="AIRLOCK_SITE_DIR", show_envvar=True,
+    help="The controller's site folder: CA, keys, trust state, run logs, audit log.")
+
+
+def _site(site: Path | None) -> Path:
+    from installer.deploy.importer import site_dir_default
+
+    return site or site_dir_default()
+
+
+def _root() -> Path:
+    from installer.cli.demo import repo_root
+
+    return repo_root()
+
+
+def _inventory_file(path: Path) -> Path:
+    """``inventories/poc`` and ``inventories/poc/hosts.yml`` both work."""
+    return path / "hosts.yml" if path.is_dir() and (path / "hosts.yml").exists() else path
+
+
+def _say(as_json: bool) -> Any:
+    return (lambda msg: None) if as_json else out.print
+
+
+# --------------------------------------------------------------------------- plan
+
+@click.command("plan")
+@click.option("--phase", required=True, type=click.Choice(["poc", "pilot", "production"]))
+@click.option("--users", type=click.IntRange(min=1), help="Concurrent users (default: the "
+              "inventory's airlock_users, or the phase's lower bound).")
+@click.option("-i", "--inventory", type=click.Path(path_type=Path),
+              help="Check this inventory against the plan.")
+@json_option
+def plan_cmd(phase: str, users: int | None, inventory: Path | None, as_json: bool) -> None:
+    """What PHASE needs for N users (hosts, GPUs, IDE capacity), from the seeds' sizing
+    tables; with -i, whether an inventory has it."""
+    from installer.deploy import inventory as inv_mod
+    from installer.deploy.plan import check_inventory, plan, sizing
+
+    inv = inv_mod.load(_inventory_file(inventory), _root()) if inventory else None
+    if users is None:
+        declared = inv.var("airlock_users") if inv else None
+        users = int(declared) if declared else int(sizing()["phases"][phase]["users"][0])
+    result = plan(phase, users)
+    findings = check_inventory(result, inv) if inv else []
+    result["inventory"] = str(inventory) if inventory else None
+    result["findings"] = findings
+    result["ok"] = not findings
+    if as_json:
+        emit_json(result)
+        if findings:
+            raise SystemExit(SpecError.exit_code)
+        return
+    t = Table(title=f"{phase}: {users} users")
+    for col in ("needed", "count", "each", "source", *(["inventory"] if inv else [])):
+        t.add_column(col)
+    for n in result["needs"]:
+        have = ""
+        if inv and "have" in n:
+            colour = "ok" if n["have"] >= n["count"] else "err"
+            have = f"[{colour}]{n['have']}[/]"
+        t.add_row(n["what"], str(n["count"]), n["each"], n["source"],
+                  *([have] if inv else []))
+    out.print(t)
+    for note in result["notes"]:
+        out.print(f"[warn]note:[/] {note}")
+    ws = result["workspace"]
+    out.print(f"each user: {ws['cpus']} CPU, {ws['memory_gb']} GB RAM, {ws['disk_gb']} GB "
+              "disk (seed 000 §3.1)")
+    if findings:
+        raise SpecError(f"{len(findings)} shortfall(s): "
+                        + "; ".join(f["problem"] for f in findings),
+                        file=str(inventory), hint="add hosts to those groups, or set "
+                        "airlock_gpus on hosts that carry more than one GPU")
+
+
+# --------------------------------------------------------------------------- preflight
+
+def print_preflight(result: dict[str, Any]) -> None:
+    t = Table(title=f"preflight {result['inventory']}")
+    for col in ("host", "OS", "CPUs", "RAM GiB", "min free GiB", "GPUs", "clock s", "repo",
+                "result"):
+        t.add_column(col)
+    for h in result["hosts"]:
+        if not h["reachable"]:
+            t.add_row(h["host"], *[""] * 7, "[err]unreachable[/]")
+            continue
+        free = str(min(h["freeGiB"].values(), default=""))
+        t.add_row(h["host"], str(h["os"]), str(h["cpus"]), str(h["memoryGiB"]), free,
+                  str(len(h["gpus"])), f"{h['clockOffsetS']:+.2f}", h["repo"],
+                  "[err]fix[/]" if h["problems"] else "[ok]ok[/]")
+    out.print(t)
+
+
+@click.command("preflight")
+@inventory_option
+@click.option("--bundle", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="Also check the repo host has room for this bundle.")
+@click.option("--limit", help="Only these hosts (comma-separated).")
+@json_option
+def preflight_cmd(inventory: Path, bundle: Path | None, limit: str | None,
+                  as_json: bool) -> None:
+    """Check every host over SSH before changing anything: reachable, OS, CPU, RAM, disk,
+    GPUs, clock, ports, the repo host. Exit 9 naming what to fix where."""
+    from installer.deploy.preflight import preflight
+
+    inventory = _inventory_file(inventory)
+    result = preflight(_root(), inventory, bundle=bundle,
+                       limit=limit.split(",") if limit else None)
+    if as_json:
+        emit_json(result)
+        if not result["ok"]:
+            raise SystemExit(HostError.exit_code)
+        return
+    print_preflight(result)
+    if not result["ok"]:
+        problems = [f"{h['host']}: {p}" for h in result["hosts"] for p in h["problems"]]
+        for p in problems:
+            out.print(f"  [err]✗[/] {p}", soft_wrap=True)
+        raise HostError(f"preflight failed on {', '.join(result['failed'])}: {problems[0]}",
+                        hint="fix what is listed, then run preflight again")
+    out.print(f"[ok]preflight passed[/] on {len(result['hosts'])} host(s)")
+
+
+# --------------------------------------------------------------------------- deploy
+
+def print_run(result: dict[str, Any]) -> None:
+    run = result["run"]
+    t = Table(title=f"{result['command']} {result['release']['name']} "
+                    f"v{result['release']['version']} ({result['phase']})")
+    for col in ("host", "ok", "changed", "failed", "unreachable", "skipped"):
+        t.add_column(col)
+    for host, s in run["stats"].items():
+        t.add_row(host, str(s["ok"]), f"[warn]{s['changed']}[/]" if s["changed"] else "0",
+                  str(s["failures"]), str(s["dark"]), str(s["skipped"]))
+    out.print(t)
+    verdict = ("[ok]converged, nothing changed[/]" if run["changed"] == 0 else
+               f"[warn]{run['changed']} change(s)[/]")
+    out.print(f"{verdict} in {run['seconds']} s; log {run['log']}")
+
+
+@click.command("deploy")
+@inventory_option
+@click.option("--phase", type=click.Choice(["poc", "pilot", "production"]),
+              help="Refuse unless the inventory is for this phase.")
+@click.option("--check", is_flag=True, help="Dry run: show what would change (--check --diff).")
+@click.option("--tags", help="Only tasks with these tags (comma-separated).")
+@click.option("--limit", help="Only these hosts or groups (Ansible pattern).")
+@site_option
+@json_option
+def deploy_cmd(inventory: Path, phase: str | None, check: bool, tags: str | None,
+               limit: str | None, site: Path | None, as_json: bool) -> None:
+    """Run playbooks/site.yml against INVENTORY from what the repo host serves: one run at
+    a time per inventory, a live view, the log kept, an audit record."""
+    from installer.deploy.deploy import deploy
+
+    result = deploy(_root(), _inventory_file(inventory), site=_site(site), phase=phase,
+                    check=check, tags=tags, limit=limit, live=False if as_json else None,
+                    say=_say(as_json))
+    if as_json:
+        emit_json(result)
+    else:
+        print_run(result)
+
+
+@click.command("upgrade")
+@click.option("--bundle", "bundle_dir", required=True,
+              type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="The newer bundle (full, or a delta on what the repo host has).")
+@inventory_option
+@click.option("--trust", "trust_root", required=True,
+              type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              envvar="AIRLOCK_TRUST_ROOT", show_envvar=True,
+              help="Pinned root.json the bundle's signatures are checked against.")
+@site_option
+@json_option
+def upgrade_cmd(bundle_dir: Path, inventory: Path, trust_root: Path, site: Path | None,
+                as_json: bool) -> None:
+    """Import a newer bundle (a delta is accepted when its base is on the repo host; an
+    older version is refused), then deploy it."""
+    from installer.deploy.deploy import deploy
+    from installer.deploy.importer import import_bundle
+
+    inventory = _inventory_file(inventory)
+    with progress(not as_json) as bar:
+        imported = import_bundle(_root(), bundle_dir, inventory, trust_root=trust_root,
+                                 site=_site(site), progress=bar, say=_say(as_json),
+                                 live=False if as_json else None, command="upgrade import")
+    result = deploy(_root(), inventory, site=_site(site), live=False if as_json else None,
+                    say=_say(as_json), command="upgrade")
+    result["import"] = imported
+    if as_json:
+        emit_json(result)
+        return
+    out.print(f"[ok]imported[/] {imported['release']}: {imported['filesCopied']} files "
+              f"copied ({imported['bytesCopied']} bytes), {imported['filesFromBase']} from "
+              "the base release")
+    print_run(result)
+
+
+def print_status(result: dict[str, Any]) -> None:
+    served = result["served"]
+    out.print(f"repo host serves: {served['name']} v{served['version']}" if served else
+              "[warn]the repo host serves nothing (or is unreachable)[/]")
+    t = Table(title=f"status {result['inventory']} ({result['phase']})")
+    for col in ("host", "groups", "deployed", "last run", "changed last"):
+        t.add_column(col)
+    for h in result["hosts"]:
+        if not h["reachable"]:
+            t.add_row(h["host"], ",".join(h["groups"]), "[err]unreachable[/]", "", "")
+            continue
+        d = h.get("deployed")
+        dep = (f"{d['name']} v{d['version']}" + ("" if h["current"] else " [warn](old)[/]")
+               if d else "[warn]never[/]")
+        last = h.get("lastRun")
+        lr = f"{last['finished']} {last['result']} ({last['changed']} changed)" if last else ""
+        ch = h.get("lastChange")
+        tasks = ""
+        if ch:
+            names = list(dict.fromkeys(ch["tasks"]))
+            tasks = f"{ch['finished']}: " + "; ".join(names[:3]) + (
+                f" (+{len(names) - 3})" if len(names) > 3 else "")
+        t.add_row(h["host"], ",".join(h["groups"]), dep, lr, tasks)
+    out.print(t)
+
+
+@click.command("status")
+@inventory_option
+@site_option
+@json_option
+def status_cmd(inventory: Path, site: Path | None, as_json: bool) -> None:
+    """Per host: the release deployed there, whether it is the one served, and what the
+    last run changed."""
+    from installer.deploy.deploy import status
+
+    result = status(_root(), _inventory_file(inventory), site=_site(site))
+    if as_json:
+        emit_json(result)
+        return
+    print_status(result)
+
+
+# --------------------------------------------------------------------------- audit
+
+@click.group("audit")
+def audit_group() -> None:
+    """The hash-chained record of every command that changed something."""
+
+
+@audit_group.command("verify")
+@site_option
+@json_option
+def audit_verify(site: Path | None, as_json: bool) -> None:
+    """Check the chain: an edited, inserted, reordered or deleted record is named."""
+    from installer.deploy.audit import AuditLog
+
+    result = AuditLog(_site(site)).verify()
+    if as_json:
+        emit_json(result)
+        if not result["ok"]:
+            raise SystemExit(AuditError.exit_code)
+        return
+    if not result["ok"]:
+        raise AuditError(f"{result['path']}: the audit log was tampered with "
+                         f"({len(result['problems'])} problem(s))", result["problems"],
+                         hint="compare with the copy in syslog / the SIEM")
+    out.print(f"[ok]audit log intact[/]: {result['records']} records, chain and head "
+              f"match ({result['path']})")
+
+
+@audit_group.command("show")
+@click.option("-n", "count", default=20, show_default=True, help="How many, newest last.")
+@site_option
+@json_option
+def audit_show(count: int, site: Path | None, as_json: bool) -> None:
+    """The last records: when, who, from where, what, with which bundle, result."""
+    from installer.deploy.audit import AuditLog
+
+    records = AuditLog(_site(site)).records()[-count:]
+    if as_json:
+        emit_json(records)
+        return
+    t = Table()
+    for col in ("seq", "time", "user@host", "command", "bundle", "result"):
+        t.add_column(col)
+    for r in records:
+        b = r.get("bundle") or {}
+        t.add_row(str(r.get("seq")), str(r.get("time")), f"{r.get('user')}@{r.get('host')}",
+                  str(r.get("command")), f"{b.get('name', '')} v{b.get('version', '')}"
+                  if b else "", str(r.get("result")))
+    out.print(t)
