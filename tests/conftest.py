@@ -171,3 +171,86 @@ def skopeo_push(source: str, dest: str, *extra: str) -> None:
     need("skopeo", "skopeo")
     subprocess.run(["skopeo", "copy", "--quiet", "--insecure-policy", *extra, source,
                     f"docker://{dest}"], check=True, capture_output=True, timeout=120)
+
+
+# --------------------------------------------------------------------------- the shared lab
+
+DEMO_PASS = "demo-test-passphrase"
+# Modules that use the one lab `airlock demo` makes, in the order they must run (the
+# deploy tests build on the upgrade the import tests leave behind).
+SHARED_LAB_MODULES = ("test_import.py", "test_deploy.py")
+_shared: dict = {}
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """Run the shared lab's modules one after the other (and before test_lab.py, which
+    makes a lab of its own on the same subnets)."""
+    def key(item) -> int:
+        name = Path(str(item.fspath)).name
+        return SHARED_LAB_MODULES.index(name) if name in SHARED_LAB_MODULES else len(
+            SHARED_LAB_MODULES)
+    items.sort(key=key)  # stable: order inside each module is kept
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Commands that write the audit log (keys init…) write it into a per-run site folder,
+    and records go to syslog only where a test asks for it."""
+    env = {"AIRLOCK_SITE_DIR": str(tmp_path_factory.mktemp("site")), "AIRLOCK_SYSLOG": "none"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield
+    _restore(old)
+
+
+def _restore(old: dict) -> None:
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def shared_lab_down() -> None:
+    """Take the shared lab down now (test_lab.py needs the subnets); idempotent."""
+    if _shared.pop("up", False):
+        run_airlock("lab", "down")
+        _restore(_shared.pop("env", {}))
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """README's main command, run once: build, sign, lab up, preflight, import, deploy,
+    status. The lab stays up for the modules in SHARED_LAB_MODULES."""
+    import json
+
+    for tool, package in (("debootstrap", "debootstrap"), ("gpg", "gnupg"),
+                          ("ssh", "openssh-client"), ("apt-ftparchive", "apt-utils"),
+                          ("dockerd", "docker.io")):
+        need(tool, package)
+    d = tmp_path_factory.mktemp("demo")
+    env = {"AIRLOCK_LAB_DIR": str(d / "lab"), "DEMO_PASS": DEMO_PASS}
+    _shared["env"] = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    _shared["up"] = True
+    try:
+        proc = run_airlock("demo", "-o", str(d / "demo"), "--passphrase-env", "DEMO_PASS",
+                           timeout=1800)
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+        state = json.loads((d / "lab" / "state.json").read_text())
+        yield {"dir": d, "work": d / "demo", "out": proc.stdout, "state": state,
+               "inventory": Path(state["inventory"]), "key": state["key"],
+               "bundle": d / "demo" / "lab-bundle", "trust": d / "demo" / "keys" / "root.json",
+               "site": d / "demo" / "site"}
+    finally:
+        shared_lab_down()
+
+
+def lab_ssh(demo: dict, host: str, command: str, timeout: float = 300,
+            data: bytes | None = None) -> subprocess.CompletedProcess:
+    """Run COMMAND on a lab host over its management address (real OpenSSH)."""
+    addr = demo["state"]["hosts"][host]["mgmt_address"]
+    return subprocess.run(["ssh", "-i", demo["key"], "-o", "StrictHostKeyChecking=no",
+                           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                           "-o", "BatchMode=yes", f"root@{addr}", command],
+                          capture_output=True, text=data is None, timeout=timeout, input=data)

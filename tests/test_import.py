@@ -1,7 +1,8 @@
 """The closed network served from the bundle (README's main command, then attacks on it).
 
-One lab for the module, made by `airlock demo` itself: it builds and signs the lab bundle,
-brings up the PoC lab, imports the bundle to repo1 and converges site.yml. Then, from one
+One lab, shared with tests/test_deploy.py (conftest's `demo`), made by `airlock demo`
+itself: it builds and signs the lab bundle, brings up the PoC lab, runs preflight, imports
+the bundle to repo1 and deploys the PoC (site.yml). Then, from one
 host of each zone, apt, pip and docker install from repo1 over TLS (certificates checked),
 and nothing else answers. Re-import changes nothing; a tampered bundle, a too-small disk
 and an unreachable host are refused before anything reaches the repo host; a copy left
@@ -21,49 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, free_port, need, run_airlock
+from conftest import REPO, free_port, run_airlock
+from conftest import lab_ssh as ssh
 
-PASS = "demo-test-passphrase"
 ZONE_HOSTS = {"dmz": "gw1", "ide": "ide1", "ai": "ai1", "backend": "repo1"}
 ALL_HOSTS = ("gw1", "ide1", "ai1", "repo1")
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory):
-    for tool, package in (("debootstrap", "debootstrap"), ("gpg", "gnupg"),
-                          ("ssh", "openssh-client"), ("apt-ftparchive", "apt-utils"),
-                          ("dockerd", "docker.io")):
-        need(tool, package)
-    d = tmp_path_factory.mktemp("import")
-    env = {"AIRLOCK_LAB_DIR": str(d / "lab"), "DEMO_PASS": PASS}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        proc = run_airlock("demo", "-o", str(d / "demo"), "--passphrase-env", "DEMO_PASS",
-                           timeout=1800)
-        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-        state = json.loads((d / "lab" / "state.json").read_text())
-        yield {"dir": d, "work": d / "demo", "out": proc.stdout, "state": state,
-               "inventory": Path(state["inventory"]), "key": state["key"],
-               "bundle": d / "demo" / "lab-bundle", "trust": d / "demo" / "keys" / "root.json",
-               "site": d / "demo" / "site"}
-    finally:
-        run_airlock("lab", "down")
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def ssh(demo: dict, host: str, command: str, timeout: float = 300, data: bytes | None = None
-        ) -> subprocess.CompletedProcess:
-    """Run COMMAND on a lab host over its management address (real OpenSSH)."""
-    addr = demo["state"]["hosts"][host]["mgmt_address"]
-    return subprocess.run(["ssh", "-i", demo["key"], "-o", "StrictHostKeyChecking=no",
-                           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                           "-o", "BatchMode=yes", f"root@{addr}", command],
-                          capture_output=True, text=data is None, timeout=timeout, input=data)
 
 
 def do_import(demo: dict, bundle: Path, *args: str) -> tuple[int, dict, str]:
@@ -91,8 +54,8 @@ def served(demo: dict) -> dict:
 
 
 def test_demo_runs_end_to_end_to_a_served_bundle(demo) -> None:
-    for step in ("8. the lab bundle", "9. lab up", "10. import to the repo host",
-                 "11. every host installs from the repo host only", "what the lab serves"):
+    for step in ("8. the lab bundle", "9. lab up", "10. preflight", "11. import to the repo host",
+                 "12. deploy the PoC", "13. status", "what the lab serves"):
         assert step in demo["out"], step
     assert "https://repo1/" in demo["out"] and "repo1:5000" in demo["out"]
     assert served(demo)["name"] == "lab"
@@ -208,12 +171,13 @@ files:
   - {{name: offline-readme, path: {sample}/src/files/OFFLINE-README.txt}}
   - {{name: notes, path: {big}}}
 """)
-    run_airlock("bundle", "build", str(spec), "-o", str(tmp_path / "v2"), check=True)
+    out = demo["dir"] / "v2"  # test_deploy.py makes its delta on this one
+    run_airlock("bundle", "build", str(spec), "-o", str(out), "--force", check=True)
     for s in ("signer-1", "signer-2"):
-        run_airlock("bundle", "sign", str(tmp_path / "v2"), "--key",
+        run_airlock("bundle", "sign", str(out), "--key",
                     str(demo["work"] / "keys" / f"{s}.key"), "--passphrase-env", "DEMO_PASS",
                     check=True)
-    return tmp_path / "v2"
+    return out
 
 
 def test_interrupted_copy_resumes_and_upgrade_lands_beside(demo, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, shared_lab_down
 from installer.errors import UsageError
 from installer.lab import lab as lab_mod
 from installer.lab.engine import LabError
@@ -77,6 +77,7 @@ def test_a_subnet_clash_half_way_leaves_nothing(client, tmp_path: Path,
 
 @pytest.fixture(scope="module")
 def lab(client, tmp_path_factory: pytest.TempPathFactory):
+    shared_lab_down()  # the import/deploy modules' lab holds the same subnets
     d = tmp_path_factory.mktemp("lab")
     old = os.environ.get("AIRLOCK_LAB_DIR")
     os.environ["AIRLOCK_LAB_DIR"] = str(d)

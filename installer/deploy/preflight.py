@@ -175,7 +175,9 @@ def preflight(root: Path, inventory: Path, *, bundle: Path | None = None,
         _, out, _ = r.run(["date", "+%s.%N"])
         t1 = time.time()
         offset = float(out.strip() or 0) - (t0 + t1) / 2
-        script = (f"AIRLOCK_REPO={repo_name}\n" if repo_name and r.name != repo_name
+        # the router (the inter-VLAN firewall) forwards flows; it installs nothing itself
+        asks_repo = repo_name and r.name != repo_name and "router" not in inv.groups_of(r.name)
+        script = (f"AIRLOCK_REPO={repo_name}\n" if asks_repo
                   else f"AIRLOCK_SERVED={repo_root}/current\n" if r.name == repo_name
                   else "") + PROBE
         _, text, _ = r.run(["sh", "-c", script, "airlock-preflight", *paths])

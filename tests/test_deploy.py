@@ -1,0 +1,303 @@
+"""Deploy, preflight, status, the audit log and upgrades, on the lab `airlock demo` made
+(conftest's `demo`; runs after tests/test_import.py, which leaves release lab-2 served).
+
+The demo's own deploy is the first run; here: a deploy of the newer release changes only
+the release record; the next changes nothing; a second deploy is refused while one holds
+the lock; a run stopped by SIGTERM and one killed by SIGKILL are finished by running again;
+preflight names the host whose disk is too small and the host whose port is taken; the
+audit log catches an edited line; a delta bundle upgrade copies only the new bytes and
+changes only what changed; an older bundle is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import AIRLOCK, REPO, lab_ssh, run_airlock
+
+HOSTS = {"gw1", "ide1", "ai1", "repo1", "fw1"}
+RECORD_TASK = "Write /etc/airlock/deployment.json"
+
+
+def airlock_json(demo: dict, *args: str, timeout: float = 900) -> tuple[int, dict, str]:
+    site = [] if args[0] == "preflight" else ["--site", str(demo["site"])]
+    proc = run_airlock(*args, "-i", str(demo["inventory"]), *site, "--json", timeout=timeout)
+    try:
+        doc = json.loads(proc.stdout)
+    except ValueError:
+        doc = {}
+    return proc.returncode, doc, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def served_version(demo: dict) -> int:
+    r = lab_ssh(demo, "repo1", "cat /srv/airlock/current/.airlock-import.json")
+    return int(json.loads(r.stdout)["version"])
+
+
+def test_demo_deployed_and_recorded(demo) -> None:
+    records = [json.loads(x) for x in (demo["site"] / "audit.jsonl").read_text().splitlines()]
+    deploys = [r for r in records if r["command"] == "deploy"]
+    assert [r["result"] for r in deploys][:2] == ["started", "ok"]
+    ok = deploys[1]
+    assert ok["phase"] == "poc" and ok["changed"] > 0 and set(ok["stats"]) == HOSTS
+    assert ok["inventory"]["digest"].startswith("sha256:")
+    assert ok["bundle"]["name"] == "lab" and ok["bundle"]["version"] == 1
+
+
+def test_new_release_deploys_only_its_record_then_nothing(demo) -> None:
+    assert served_version(demo) == 2, "needs test_import's upgrade to lab-2"
+    rc, doc, out = airlock_json(demo, "deploy", "--phase", "poc")
+    assert rc == 0, out
+    # v2 carries no new packages for these hosts: only the release record moves
+    assert doc["run"]["changedTasks"] == {h: [RECORD_TASK] for h in HOSTS}, doc["run"]
+    rc, doc, out = airlock_json(demo, "deploy")
+    assert rc == 0, out
+    assert doc["run"]["changed"] == 0 and set(doc["run"]["stats"]) == HOSTS, doc["run"]
+    for h in HOSTS:
+        got = json.loads(lab_ssh(demo, h, "cat /etc/airlock/deployment.json").stdout)
+        assert (got["name"], got["version"], got["phase"]) == ("lab", 2, "poc")
+
+
+def test_wrong_phase_is_refused(demo) -> None:
+    rc, doc, out = airlock_json(demo, "deploy", "--phase", "production")
+    assert rc == 2 and "is a poc inventory, not production" in doc["error"], out
+
+
+def test_status_shows_release_and_last_change(demo) -> None:
+    rc, doc, out = airlock_json(demo, "status")
+    assert rc == 0, out
+    assert doc["served"]["version"] == 2
+    rows = {r["host"]: r for r in doc["hosts"]}
+    assert set(rows) == HOSTS
+    for h, r in rows.items():
+        assert r["reachable"] and r["current"] and r["deployed"]["version"] == 2, r
+        assert r["lastRun"]["result"] == "ok" and r["lastRun"]["changed"] == 0
+        assert r["lastChange"]["tasks"] == [RECORD_TASK], (h, r)
+
+
+def test_second_deploy_refused_while_one_holds_the_lock(demo) -> None:
+    from installer.deploy.deploy import InventoryLock
+
+    with InventoryLock(demo["site"], demo["inventory"], "deploy"):
+        rc, doc, out = airlock_json(demo, "deploy", timeout=120)
+    assert rc == 11, out
+    assert f"pid {os.getpid()}" in doc["error"] and "already running" in doc["error"]
+
+
+def _start_deploy(demo: dict) -> tuple[subprocess.Popen, Path]:
+    logs = demo["site"] / "logs"
+    before = set(logs.iterdir())
+    proc = subprocess.Popen([*AIRLOCK, "deploy", "-i", str(demo["inventory"]), "--site",
+                             str(demo["site"]), "--json"], env={**os.environ,
+                            "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # half-way: tasks have run on the hosts
+        new = [p for p in set(logs.iterdir()) - before if (p / "job_events").is_dir()]
+        if new and len(list((new[0] / "job_events").iterdir())) > 60:
+            return proc, new[0]
+        if proc.poll() is not None:
+            pytest.fail(f"deploy ended early: {proc.communicate()}")
+        time.sleep(0.5)
+    proc.kill()
+    pytest.fail("the deploy made no progress in 120 s")
+
+
+def _playbooks_of(run_dir: Path) -> list[int]:
+    """ansible-playbook processes still running for that run (by their private folder)."""
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "ansible-playbook" in cmd and "site.yml" in cmd and str(REPO) in cmd:
+                pids.append(int(p.name))
+    return pids
+
+
+def test_stopped_and_killed_deploys_finish_when_run_again(demo) -> None:
+    # give the run work to do: the release records and ide1's pip.conf are gone
+    for h in HOSTS:
+        assert lab_ssh(demo, h, "rm -f /etc/airlock/deployment.json").returncode == 0
+    assert lab_ssh(demo, "ide1", "rm -f /etc/pip.conf").returncode == 0
+
+    proc, run_dir = _start_deploy(demo)
+    proc.send_signal(signal.SIGTERM)  # what `kill PID` or a stopping service manager does
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "stopped by signal 15" in json.loads(out)["error"]
+    records = [json.loads(x) for x in (demo["site"] / "audit.jsonl").read_text().splitlines()]
+    assert records[-1]["result"] == "canceled" and records[-1]["command"] == "deploy"
+
+    proc, run_dir = _start_deploy(demo)
+    os.killpg(proc.pid, signal.SIGKILL)  # the controller dies outright
+    proc.communicate(timeout=60)
+    deadline = time.monotonic() + 60  # its ansible-playbook loses its terminal and ends
+    while _playbooks_of(run_dir) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not _playbooks_of(run_dir), "ansible-playbook outlived the killed deploy"
+    records = [json.loads(x) for x in (demo["site"] / "audit.jsonl").read_text().splitlines()]
+    assert records[-1]["result"] == "started"  # the killed run shows as never finished
+
+    rc, doc, out = airlock_json(demo, "deploy")
+    assert rc == 0, out
+    changed = doc["run"]["changedTasks"]
+    # the SIGKILLed run may have put some of it back already; what is left, this one did
+    assert set(changed) <= HOSTS and all(set(t) <= {RECORD_TASK, "Point pip at the repo host"}
+                                         for t in changed.values()), changed
+    for h in HOSTS:
+        assert lab_ssh(demo, h, "test -s /etc/airlock/deployment.json").returncode == 0, h
+    assert lab_ssh(demo, "ide1", "grep -q repo1 /etc/pip.conf").returncode == 0
+    rc, doc, out = airlock_json(demo, "deploy")
+    assert rc == 0 and doc["run"]["changed"] == 0, out
+
+
+def test_preflight_names_the_host_that_is_short(demo) -> None:
+    rc, doc, out = airlock_json(demo, "preflight")
+    assert rc == 0 and doc["ok"], out
+    assert all(h["cpus"] >= 1 and h["os"] == "debian 12" for h in doc["hosts"])
+    # ide1's disk for user homes (/srv/code-server) is 16 MiB; the lab asks for 1 GiB
+    mount = "mkdir -p /srv/code-server && mount -t tmpfs -o size=16m tmpfs /srv/code-server"
+    assert lab_ssh(demo, "ide1", mount).returncode == 0
+    try:
+        rc, doc, out = airlock_json(demo, "preflight")
+    finally:
+        lab_ssh(demo, "ide1", "umount /srv/code-server")
+    assert rc == 9 and doc["failed"] == ["ide1"], out
+    ide1 = next(h for h in doc["hosts"] if h["host"] == "ide1")
+    assert any("free at /srv/code-server" in p and "1.0 GiB needed" in p
+               for p in ide1["problems"]), ide1
+    # a host never deployed whose ports are taken by something else
+    assert lab_ssh(demo, "repo1", "mv /etc/airlock/deployment.json /root/dep.json"
+                   ).returncode == 0
+    try:
+        rc, doc, out = airlock_json(demo, "preflight")
+    finally:
+        lab_ssh(demo, "repo1", "mv /root/dep.json /etc/airlock/deployment.json")
+    assert rc == 9 and doc["failed"] == ["repo1"], out
+    repo1 = next(h for h in doc["hosts"] if h["host"] == "repo1")
+    assert any("port(s) 443, 5000 already in use" in p for p in repo1["problems"]), repo1
+
+
+def test_audit_verify_catches_an_edited_line(demo, tmp_path: Path) -> None:
+    proc = run_airlock("audit", "verify", "--site", str(demo["site"]), "--json")
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 0 and doc["records"] >= 8, proc.stdout
+    copy = tmp_path / "site"
+    copy.mkdir()
+    for name in ("audit.jsonl", "audit.head"):
+        (copy / name).write_bytes((demo["site"] / name).read_bytes())
+    lines = (copy / "audit.jsonl").read_text().splitlines()
+    lines[1] = lines[1].replace('"result":"started"', '"result":"ok"', 1)
+    assert lines[1] != (demo["site"] / "audit.jsonl").read_text().splitlines()[1]
+    (copy / "audit.jsonl").write_text("\n".join(lines) + "\n")
+    proc = run_airlock("audit", "verify", "--site", str(copy), "--json")
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 12, proc.stdout
+    assert doc["problems"] == [{"file": "line 2", "problem": "record seq 2 was edited: its "
+                                "hash does not match its content"}]
+
+
+def _v3(demo: dict, tmp_path: Path) -> Path:
+    """lab v3 = v2 (test_import's, with its 3 MiB notes) plus one small new file."""
+    v2 = demo["dir"] / "v2"
+    spec = (v2 / "bundle.json")
+    assert spec.exists(), "needs test_import's v2 bundle"
+    src = tmp_path / "lab.yaml"
+    sample = REPO / "bundles" / "sample"
+    notes = next(Path(p) for p in (demo["dir"]).rglob("release-notes.bin"))
+    extra = tmp_path / "changelog.txt"
+    extra.write_text("v3: one new file\n")
+    src.write_text(f"""apiVersion: airlock/v1
+name: lab
+version: 3
+phase: lab
+target: {{platform: linux/amd64, vscode: "1.96.4", code_server: "4.96.4"}}
+images:
+  - {{name: hello, ref: "docker-archive:{sample}/build/images.tar:sample/hello:1.0"}}
+files:
+  - {{name: offline-readme, path: {sample}/src/files/OFFLINE-README.txt}}
+  - {{name: notes, path: {notes}}}
+  - {{name: changelog, path: {extra}}}
+""")
+    out = tmp_path / "v3"
+    run_airlock("bundle", "build", str(src), "-o", str(out), check=True)
+    for s in ("signer-2", "signer-3"):
+        run_airlock("bundle", "sign", str(out), "--key", str(demo["work"] / "keys" / f"{s}.key"),
+                    "--passphrase-env", "DEMO_PASS", check=True)
+    return out
+
+
+def test_delta_upgrade_copies_and_changes_only_what_changed(demo, tmp_path: Path) -> None:
+    v3 = _v3(demo, tmp_path)
+    delta = tmp_path / "v3-delta"
+    proc = run_airlock("bundle", "delta", str(v3), "--base", str(demo["dir"] / "v2"), "-o",
+                       str(delta), "--json", check=True)
+    made = json.loads(proc.stdout)
+    assert made["omittedFiles"] >= 3 and made["omittedBytes"] >= 3 << 20, made
+    assert made["bytes"] < 1 << 20  # the notes are not carried again
+    # a reviewer's stock tools still check every byte present against the signed list
+    # (a delta is the signed bundle itself, less blobs the base has)
+    assert (delta / "SHA256SUMS").read_bytes() == (v3 / "SHA256SUMS").read_bytes()
+    proc = run_airlock("bundle", "verify", str(delta), "--trust", str(demo["trust"]),
+                       "--state", str(tmp_path / "state"), "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["delta"]["omittedFiles"] == \
+        made["omittedFiles"], proc.stdout
+
+    # a delta whose base the host does not have is refused before anything is copied
+    wrong = tmp_path / "wrong-base"
+    subprocess.run(["cp", "-a", str(delta), str(wrong)], check=True)
+    d = json.loads((wrong / "delta.json").read_text())
+    d["base"]["version"] = 9
+    (wrong / "delta.json").write_text(json.dumps(d))
+    rc, doc, out = airlock_json(demo, "upgrade", "--bundle", str(wrong), "--trust",
+                                str(demo["trust"]))
+    assert rc == 9 and "needs its base lab v9" in doc["error"], out
+    assert served_version(demo) == 2
+
+    rc, doc, out = airlock_json(demo, "upgrade", "--bundle", str(delta), "--trust",
+                                str(demo["trust"]))
+    assert rc == 0, out
+    imp = doc["import"]
+    assert imp["filesFromBase"] == made["omittedFiles"], imp
+    assert imp["bytesCopied"] < 1 << 20, imp  # only the new blobs and the served tree
+    assert served_version(demo) == 3
+    check = lab_ssh(demo, "repo1", "cd /srv/airlock/releases/lab-3/bundle && "
+                                   "sha256sum -c --quiet SHA256SUMS && test ! -e delta.json")
+    assert check.returncode == 0, check.stdout + check.stderr
+    r = lab_ssh(demo, "ide1", "python3 -c \"import urllib.request;print(urllib.request."
+                              "urlopen('https://repo1/files/changelog/changelog.txt').read())\"")
+    assert "one new file" in r.stdout, r.stdout + r.stderr
+    assert doc["run"]["changedTasks"] == {h: [RECORD_TASK] for h in HOSTS}, doc["run"]
+
+    # the older full bundle is refused: by the trust state, before anything moves
+    rc, doc, out = airlock_json(demo, "upgrade", "--bundle", str(demo["dir"] / "v2"),
+                                "--trust", str(demo["trust"]))
+    assert rc == 5 and "rollback" in out, out
+    assert served_version(demo) == 3
+
+
+def test_plain_ansible_playbook_runs_the_same_playbooks(demo) -> None:
+    """No lock-in: site.yml in --check mode with plain ansible-playbook reports nothing
+    to change (it reads the same inventory and the same site folder)."""
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+           "AIRLOCK_SITE_DIR": str(demo["site"]),
+           "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json"}  # the stats, as data
+    bindir = Path(sys.executable).parent
+    proc = subprocess.run([str(bindir / "ansible-playbook"), "-i", str(demo["inventory"]),
+                           str(REPO / "playbooks" / "site.yml"), "--check"],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    stats = json.loads(proc.stdout)["stats"]
+    assert set(stats) == HOSTS
+    assert all(s["changed"] == 0 and s["failures"] == 0 for s in stats.values()), stats

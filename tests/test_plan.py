@@ -1,0 +1,58 @@
+"""`airlock plan` against the seeds' sizing tables, and the phase inventories against it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import REPO, run_airlock
+from installer.deploy import inventory as inv_mod
+from installer.deploy.deploy import check_phase
+from installer.deploy.plan import plan
+from installer.errors import UsageError
+
+
+def _needs(phase: str, users: int) -> dict[str, int]:
+    return {n["what"]: n["count"] for n in plan(phase, users)["needs"]}
+
+
+@pytest.mark.parametrize("users, gpus", [(20, 1), (50, 2), (100, 3), (200, 5), (400, 10)])
+def test_gpus_follow_the_seed_tables(users: int, gpus: int) -> None:
+    n = _needs("production" if users >= 50 else "pilot", users)
+    want = max(gpus, 3 if users >= 50 else 2)  # never below the phase's minimum (§5.1)
+    assert n["completion GPUs"] == n["chat GPUs"] == want
+
+
+def test_ide_capacity_from_the_tables() -> None:
+    n = _needs("production", 50)  # seed 001 §4.3: 4 vCPU x 10 pods for 50 users
+    assert n["IDE vCPUs"] == 40 and n["IDE memory (GB)"] == 200
+    assert n["IDE home storage (GB)"] == 1000
+    assert n["gateway hosts (HA)"] == 2
+
+
+@pytest.mark.parametrize("phase", ["poc", "pilot", "production"])
+def test_each_phase_inventory_meets_its_plan(phase: str) -> None:
+    proc = run_airlock("plan", "--phase", phase, "-i", f"inventories/{phase}", "--json",
+                       cwd=REPO)
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 0 and doc["ok"] and doc["findings"] == [], proc.stdout
+    inv = inv_mod.load(REPO / "inventories" / phase / "hosts.yml", REPO)
+    assert check_phase(inv, phase) == phase
+    ctl = inv.var("airlock_controls")
+    assert ctl["sso"] == ctl["mfa"] == (phase != "poc") and ctl["ha"] == (phase == "production")
+
+
+def test_a_short_inventory_is_named() -> None:
+    proc = run_airlock("plan", "--phase", "production", "--users", "200", "-i",
+                       "inventories/production", "--json", cwd=REPO)
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 3 and not doc["ok"]
+    assert {f["what"] for f in doc["findings"]} == {"completion GPUs", "chat GPUs", "users"}
+    assert "5 needed, the inventory has 3 in group chat_gpu" in json.dumps(doc["findings"])
+
+
+def test_wrong_phase_for_the_inventory() -> None:
+    inv = inv_mod.load(REPO / "inventories" / "pilot" / "hosts.yml", REPO)
+    with pytest.raises(UsageError, match="is a pilot inventory, not poc"):
+        check_phase(inv, "poc")
