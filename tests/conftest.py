@@ -192,6 +192,15 @@ def pytest_collection_modifyitems(items: list) -> None:
     items.sort(key=key)  # stable: order inside each module is kept
 
 
+def pytest_runtest_teardown(item, nextitem) -> None:
+    """The shared lab goes down as soon as the last of its modules is done, so the tests
+    after it (test_lab.py's subnet clash, its own lab) find the subnets free."""
+    def shared(it) -> bool:
+        return it is not None and Path(str(it.fspath)).name in SHARED_LAB_MODULES
+    if shared(item) and not shared(nextitem):
+        shared_lab_down()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _quiet_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Commands that write the audit log (keys init…) write it into a per-run site folder,
