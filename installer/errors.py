@@ -51,15 +51,19 @@ class SourceError(AirlockError):
     exit_code = 4
 
 
-class IntegrityError(AirlockError):
-    """Bytes are not what they claim to be. ``problems`` lists every finding."""
-
-    exit_code = 5
+class ProblemsError(AirlockError):
+    """An error that lists every finding (``problems``: dicts with file and problem)."""
 
     def __init__(self, message: str, problems: list[dict] | None = None, *,
                  hint: str | None = None):
         super().__init__(message, hint=hint)
         self.problems = problems or []
+
+
+class IntegrityError(ProblemsError):
+    """Bytes are not what they claim to be. ``problems`` lists every finding."""
+
+    exit_code = 5
 
 
 class StorageError(AirlockError):
@@ -98,12 +102,7 @@ class BusyError(AirlockError):
     exit_code = 11
 
 
-class AuditError(AirlockError):
+class AuditError(ProblemsError):
     """The audit log's hash chain is broken. ``problems`` lists every finding."""
 
     exit_code = 12
-
-    def __init__(self, message: str, problems: list[dict] | None = None, *,
-                 hint: str | None = None):
-        super().__init__(message, hint=hint)
-        self.problems = problems or []

@@ -15,7 +15,7 @@ import click
 
 from installer import __version__
 from installer.console import err, out
-from installer.errors import AirlockError
+from installer.errors import AirlockError, ProblemsError
 
 
 class AirlockGroup(click.Group):
@@ -54,12 +54,13 @@ def report_error(e: AirlockError, json_mode: bool) -> None:
                                "type": type(e).__name__}
         if e.hint:
             doc["hint"] = e.hint
-        if getattr(e, "problems", None) is not None:
+        if isinstance(e, ProblemsError):
             doc["problems"] = e.problems
         click.echo(json.dumps(doc, indent=2))
         return
     err.print(f"[err]error:[/] {e}", soft_wrap=True)
-    if problems := getattr(e, "problems", None):
+    problems = e.problems if isinstance(e, ProblemsError) else []
+    if problems:
         for p in problems[:50]:
             err.print(f"  [err]✗[/] {p['file']}: {p['problem']}", soft_wrap=True)
         if len(problems) > 50:

@@ -24,13 +24,13 @@ from typing import Any
 
 from installer.deploy import inventory as inv_mod
 from installer.deploy.audit import AuditLog
+from installer.deploy.importer import MARKER
 from installer.deploy.runner import RunResult, run_playbook
 from installer.deploy.ssh import Remote, each_host
 from installer.errors import BusyError, DeployError, HostError, UsageError
 
 PHASES = ("poc", "pilot", "production")
 DEPLOYED = "/etc/airlock/deployment.json"
-MARKER = ".airlock-import.json"
 
 
 class Canceled(DeployError):
@@ -102,16 +102,12 @@ class _StopOnSignal:
             signal.signal(s, h)
 
 
-def repo_root_of(inv: inv_mod.Inventory) -> tuple[inv_mod.Host, str]:
-    repo = inv.first("repo")
-    return repo, str(repo.vars.get("offline_repo_root", "/srv/airlock"))
-
-
 def served_release(inv: inv_mod.Inventory) -> dict[str, Any] | None:
     """What the repo host serves now (the import marker of ``ROOT/current``), or None."""
-    repo, root = repo_root_of(inv)
+    repo = inv.first("repo")
     with Remote(repo) as r:
-        rc, out, _ = r.run(["cat", posixpath.join(root, "current", MARKER)], check=False)
+        rc, out, _ = r.run(["cat", posixpath.join(repo.repo_root, "current", MARKER)],
+                           check=False)
     try:
         doc = json.loads(out) if rc == 0 else None
     except ValueError:
@@ -150,9 +146,9 @@ def deploy(root: Path, inventory: Path, *, site: Path, phase: str | None = None,
     with InventoryLock(site, inventory, command):
         served = served_release(inv)
         if served is None:
-            repo, rroot = repo_root_of(inv)
-            raise DeployError(f"{repo.name} serves nothing yet ({rroot}/current is missing): "
-                              "the hosts would have nowhere to install from",
+            repo = inv.first("repo")
+            raise DeployError(f"{repo.name} serves nothing yet ({repo.repo_root}/current is "
+                              "missing): the hosts would have nowhere to install from",
                               hint="airlock bundle import BUNDLE -i INVENTORY --trust ROOT")
         fields = {"phase": declared, "inventory": {"path": str(inventory.resolve()),
                                                    "digest": inv.digest},

@@ -343,7 +343,7 @@ def _import(root: Path, bundle: Path, inventory: Path, inv: inv_mod.Inventory, *
     release = f"{meta['name']}-{meta['version']}"
     digest = hashlib.sha256((bundle / SUMS).read_bytes()).hexdigest()
     home = ensure_site(site, say)
-    repo_root = repo_root or str(repo.vars.get("offline_repo_root", "/srv/airlock"))
+    repo_root = repo_root or repo.repo_root
     if not posixpath.isabs(repo_root):
         raise UsageError(f"--repo-root {repo_root!r} must be an absolute path")
     server = str(repo.vars.get("offline_repo_server_name", repo.name))

@@ -49,6 +49,11 @@ class Host:
         return os.path.expanduser(str(k)) if k else None
 
     @property
+    def repo_root(self) -> str:
+        """Where a repo host keeps its releases (the offline_repo role's default)."""
+        return str(self.vars.get("offline_repo_root", "/srv/airlock"))
+
+    @property
     def strict_host_keys(self) -> bool:
         """False only where the inventory itself turns host-key checks off (the lab)."""
         args = shlex.split(str(self.vars.get("ansible_ssh_common_args", "")))

@@ -161,8 +161,7 @@ def preflight(root: Path, inventory: Path, *, bundle: Path | None = None,
     names = [h for h in inv.hosts if not limit or h in limit]
     repo = inv.group("repo")
     repo_name = repo[0] if repo else ""
-    repo_root = str(inv.host(repo_name).vars.get("offline_repo_root", "/srv/airlock")
-                    ) if repo_name else ""
+    repo_root = inv.host(repo_name).repo_root if repo_name else ""
     need_bundle = _bundle_bytes(bundle)
     needs = {h: requirements(inv, h) for h in names}
     if repo_name in needs and need_bundle:  # the bundle lands on the repo host's disk
