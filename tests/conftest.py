@@ -255,6 +255,30 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         shared_lab_down()
 
 
+def lab_bundle(demo: dict, version: int, files: dict[str, Path], out: Path,
+               signers: tuple[str, str]) -> Path:
+    """lab vVERSION into OUT: the sample's image and readme plus FILES (name -> path); no
+    packages, so it builds offline. Signed by two of the demo's signers."""
+    sample = REPO / "bundles" / "sample"
+    extra = "".join(f"  - {{name: {n}, path: {p}}}\n" for n, p in files.items())
+    spec = out.with_name(out.name + ".yaml")
+    spec.write_text(f"""apiVersion: airlock/v1
+name: lab
+version: {version}
+phase: lab
+target: {{platform: linux/amd64, vscode: "1.96.4", code_server: "4.96.4"}}
+images:
+  - {{name: hello, ref: "docker-archive:{sample}/build/images.tar:sample/hello:1.0"}}
+files:
+  - {{name: offline-readme, path: {sample}/src/files/OFFLINE-README.txt}}
+{extra}""")
+    run_airlock("bundle", "build", str(spec), "-o", str(out), "--force", check=True)
+    for s in signers:
+        run_airlock("bundle", "sign", str(out), "--key", str(demo["work"] / "keys" / f"{s}.key"),
+                    "--passphrase-env", "DEMO_PASS", check=True)
+    return out
+
+
 def lab_ssh(demo: dict, host: str, command: str, timeout: float = 300,
             data: bytes | None = None) -> subprocess.CompletedProcess:
     """Run COMMAND on a lab host over its management address (real OpenSSH)."""

@@ -101,3 +101,24 @@ def test_records_reach_syslog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert data.startswith("<14>airlock-audit: ")  # user.info
     sent = json.loads(data.split(": ", 1)[1].rstrip("\x00"))
     assert sent["hash"] == rec["hash"] and sent["command"] == "keys rotate"
+
+
+def test_a_careful_deletion_is_caught_by_the_chain(tmp_path: Path) -> None:
+    """Record 2 removed, the later ones renumbered and their own hashes recomputed, the
+    head rewritten to match: only the chain (each record's `prev`) still tells."""
+    from installer.deploy.audit import record_hash
+
+    log = _log(tmp_path)
+    recs = [json.loads(x) for x in _lines(log)]
+    del recs[1]
+    for i, r in enumerate(recs, 1):
+        r["seq"] = i
+        r["hash"] = record_hash(r)
+    _write(log, [json.dumps(r) for r in recs])
+    (log.site / "audit.head").write_text(json.dumps({"records": 3, "hash": recs[-1]["hash"]}))
+    result = log.verify()
+    # line 3 breaks too: its `prev` is record 3's hash before it was renumbered
+    assert result["problems"] == [
+        {"file": f"line {n}", "problem": f"record seq {n} does not follow the record before "
+                                         "it: a record was deleted, inserted or moved"}
+        for n in (2, 3)]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import AIRLOCK, REPO, lab_ssh, run_airlock
+from conftest import AIRLOCK, REPO, lab_bundle, lab_ssh, run_airlock
 
 HOSTS = {"gw1", "ide1", "ai1", "repo1", "fw1"}
 RECORD_TASK = "Write /etc/airlock/deployment.json"
@@ -210,32 +210,13 @@ def test_audit_verify_catches_an_edited_line(demo, tmp_path: Path) -> None:
 
 def _v3(demo: dict, tmp_path: Path) -> Path:
     """lab v3 = v2 (test_import's, with its 3 MiB notes) plus one small new file."""
-    v2 = demo["dir"] / "v2"
-    spec = (v2 / "bundle.json")
-    assert spec.exists(), "needs test_import's v2 bundle"
-    src = tmp_path / "lab.yaml"
-    sample = REPO / "bundles" / "sample"
-    notes = next(Path(p) for p in (demo["dir"]).rglob("release-notes.bin"))
+    notes = demo["dir"] / "release-notes.bin"
+    assert (demo["dir"] / "v2" / "bundle.json").exists() and notes.exists(), \
+        "needs test_import's v2 bundle"
     extra = tmp_path / "changelog.txt"
     extra.write_text("v3: one new file\n")
-    src.write_text(f"""apiVersion: airlock/v1
-name: lab
-version: 3
-phase: lab
-target: {{platform: linux/amd64, vscode: "1.96.4", code_server: "4.96.4"}}
-images:
-  - {{name: hello, ref: "docker-archive:{sample}/build/images.tar:sample/hello:1.0"}}
-files:
-  - {{name: offline-readme, path: {sample}/src/files/OFFLINE-README.txt}}
-  - {{name: notes, path: {notes}}}
-  - {{name: changelog, path: {extra}}}
-""")
-    out = tmp_path / "v3"
-    run_airlock("bundle", "build", str(src), "-o", str(out), check=True)
-    for s in ("signer-2", "signer-3"):
-        run_airlock("bundle", "sign", str(out), "--key", str(demo["work"] / "keys" / f"{s}.key"),
-                    "--passphrase-env", "DEMO_PASS", check=True)
-    return out
+    return lab_bundle(demo, 3, {"notes": notes, "changelog": extra}, tmp_path / "v3",
+                      ("signer-2", "signer-3"))
 
 
 def test_delta_upgrade_copies_and_changes_only_what_changed(demo, tmp_path: Path) -> None:

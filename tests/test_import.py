@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, free_port, run_airlock
+from conftest import REPO, free_port, lab_bundle, run_airlock
 from conftest import lab_ssh as ssh
 
 ZONE_HOSTS = {"dmz": "gw1", "ide": "ide1", "ai": "ai1", "backend": "repo1"}
@@ -153,35 +153,12 @@ def test_unreachable_repo_host_is_named(demo, tmp_path: Path) -> None:
     assert "repo9" in json.loads(proc.stdout)["error"] and "unreachable" in proc.stdout
 
 
-def _v2_bundle(demo: dict, tmp_path: Path) -> Path:
-    """Version 2 of the lab bundle: the sample's content plus a 3 MiB file (no packages,
-    so it builds offline), signed by two of the demo's signers."""
-    sample = REPO / "bundles" / "sample"
-    big = tmp_path / "release-notes.bin"
-    big.write_bytes(bytes(range(256)) * (3 * 4096))
-    spec = tmp_path / "lab.yaml"
-    spec.write_text(f"""apiVersion: airlock/v1
-name: lab
-version: 2
-phase: lab
-target: {{platform: linux/amd64, vscode: "1.96.4", code_server: "4.96.4"}}
-images:
-  - {{name: hello, ref: "docker-archive:{sample}/build/images.tar:sample/hello:1.0"}}
-files:
-  - {{name: offline-readme, path: {sample}/src/files/OFFLINE-README.txt}}
-  - {{name: notes, path: {big}}}
-""")
-    out = demo["dir"] / "v2"  # test_deploy.py makes its delta on this one
-    run_airlock("bundle", "build", str(spec), "-o", str(out), "--force", check=True)
-    for s in ("signer-1", "signer-2"):
-        run_airlock("bundle", "sign", str(out), "--key",
-                    str(demo["work"] / "keys" / f"{s}.key"), "--passphrase-env", "DEMO_PASS",
-                    check=True)
-    return out
-
-
-def test_interrupted_copy_resumes_and_upgrade_lands_beside(demo, tmp_path: Path) -> None:
-    v2 = _v2_bundle(demo, tmp_path)
+def test_interrupted_copy_resumes_and_upgrade_lands_beside(demo) -> None:
+    # lab v2: the sample's content plus 3 MiB of notes (test_deploy.py makes its delta on
+    # this bundle and these notes)
+    notes = demo["dir"] / "release-notes.bin"
+    notes.write_bytes(bytes(range(256)) * (3 * 4096))
+    v2 = lab_bundle(demo, 2, {"notes": notes}, demo["dir"] / "v2", ("signer-1", "signer-2"))
     blobs = sorted((v2 / "blobs/sha256").iterdir())
     big = max(blobs, key=lambda p: p.stat().st_size)
     small = next(p for p in blobs if p != big)
