@@ -56,3 +56,12 @@ def test_wrong_phase_for_the_inventory() -> None:
     inv = inv_mod.load(REPO / "inventories" / "pilot" / "hosts.yml", REPO)
     with pytest.raises(UsageError, match="is a pilot inventory, not poc"):
         check_phase(inv, "poc")
+
+
+def test_an_unparsable_inventory_is_an_error_not_an_empty_one(tmp_path) -> None:
+    bad = tmp_path / "hosts.yml"
+    bad.write_text("all:\n  hosts: [\n")
+    proc = run_airlock("plan", "--phase", "poc", "-i", str(bad), cwd=REPO)
+    assert proc.returncode == 3, proc.stderr
+    assert f"{bad}: ansible-inventory cannot read it" in proc.stderr
+    assert "YAML parsing failed" in proc.stderr and "shortfall" not in proc.stderr

@@ -115,9 +115,14 @@ def load(path: Path, root: Path) -> Inventory:
     if not path.exists():
         raise UsageError(f"inventory {path} does not exist",
                          hint="airlock lab up writes inventories/lab/hosts.yml")
+    # a file Ansible cannot parse is an error here, not a warning and an empty inventory
+    env = {**ansible_env(root), "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True",
+           "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True"}
     proc = subprocess.run([tool("ansible-inventory"), "-i", str(path), "--list"],
-                          capture_output=True, text=True, env=ansible_env(root), cwd=root)
+                          capture_output=True, text=True, env=env, cwd=root)
     if proc.returncode != 0:
-        raise SpecError(f"ansible-inventory cannot read it: {proc.stderr.strip()[-800:]}",
-                        file=str(path))
+        text = proc.stderr.strip()  # the first plugin's reason first, the verdict last
+        if len(text) > 1200:
+            text = text[:900] + " … " + text[-250:]
+        raise SpecError(f"ansible-inventory cannot read it: {text}", file=str(path))
     return Inventory(path, json.loads(proc.stdout))
