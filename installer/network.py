@@ -29,9 +29,26 @@ DATA_FILE = Path("playbooks/group_vars/all/network.yml")
 class Flow:
     src: str
     dst: str
-    port: int
+    port: int | str  # one port, or a range "LOW-HIGH" (nftables syntax)
     proto: str
     purpose: str
+
+    @property
+    def first_port(self) -> int:
+        return int(str(self.port).split("-")[0])
+
+
+def _port(value: Any) -> int | str:
+    """A port (1-65535) or a range "LOW-HIGH" with LOW < HIGH; ValueError otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text)
+    low, sep, high = text.partition("-")
+    if not (sep and low.isdigit() and high.isdigit() and 0 < int(low) < int(high) < 65536):
+        raise ValueError(f"port {value!r} is neither a port nor a range LOW-HIGH")
+    return f"{int(low)}-{int(high)}"
 
 
 @dataclass
@@ -55,7 +72,7 @@ def parse(data: dict[str, Any], groups: set[str], where: str = "network data mod
     for i, f in enumerate(data.get("network_flows") or []):
         field = f"network_flows[{i}]"
         try:
-            flow = Flow(str(f["from"]), str(f["to"]), int(f["port"]),
+            flow = Flow(str(f["from"]), str(f["to"]), _port(f["port"]),
                         str(f.get("proto", "tcp")), str(f.get("purpose", "")))
         except (KeyError, ValueError, TypeError) as e:
             raise SpecError(f"needs from, to, port (and proto, purpose): {e}", file=where,
@@ -68,7 +85,7 @@ def parse(data: dict[str, Any], groups: set[str], where: str = "network data mod
         if flow.dst in external:
             raise SpecError(f"{flow.dst!r} is an external source; flows may not go to it",
                             file=where, field=field)
-        if not 0 < flow.port < 65536 or flow.proto not in PROTOS:
+        if not 0 < flow.first_port < 65536 or flow.proto not in PROTOS:
             raise SpecError(f"port {flow.port}/{flow.proto} is not a valid tcp/udp port",
                             file=where, field=field)
         flows.append(flow)
@@ -117,7 +134,7 @@ def host_rules(model: Model, inv: Inventory, host: str) -> dict[str, list[dict[s
             for addr in inv.addresses_of(f.dst, model):
                 rules["output"].add((f.proto, f.port, addr, f.purpose))
     return {k: [{"proto": p, "port": port, "address": a, "purpose": why}
-                for p, port, a, why in sorted(v)] for k, v in rules.items()}
+                for p, port, a, why in sorted(v, key=_order)] for k, v in rules.items()}
 
 
 def router_rules(model: Model, inv: Inventory) -> list[dict[str, Any]]:
@@ -129,7 +146,12 @@ def router_rules(model: Model, inv: Inventory) -> list[dict[str, Any]]:
                 if s != d:
                     out.add((f.proto, f.port, s, d, f.purpose))
     return [{"proto": p, "port": port, "source": s, "address": d, "purpose": why}
-            for p, port, s, d, why in sorted(out)]
+            for p, port, s, d, why in sorted(out, key=_order)]
+
+
+def _order(rule: tuple) -> tuple:
+    """Sort key for rules whose ports are numbers or ranges."""
+    return tuple(str(x) if i == 1 else x for i, x in enumerate(rule))
 
 
 def matrix_rows(model: Model) -> list[list[str]]:

@@ -238,8 +238,9 @@ def test_vlan_configuration_is_refused_on_a_kernel_without_8021q(lab) -> None:
 
 # The port matrix the platform needs (seed 000 §4.1, plus the offline repository). Written
 # here, not read from network.yml: removing a flow from the data file must fail its test.
+# A range is probed at its first port (8100: the first of the code-server users' ports).
 EXPECTED_FLOWS = [
-    ("gateway", "keycloak", 8443), ("gateway", "ide", 8080), ("ide", "completion_gpu", 8081),
+    ("gateway", "keycloak", 8443), ("gateway", "ide", 8100), ("ide", "completion_gpu", 8081),
     ("ide", "llm_gateway", 4000), ("llm_gateway", "chat_gpu", 8000), ("ide", "gitlab", 443),
     ("all", "repo", 443), ("all", "repo", 5000), ("all", "logging", 9200),
 ]

@@ -43,7 +43,7 @@ def test_the_committed_model_is_valid_and_has_the_seed_zones() -> None:
         "ai": "10.0.4.0/24", "backend": "10.0.5.0/24"}
     ports = {(f.src, f.dst, f.port) for f in m.flows}
     for seed_flow in [("vde", "gateway", 443), ("gateway", "keycloak", 8443),
-                      ("gateway", "ide", 8080), ("ide", "completion_gpu", 8081),
+                      ("gateway", "ide", "8100-8199"), ("ide", "completion_gpu", 8081),
                       ("ide", "llm_gateway", 4000), ("llm_gateway", "chat_gpu", 8000),
                       ("ide", "gitlab", 443), ("all", "logging", 9200)]:
         assert seed_flow in ports  # seed 000 §4.1, every row
@@ -55,7 +55,8 @@ def test_host_rules_follow_the_matrix() -> None:
         rule("tcp", 22, "10.0.1.0/24"), rule("tcp", 8081, "10.0.3.0/24"),
         rule("tcp", 4000, "10.0.3.0/24"), rule("tcp", 8000, "10.0.4.10")}
     assert rule("tcp", 443, "10.20.0.0/16") in rules(m, "gw1", "input")
-    assert rule("tcp", 8080, "10.0.3.0/24") in rules(m, "gw1", "output")
+    assert rule("tcp", "8100-8199", "10.0.3.0/24") in rules(m, "gw1", "output")
+    assert rule("tcp", 80, "10.20.0.0/16") in rules(m, "gw1", "input")
     assert rules(m, "repo1", "input") >= {rule("tcp", 443, "10.0.3.0/24")}
     # nobody may open 8081 on ai1 but the IDE zone; the gateway may not reach Tabby
     assert rule("tcp", 8081, "10.0.4.10") not in rules(m, "gw1", "output")
@@ -77,6 +78,8 @@ def test_removing_a_flow_removes_its_rules_and_its_matrix_row() -> None:
      "is an external source; flows may not go to it"),
     (lambda d: d["network_flows"].append({"from": "ide", "to": "repo", "port": 70000}),
      "not a valid tcp/udp port"),
+    (lambda d: d["network_flows"].append({"from": "ide", "to": "repo", "port": "8199-8100"}),
+     "neither a port nor a range"),
     (lambda d: d["network_flows"].append({"from": "ide", "to": "repo"}), "needs from, to, port"),
     (lambda d: d["network_zones"]["ide"].update(subnet="10.0.3.0/33"), "subnet missing or "
                                                                        "invalid"),
@@ -102,7 +105,7 @@ def test_lab_rejects_overlapping_zones(tmp_path: Path) -> None:
 
 def test_committed_port_matrix_matches_the_data(tmp_path: Path) -> None:
     proc = run_airlock("network", "matrix", "-o", str(tmp_path), check=True)
-    assert "11 flows" in proc.stdout
+    assert "12 flows" in proc.stdout
     for name in ("port-matrix.md", "port-matrix.csv"):
         assert (REPO / "docs" / name).read_text() == (tmp_path / name).read_text(), \
             f"docs/{name} is stale: run airlock network matrix -o docs"
