@@ -109,17 +109,18 @@ def _pull_images(spec: Spec, store: Layout, old: Lock, new: Lock, opts: BuildOpt
     out = []
     for entry in spec.images:
         key, source = f"image/{entry.name}", f"{entry.ref}|{entry.platform}"
-        pinned = old.get(key, source)
+        pinned = old.get(key, source) if entry.lock else None
         pulled = images.pull(entry, spec.base_dir, pinned and pinned["digest"], store,
                              opts.fetch, progress)
         if pinned and pulled.source_digest != pinned["digest"]:
             raise SourceError(f"image {entry.name} ({entry.ref}) is now "
                               f"{pulled.source_digest}, but the lock pins {pinned['digest']}",
                               hint="rebuild with --update-lock to accept the new image")
-        new.entries[key] = {"source": source, "digest": pulled.source_digest}
         index_digest = pulled.index_digest or (pinned or {}).get("indexDigest")
-        if index_digest:
-            new.entries[key]["indexDigest"] = index_digest
+        if entry.lock:
+            new.entries[key] = {"source": source, "digest": pulled.source_digest}
+            if index_digest:
+                new.entries[key]["indexDigest"] = index_digest
         ref = images.parse_ref(entry.ref, entry.at)
         extra = {"source": entry.ref, "platform": pulled.platform,
                  "sourceDigest": pulled.source_digest}

@@ -142,6 +142,7 @@ class ImageEntry:
     username: str | None
     password_env: str | None
     at: Located
+    lock: bool = True  # false: built here in the same run; the lock does not pin it
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,8 @@ def load(path: str | Path) -> Spec:
             tls_verify=img.get("tls_verify", True),
             ca_file=(base / img["ca_file"]) if "ca_file" in img else None,
             username=img.get("auth", {}).get("username"),
-            password_env=img.get("auth", {}).get("password_env"), at=loc))
+            password_env=img.get("auth", {}).get("password_env"), at=loc,
+            lock=img.get("lock", True)))
 
     for kind, key in (("model", "models"), ("vsix", "vsix"), ("file", "files")):
         for i, ent in enumerate(data.get(key, [])):

@@ -47,6 +47,9 @@ def prepare(bundles_dir: Path) -> Path:
     ])
     make_vsix(out / "airlock-sample.hello-0.1.0.vsix", "airlock-sample", "hello", "0.1.0",
               "^1.90.0", read_tree(src / "vsix"), display_name="airlock sample")
+    # a second extension, carried by the lab bundle but on no whitelist
+    make_vsix(out / "airlock-sample.unlisted-0.1.0.vsix", "airlock-sample", "unlisted", "0.1.0",
+              "^1.90.0", read_tree(src / "vsix"), display_name="airlock sample (not whitelisted)")
     model = out / "model"
     shutil.copytree(src / "model", model)
     (model / "model.safetensors").write_bytes(_weights())

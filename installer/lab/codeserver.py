@@ -1,0 +1,275 @@
+"""The lab's code-server image, built from code-server's npm package (no image registry is
+reachable from the staging host here, so the upstream ``codercom/code-server`` image
+cannot be pulled; the role targets any code-server image, this one included).
+
+What it takes (LAB.md, checked by hand): Debian's build tools and the headers of the
+libraries code-server's native modules bind to; ``npm install --ignore-scripts`` of the
+package and of VS Code's own modules; each native module rebuilt against the staging
+host's Node 20 headers; Debian's ``rg`` in place of the ripgrep download.
+
+**Stand-in, said plainly:** Debian 12 carries Node 18 and code-server 4.96 needs Node 20,
+so the image carries the staging host's own ``/usr/bin/node`` binary (a self-contained
+build that links only libc and libstdc++). A site builds this image from its own Node 20.
+
+The image is one layer (the lab's engines store images with ``vfs``, which copies every
+layer in full), written as a ``docker save`` archive the bundle reads with
+``docker-archive:``; it is cached by a tag that names its recipe, so a test run builds it
+once (about 5 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from installer.lab.engine import LabError
+
+VERSION = "4.100.3"  # VS Code 1.100.3 (bundles/lab.yaml's target); Node 20
+NODE = "/usr/bin/node"
+# runtime libraries of the native modules, git for the workbench, tini-like init: dumb-init
+PACKAGES = ("ca-certificates", "libkrb5-3", "libsecret-1-0", "libxkbfile1", "libx11-6",
+            "libstdc++6", "git", "procps", "dumb-init", "openssh-client", "less", "locales")
+BUILD_DEPS = {"g++": "build-essential", "make": "build-essential", "rg": "ripgrep",
+              "debootstrap": "debootstrap", "npm": "npm"}
+BUILD_HEADERS = {"/usr/include/krb5.h": "libkrb5-dev", "/usr/include/X11/Xlib.h": "libx11-dev",
+                 "/usr/include/X11/extensions/XKBfile.h": "libxkbfile-dev",
+                 "/usr/include/libsecret-1/libsecret/secret.h": "libsecret-1-dev"}
+USER = "coder"
+UID = 1000
+HOME = "/home/coder"
+REPOSITORY = "airlock-lab/code-server"
+RECIPE = "\n".join([VERSION, *PACKAGES, USER, str(UID), "v1"])
+EPOCH = 1767225600
+
+
+def tag() -> str:
+    return f"{VERSION}-{hashlib.sha256(RECIPE.encode()).hexdigest()[:10]}"
+
+
+def reference() -> str:
+    return f"{REPOSITORY}:{tag()}"
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("AIRLOCK_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "airlock")
+    return Path(base)
+
+
+def archive_path() -> Path:
+    return cache_dir() / f"code-server-{tag()}.tar"
+
+
+def missing_build_tools() -> list[str]:
+    need = {pkg for tool, pkg in BUILD_DEPS.items() if not shutil.which(tool)}
+    need |= {pkg for header, pkg in BUILD_HEADERS.items() if not Path(header).exists()}
+    return sorted(need)
+
+
+def _node_ok() -> str:
+    try:
+        v = subprocess.run([NODE, "--version"], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        raise LabError(f"{NODE} is missing; code-server {VERSION} needs Node 20",
+                       hint="install Node 20 on the staging host") from None
+    if not v.startswith("v20."):
+        raise LabError(f"{NODE} is {v}; code-server {VERSION} needs Node 20",
+                       hint="install Node 20 on the staging host")
+    return v
+
+
+def _run(cmd: list[str], cwd: Path, what: str, env: dict[str, str] | None = None) -> None:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+    if proc.returncode:
+        raise LabError(f"code-server image: {what} failed (exit {proc.returncode}):\n"
+                       + (proc.stdout + proc.stderr)[-2500:])
+
+
+def _npm_tree(work: Path, say) -> Path:  # type: ignore[no-untyped-def]
+    """code-server and its modules, native ones built here; returns the package root."""
+    env = {"npm_config_unsafe_perm": "true", "npm_config_nodedir": "/usr",
+           "npm_config_update_notifier": "false", "npm_config_fund": "false",
+           "npm_config_audit": "false"}
+    say(f"npm install code-server@{VERSION} (no install scripts)")
+    (work / "package.json").write_text('{"name": "airlock-code-server", "private": true}\n')
+    _run(["npm", "install", "--ignore-scripts", "--no-save", f"code-server@{VERSION}"], work,
+         "npm install code-server", env)
+    _run(["npm", "rebuild", "argon2"], work, "npm rebuild argon2", env)
+    pkg = work / "node_modules" / "code-server"
+    vscode = pkg / "lib" / "vscode"
+    say("npm install VS Code's modules, and build the native ones against Node 20")
+    _run(["npm", "install", "--omit=dev", "--ignore-scripts"], vscode, "npm install (vscode)",
+         env)
+    rg = vscode / "node_modules/@vscode/ripgrep/bin/rg"
+    rg.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(shutil.which("rg") or "/usr/bin/rg", rg)
+    modules = vscode / "node_modules"
+    native = sorted({p.parent for p in modules.glob("*/binding.gyp")}
+                    | {p.parent for p in modules.glob("@*/*/binding.gyp")})
+    gyp = Path("/usr/lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js")
+    for m in native:
+        name = m.relative_to(modules).as_posix()
+        if name == "node-pty":
+            # its install script runs `npx node-gyp`, which it does not need and cannot get
+            _run([NODE, str(gyp), "rebuild", "--nodedir=/usr"], m, "node-gyp rebuild node-pty",
+                 env)
+        else:
+            _run(["npm", "rebuild", name], vscode, f"npm rebuild {name}", env)
+    asar = vscode / "node_modules.asar"
+    if not asar.exists():
+        asar.symlink_to("node_modules")
+    _run(["npm", "install", "--omit=dev", "--ignore-scripts"], vscode / "extensions",
+         "npm install (built-in extensions)", env)
+    return work
+
+
+def _prune(tree: Path) -> None:
+    """What the running server never reads: source maps, build intermediates, docs."""
+    for p in list(tree.rglob("*.map")):
+        p.unlink()
+    for d in list(tree.rglob("build")):
+        if d.is_dir() and (d.parent / "binding.gyp").exists():
+            for sub in list(d.iterdir()):
+                if sub.name != "Release":
+                    shutil.rmtree(sub, ignore_errors=True) if sub.is_dir() else sub.unlink()
+            rel = d / "Release"
+            if rel.is_dir():
+                for sub in list(rel.iterdir()):
+                    if not sub.name.endswith(".node"):
+                        shutil.rmtree(sub, ignore_errors=True) if sub.is_dir() else sub.unlink()
+
+
+def _rootfs(root: Path, tree: Path, say) -> None:  # type: ignore[no-untyped-def]
+    say("debootstrap the image's Debian 12 with the runtime libraries")
+    proc = subprocess.run(["debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES),
+                           "bookworm", str(root)], capture_output=True, text=True)
+    if proc.returncode:
+        raise LabError("debootstrap failed:\n" + (proc.stdout + proc.stderr)[-2000:],
+                       hint="it needs the Debian package mirror the staging host uses")
+    shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
+    shutil.rmtree(root / "var/lib/apt/lists", ignore_errors=True)
+    for d in ("var/log", "usr/share/doc", "usr/share/man", "usr/share/info"):
+        shutil.rmtree(root / d, ignore_errors=True)
+        (root / d).mkdir(parents=True, exist_ok=True)
+    (root / "etc/machine-id").write_text("")
+    shutil.copy2(NODE, root / "usr/bin/node")
+    shutil.copytree(tree / "node_modules", root / "usr/lib/code-server/node_modules",
+                    symlinks=True)
+    entry = root / "usr/bin/code-server"
+    entry.write_text("#!/bin/sh\nexec /usr/bin/node "
+                     "/usr/lib/code-server/node_modules/code-server/out/node/entry.js \"$@\"\n")
+    entry.chmod(0o755)
+    with open(root / "etc/passwd", "a") as f:
+        f.write(f"{USER}:x:{UID}:{UID}:code-server:{HOME}:/bin/bash\n")
+    with open(root / "etc/group", "a") as f:
+        f.write(f"{USER}:x:{UID}:\n")
+    home = root / HOME.lstrip("/")
+    home.mkdir(parents=True)
+    os.chown(home, UID, UID)
+    (root / "etc/locale.gen").write_text("en_US.UTF-8 UTF-8\n")
+
+
+def _layer(root: Path, out: Path) -> str:
+    """A reproducible tar of ``root``; returns its sha256 (the layer's diff id)."""
+    subprocess.run(["tar", "-C", str(root), "--sort=name", f"--mtime=@{EPOCH}", "--numeric-owner",
+                    "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
+                    "--format=posix", "-cf", str(out), "."], check=True)
+    h = hashlib.sha256()
+    with open(out, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _archive(layer: Path, diff_id: str, dest: Path, version: str) -> None:
+    """A ``docker save`` archive of one image with one layer (streamed, never in memory)."""
+    import io
+    import tarfile
+
+    config = {
+        "architecture": "amd64", "os": "linux", "created": "2026-01-01T00:00:00Z",
+        "config": {
+            "User": f"{UID}:{UID}", "WorkingDir": HOME,
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    f"HOME={HOME}", "LANG=C.UTF-8", "SHELL=/bin/bash"],
+            "Entrypoint": ["/usr/bin/dumb-init", "--", "/usr/bin/code-server"],
+            "Cmd": ["--bind-addr", "0.0.0.0:8080", "--auth", "none", HOME],
+            "ExposedPorts": {"8080/tcp": {}},
+            "Labels": {"org.opencontainers.image.title": "code-server",
+                       "org.opencontainers.image.version": version,
+                       "org.opencontainers.image.source": "npm:code-server@" + version,
+                       "dev.airlock.lab.stand-in": "node binary copied from the staging host"},
+        },
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]},
+        "history": [{"created": "2026-01-01T00:00:00Z",
+                     "created_by": f"airlock lab: code-server {version} from npm"}],
+    }
+    raw = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+    cname = hashlib.sha256(raw).hexdigest() + ".json"
+    manifest = json.dumps([{"Config": cname, "RepoTags": [reference()],
+                            "Layers": [f"{diff_id}/layer.tar"]}]).encode()
+    tmp = dest.with_name(dest.name + ".part")
+    with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar:
+        def add(name: str, data: bytes) -> None:
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.mode, ti.mtime = len(data), 0o644, EPOCH
+            tar.addfile(ti, io.BytesIO(data))
+        add(f"{diff_id}/VERSION", b"1.0")
+        ti = tar.gettarinfo(str(layer), arcname=f"{diff_id}/layer.tar")
+        ti.uid = ti.gid = 0
+        ti.uname = ti.gname = ""
+        ti.mtime = EPOCH
+        with open(layer, "rb") as f:
+            tar.addfile(ti, f)
+        add(cname, raw)
+        add("manifest.json", manifest)
+    os.replace(tmp, dest)
+
+
+def link_into(build_dir: Path, say=print) -> Path:  # type: ignore[no-untyped-def]
+    """``build_dir/code-server.tar`` -> the cached archive (built first if absent): where
+    ``bundles/lab.yaml`` reads it."""
+    archive = ensure(say)
+    link = build_dir / "code-server.tar"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(archive)
+    return link
+
+
+def ensure(say=print) -> Path:  # type: ignore[no-untyped-def]
+    """The cached ``docker save`` archive of the lab's code-server image (built if absent)."""
+    dest = archive_path()
+    if dest.exists():
+        return dest
+    from installer.lab import debian
+
+    debian.ensure(missing_build_tools(), "building the lab's code-server image", say)
+    if os.geteuid() != 0:
+        raise LabError("building the code-server image needs root (debootstrap)")
+    _node_ok()
+    say(f"building the lab's code-server {VERSION} image from npm (about 5 minutes, once; "
+        f"cached at {dest})")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix="build-") as tmp:
+        work = Path(tmp)
+        (work / "npm").mkdir()
+        tree = _npm_tree(work / "npm", say)
+        _prune(tree)
+        root = work / "root"
+        _rootfs(root, tree, say)
+        shutil.rmtree(work / "npm")
+        layer = work / "layer.tar"
+        diff_id = _layer(root, layer)
+        shutil.rmtree(root)
+        _archive(layer, diff_id, dest, VERSION)
+    say(f"code-server image {reference()}: {dest.stat().st_size / 2**20:.0f} MiB")
+    return dest
