@@ -152,9 +152,11 @@ def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
     from installer.deploy.importer import import_bundle
     from installer.deploy.preflight import preflight
     from installer.errors import HostError, SourceError
-    from installer.lab import lab
+    from installer.lab import codeserver, lab
 
-    out.rule("[key]8. the lab bundle (sample content + the lab hosts' packages)")
+    out.rule("[key]8. the lab bundle (sample content, code-server, the lab hosts' packages)")
+    codeserver.link_into(root / "bundles" / "sample" / "build",
+                         say=lambda m: out.print(f"  {m}"))
     spec = root / "bundles" / "lab.yaml"
     try:
         with progress() as bar:
@@ -205,6 +207,18 @@ def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
     print_status(status(root, inventory, site=site))
     out.print(f"  audit log: {site / 'audit.jsonl'} (airlock audit verify --site {site})")
 
+    out.rule("[key]14. each user's workbench, in a browser, through the gateway")
+    from installer.lab import browser, debian
+
+    debian.ensure(browser.missing_packages(), "opening the workbenches",
+                  say=lambda m: out.print(f"  {m}"))
+    urls = workbench_urls(root, inventory)
+    opened = browser.open_workbenches(urls, site / "pki" / "ca.crt", work / "screenshots")
+    for user, r in opened.items():
+        out.print(f"  [ok]{user}[/]: VS Code workbench loaded in {r['seconds']:.1f} s "
+                  f"(Chromium, site CA trusted, TLS through the gateway); screenshot "
+                  f"{r['screenshot']}")
+
     out.rule("[key]what the lab serves")
     host = imp["repoHost"]
     out.print(f"  packages and files: {imp['url']}  (apt, pypi/simple, npm, models, vsix, "
@@ -216,4 +230,18 @@ def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
     ide = next(iter(h for h in state.hosts if h.startswith("ide")), host)
     out.print(f"  try it:             ssh -i {key} root@{state.hosts[ide]['mgmt_address']} "
               f"docker pull {imp['registry']}/hello:1.0")
+    for user, r in opened.items():
+        out.print(f"  {user + ' workbench:':<20}{r['url']}  (loaded in {r['seconds']:.1f} s; trust "
+                  f"{site / 'pki' / 'ca.crt'})")
     out.print("  remove the lab:     airlock lab down")
+
+
+def workbench_urls(root: Path, inventory: Path) -> dict[str, str]:
+    """Each IDE user's URL at the gateway: https://GATEWAY-ADDRESS/u/ROUTE/."""
+    from installer.deploy.inventory import load
+
+    inv = load(inventory, root)
+    gw = inv.first("gateway")
+    address = gw.vars.get("airlock_zone_address") or gw.address
+    return {u["name"]: f"https://{address}/u/{u.get('route', u['name'])}/"
+            for u in inv.var("airlock_ide_users", [])}

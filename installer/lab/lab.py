@@ -195,6 +195,11 @@ def up(root: Path, topo_name: str = "poc", say=print) -> LabState:  # type: igno
                 flags = {**flags, **CONTAINER_HOST_CAPS}
             if h.router:
                 flags = {**flags, "sysctls": {"net.ipv4.ip_forward": "1"}}
+            if "ide" in h.groups:
+                # code_server's homes are loop-mounted ext4 images: the kernel's loop
+                # devices (block major 7) and their control node
+                flags = {**flags, "devices": ["/dev/loop-control:/dev/loop-control:rwm"],
+                         "device_cgroup_rules": ["b 7:* rmw"]}
             c = client.containers.create(
                 img, name=f"airlock-lab-{h.name}", hostname=h.name, detach=True,
                 labels={LABEL: topo_name, "dev.airlock.host": h.name},
@@ -213,6 +218,8 @@ def up(root: Path, topo_name: str = "poc", say=print) -> LabState:  # type: igno
                     ipv4_address=zones[z].address(ROUTER_OCTET) if h.router else zone_ip)
             c.put_archive("/", _authorized_keys_tar(pub))
             c.start()
+            if "ide" in h.groups:
+                _loop_nodes(c)
             if not h.router and h.zone != MGMT and any(x.router for x in topo.hosts):
                 _route_via_router(c, h.zone, zones, used)
             state.hosts[h.name] = {"zone": h.zone, "groups": list(h.groups),
@@ -230,6 +237,16 @@ def up(root: Path, topo_name: str = "poc", say=print) -> LabState:  # type: igno
         say("lab up failed; removing what it made")
         down(root, quiet=True)
         raise
+
+
+def _loop_nodes(container: Any, count: int = 64) -> None:
+    """Device nodes for loop devices 0..count-1 (the engine copies only those it is given;
+    loop-control hands out numbers the container has no node for)."""
+    script = (f"for i in $(seq 0 {count - 1}); do [ -e /dev/loop$i ] || "
+              "mknod -m 0660 /dev/loop$i b 7 $i; done")
+    r = container.exec_run(["sh", "-c", script])
+    if r.exit_code != 0:
+        raise LabError(f"cannot make loop device nodes: {r.output.decode().strip()}")
 
 
 def _ipam(zone: Zone) -> Any:
@@ -271,7 +288,13 @@ def write_inventory(root: Path, topo: Topology, zones: dict[str, Zone],
                  # lab hosts get new host keys every time they are made
                  "ansible_ssh_common_args": "-o StrictHostKeyChecking=no "
                                             "-o UserKnownHostsFile=/dev/null",
-                 "airlock_lab": True},
+                 "airlock_lab": True,
+                 # stand-in for the users' VDE desktops: the build machine, at its address
+                 # on the gateway's zone network, so a browser here passes the firewall's
+                 # vde rules to reach the gateway (and nothing else)
+                 "firewall_external": {"vde": {
+                     "subnet": f"{_vde_stand_in(topo, zones)}/32",
+                     "purpose": "lab: the build machine plays the VDE desktops"}}},
         "hosts": hostvars,
         "children": groups}}
     path = root / "inventories" / "lab" / "hosts.yml"
@@ -280,6 +303,11 @@ def write_inventory(root: Path, topo: Topology, zones: dict[str, Zone],
             + yaml.safe_dump(doc, sort_keys=False))
     atomic_write(path, text.encode())
     return path
+
+
+def _vde_stand_in(topo: Topology, zones: dict[str, Zone]) -> str:
+    gateway_zone = next((h.zone for h in topo.hosts if "gateway" in h.groups), MGMT)
+    return zones[gateway_zone].gateway
 
 
 def down(root: Path, quiet: bool = False) -> dict[str, Any]:

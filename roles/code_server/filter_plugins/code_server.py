@@ -1,0 +1,153 @@
+"""Filters for the code_server role: the checks that run before anything changes (users,
+routes, ports, extensions, the image), what the served release carries, and the Continue
+extension's configuration."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# a user name becomes a container name, a folder, an fstab entry and a URL path: keep it
+# to what is safe in all four
+SAFE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
+SAFE_ROUTE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+EXTENSION_ID = re.compile(r"^[a-z0-9][a-z0-9-]*\.[a-z0-9][a-z0-9-]*$")
+
+
+def code_server_user_problems(users: Any, port_low: int, port_high: int,
+                              ide_hosts: list[str]) -> list[str]:
+    """One sentence per problem with the users list; empty when it is good."""
+    if not isinstance(users, list):
+        return ["code_server_users must be a list of {name, port} entries"]
+    problems: list[str] = []
+    names: dict[str, int] = {}
+    routes: dict[str, str] = {}
+    ports: dict[tuple[str, int], str] = {}
+    for i, u in enumerate(users):
+        where = f"code_server_users[{i}]"
+        if not isinstance(u, dict) or "name" not in u:
+            problems.append(f"{where}: needs a name and a port")
+            continue
+        name = str(u["name"])
+        if not SAFE_NAME.match(name):
+            problems.append(f"{where}: user name {name!r} is not a safe identifier (a lower-case "
+                            "letter, then up to 30 lower-case letters, digits, '-' or '_')")
+            continue
+        if name in names:
+            problems.append(f"{where}: user {name!r} is listed twice (also at "
+                            f"code_server_users[{names[name]}])")
+            continue
+        names[name] = i
+        route = str(u.get("route", name))
+        if not SAFE_ROUTE.match(route):
+            problems.append(f"{where}: route {route!r} of user {name!r} is not a safe path "
+                            "segment")
+        elif route in routes:
+            problems.append(f"{where}: users {routes[route]!r} and {name!r} are both mapped to "
+                            f"the route /u/{route}/; give each user a route of their own")
+        else:
+            routes[route] = name
+        host = str(u.get("host") or (ide_hosts[0] if ide_hosts else ""))
+        if host not in ide_hosts:
+            problems.append(f"{where}: user {name!r} is placed on {host or 'no host'}, which is "
+                            f"not in the ide group ({', '.join(ide_hosts) or 'empty'})")
+        try:
+            port = int(u.get("port"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            problems.append(f"{where}: user {name!r} needs a port ({port_low}-{port_high})")
+            continue
+        if not port_low <= port <= port_high:
+            problems.append(f"{where}: port {port} of user {name!r} is outside "
+                            f"{port_low}-{port_high}, the range the firewall lets the gateway "
+                            "reach")
+        elif (host, port) in ports:
+            problems.append(f"{where}: users {ports[(host, port)]!r} and {name!r} are both "
+                            f"mapped to port {port} on {host}")
+        else:
+            ports[(host, port)] = name
+    return problems
+
+
+def code_server_release(index: dict[str, Any], image_name: str) -> dict[str, Any]:
+    """What the served release carries for the IDE: the image (digest, tag) and the VSIX
+    files by extension id (file name, sha256, version)."""
+    image = None
+    vsix: dict[str, dict[str, str]] = {}
+    for m in index.get("manifests", []):
+        ann = m.get("annotations") or {}
+        kind = ann.get("dev.airlock.kind")
+        if kind == "image" and ann.get("dev.airlock.name") == image_name:
+            image = {"digest": m["digest"], "name": image_name,
+                     "tag": ann.get("org.opencontainers.image.version") or ""}
+        elif kind == "vsix" and ann.get("dev.airlock.name"):
+            vsix[ann["dev.airlock.name"].lower()] = {
+                "version": ann.get("org.opencontainers.image.version", ""),
+                "manifest": m["digest"]}
+    return {"image": image, "vsix": vsix}
+
+
+def code_server_vsix_files(release: dict[str, Any], manifests: dict[str, Any]) -> dict[str, Any]:
+    """VSIX id -> file name and sha256 from each VSIX artifact's manifest (one layer)."""
+    out = {}
+    for ext, v in release["vsix"].items():
+        layer = manifests[v["manifest"]]["layers"][0]
+        out[ext] = {"file": layer["annotations"]["org.opencontainers.image.title"],
+                    "sha256": layer["digest"].split(":", 1)[1], "version": v["version"]}
+    return out
+
+
+def code_server_extension_problems(wanted: list[str], whitelist: list[str],
+                                   carried: dict[str, Any]) -> list[str]:
+    problems = []
+    allowed = {w.lower() for w in whitelist}
+    for w in whitelist:
+        if not EXTENSION_ID.match(w.lower()):
+            problems.append(f"code_server_extension_whitelist: {w!r} is not an extension id "
+                            "(publisher.name)")
+        elif w.lower() not in carried:
+            problems.append(f"code_server_extension_whitelist names {w}, but the served "
+                            f"release carries no VSIX for it (it has: "
+                            f"{', '.join(sorted(carried)) or 'none'}); add it to the bundle "
+                            "spec's vsix list or take it off the whitelist")
+    for e in wanted:
+        if e.lower() not in allowed:
+            problems.append(f"extension {e} is not on the whitelist "
+                            "(code_server_extension_whitelist): refused; a security reviewer "
+                            "adds it there first")
+        elif e.lower() not in carried:
+            problems.append(f"extension {e} has no VSIX in the served release: the bundle "
+                            "must carry it (vsix: in the bundle spec)")
+    return problems
+
+
+def code_server_extension_dir(ext: str, carried: dict[str, Any], folder: str) -> str:
+    """Where code-server unpacks an extension: FOLDER/publisher.name-VERSION."""
+    return f"{folder}/{ext.lower()}-{carried[ext.lower()]['version']}"
+
+
+def code_server_continue_config(user: str, chat_url: str, chat_model: str,
+                                completion_url: str, completion_model: str) -> dict[str, Any]:
+    """Continue's config.yaml (schema v1, as @continuedev/config-yaml defines it): chat and
+    edit through LiteLLM's OpenAI-compatible API, autocomplete from Tabby."""
+    models: list[dict[str, Any]] = []
+    if chat_url:
+        models.append({"name": "Chat (LiteLLM)", "provider": "openai", "model": chat_model,
+                       "apiBase": chat_url, "roles": ["chat", "edit", "apply"]})
+    if completion_url:
+        models.append({"name": "Autocomplete (Tabby)", "provider": "openai",
+                       "model": completion_model, "apiBase": completion_url,
+                       "roles": ["autocomplete"]})
+    return {"name": f"airlock ({user})", "version": "1.0.0", "schema": "v1",
+            "models": models,
+            "context": [{"provider": p} for p in ("code", "docs", "diff", "terminal",
+                                                   "problems", "folder", "codebase")]}
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {"code_server_user_problems": code_server_user_problems,
+                "code_server_release": code_server_release,
+                "code_server_vsix_files": code_server_vsix_files,
+                "code_server_extension_problems": code_server_extension_problems,
+                "code_server_extension_dir": code_server_extension_dir,
+                "code_server_continue_config": code_server_continue_config}
