@@ -178,7 +178,7 @@ def skopeo_push(source: str, dest: str, *extra: str) -> None:
 DEMO_PASS = "demo-test-passphrase"
 # Modules that use the one lab `airlock demo` makes, in the order they must run (the
 # deploy tests build on the upgrade the import tests leave behind).
-SHARED_LAB_MODULES = ("test_import.py", "test_deploy.py")
+SHARED_LAB_MODULES = ("test_import.py", "test_deploy.py", "test_ide.py")
 _shared: dict = {}
 
 
@@ -257,8 +257,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 def lab_bundle(demo: dict, version: int, files: dict[str, Path], out: Path,
                signers: tuple[str, str]) -> Path:
-    """lab vVERSION into OUT: the sample's image and readme plus FILES (name -> path); no
-    packages, so it builds offline. Signed by two of the demo's signers."""
+    """lab vVERSION into OUT: the sample's image, readme and VSIX files, the code-server
+    image the demo built, plus FILES (name -> path); no packages, so it builds offline.
+    Signed by two of the demo's signers."""
     sample = REPO / "bundles" / "sample"
     extra = "".join(f"  - {{name: {n}, path: {p}}}\n" for n, p in files.items())
     spec = out.with_name(out.name + ".yaml")
@@ -266,9 +267,13 @@ def lab_bundle(demo: dict, version: int, files: dict[str, Path], out: Path,
 name: lab
 version: {version}
 phase: lab
-target: {{platform: linux/amd64, vscode: "1.96.4", code_server: "4.96.4"}}
+target: {{platform: linux/amd64, vscode: "1.100.3", code_server: "4.100.3"}}
 images:
   - {{name: hello, ref: "docker-archive:{sample}/build/images.tar:sample/hello:1.0"}}
+  - {{name: code-server, ref: "docker-archive:{sample}/build/code-server.tar", lock: false}}
+vsix:
+  - {{path: {sample}/build/airlock-sample.hello-0.1.0.vsix}}
+  - {{path: {sample}/build/airlock-sample.unlisted-0.1.0.vsix}}
 files:
   - {{name: offline-readme, path: {sample}/src/files/OFFLINE-README.txt}}
 {extra}""")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian 12 machine (run as root, as CI does):
 # installs what the tests use (Debian's container engine, OCI registry, skopeo, zstd, nginx,
-# apt-utils, debootstrap, gnupg, npm),
+# apt-utils, debootstrap, gnupg, npm; the code-server build's compilers and headers;
+# Chromium and certutil for the browser test),
 # makes .venv with airlock and its test tools, starts a private container engine,
 # runs ruff and pytest, and stops the engine it started (by PID).
 set -euo pipefail
@@ -11,8 +12,15 @@ need_apt=()
 for pair in dockerd:docker.io docker-registry:docker-registry skopeo:skopeo zstd:zstd \
             ssh-keygen:openssh-client sha256sum:coreutils nginx:nginx-light \
             apt-ftparchive:apt-utils debootstrap:debootstrap gpg:gnupg npm:npm \
-            unshare:util-linux; do
+            unshare:util-linux curl:curl openssl:openssl chromium:chromium \
+            certutil:libnss3-tools g++:build-essential rg:ripgrep; do
   command -v "${pair%%:*}" >/dev/null || need_apt+=("${pair##*:}")
+done
+# headers the lab's code-server build compiles its native modules against
+for pair in /usr/include/krb5.h:libkrb5-dev /usr/include/X11/Xlib.h:libx11-dev \
+            /usr/include/X11/extensions/XKBfile.h:libxkbfile-dev \
+            /usr/include/libsecret-1/libsecret/secret.h:libsecret-1-dev; do
+  [[ -e "${pair%%:*}" ]] || need_apt+=("${pair##*:}")
 done
 if ((${#need_apt[@]})); then
   echo "== installing Debian packages: ${need_apt[*]}"
