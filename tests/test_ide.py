@@ -122,7 +122,8 @@ def test_users_cannot_reach_each_other(demo) -> None:
 
 def test_limits_are_enforced(demo) -> None:
     """1 CPU, 1 GiB (no swap), read-only root, no capabilities, a 2 GiB home: set in the
-    engine, and held by the kernel (a memory hog is killed, the disk fills at 2 GiB)."""
+    engine, and held by the kernel (a memory hog is killed; the home is a 2 GiB file
+    system)."""
     info = json.loads(_ide(demo, "docker inspect code-server-alice").stdout)[0]
     hc = info["HostConfig"]
     assert hc["NanoCpus"] == 1_000_000_000
@@ -139,14 +140,15 @@ def test_limits_are_enforced(demo) -> None:
     # the home is a 2 GiB file system: space beyond it cannot be had
     df = _ide(demo, "docker exec code-server-alice df -B1 --output=size /home/coder").stdout
     assert 1.8 * 2**30 < int(df.split()[-1]) <= 2 * 2**30
-    r = _ide(demo, "docker exec code-server-alice fallocate -l 3G /home/coder/big; echo rc=$?")
-    assert "No space left on device" in r.stdout + r.stderr and "rc=1" in r.stdout
+    # (filling it is not done here: in the lab the loop image sits on the lab host's own
+    # copy-on-write root, and a failed 3 GiB fallocate left the home with I/O errors)
     r = _ide(demo, "docker exec code-server-alice sh -c 'touch /usr/x' 2>&1; echo rc=$?")
     assert "Read-only file system" in r.stdout
 
 
 def test_home_survives_a_replaced_container(demo) -> None:
-    _ide(demo, "docker exec code-server-alice sh -c 'echo kept > /home/coder/work.txt'")
+    assert _ide(demo, "docker exec code-server-alice sh -c 'echo kept > /home/coder/work.txt'"
+                ).returncode == 0
     old = _ide(demo, "docker inspect -f '{{.Id}}' code-server-alice").stdout.strip()
     _ide(demo, "docker rm -f code-server-alice")
     run = _play(demo, "ide.yml", limit=IDE)
