@@ -287,3 +287,8 @@ def test_adding_and_removing_a_user(demo) -> None:
     assert status("carol") == "404" and status("alice") == "302"
     # the home is kept (not asked to remove it)
     assert _ide(demo, "cat /srv/code-server/homes/carol/carol.txt").stdout.strip() == "mine"
+    # asked to: carol's home goes, the listed users' homes stay
+    run = _play(demo, "ide.yml", {"code_server_remove_homes": True}, limit=IDE)
+    assert run.rc == 0, run.failures
+    homes = _ide(demo, "ls /srv/code-server/homes").stdout.split()
+    assert sorted(homes) == ["alice", "alice.img", "bob", "bob.img"], homes

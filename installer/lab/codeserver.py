@@ -131,19 +131,24 @@ def _npm_tree(work: Path, say) -> Path:  # type: ignore[no-untyped-def]
 
 
 def _prune(tree: Path) -> None:
-    """What the running server never reads: source maps, build intermediates, docs."""
+    """What the running server never reads: source maps, and native modules' build
+    intermediates (only build/Release/*.node is loaded)."""
+    def remove(p: Path) -> None:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink()
+
     for p in list(tree.rglob("*.map")):
         p.unlink()
     for d in list(tree.rglob("build")):
-        if d.is_dir() and (d.parent / "binding.gyp").exists():
-            for sub in list(d.iterdir()):
-                if sub.name != "Release":
-                    shutil.rmtree(sub, ignore_errors=True) if sub.is_dir() else sub.unlink()
-            rel = d / "Release"
-            if rel.is_dir():
-                for sub in list(rel.iterdir()):
-                    if not sub.name.endswith(".node"):
-                        shutil.rmtree(sub, ignore_errors=True) if sub.is_dir() else sub.unlink()
+        if not (d.is_dir() and (d.parent / "binding.gyp").exists()):
+            continue
+        release = d / "Release"
+        for sub in list(d.iterdir()):
+            if sub != release:
+                remove(sub)
+        if release.is_dir():
+            for sub in list(release.iterdir()):
+                if not sub.name.endswith(".node"):
+                    remove(sub)
 
 
 def _rootfs(root: Path, tree: Path, say) -> None:  # type: ignore[no-untyped-def]
