@@ -84,7 +84,7 @@ def test_status_shows_release_and_last_change(demo) -> None:
 
 
 def test_second_deploy_refused_while_one_holds_the_lock(demo) -> None:
-    from installer.deploy.deploy import InventoryLock
+    from installer.site import InventoryLock
 
     with InventoryLock(demo["site"], demo["inventory"], "deploy"):
         rc, doc, out = airlock_json(demo, "deploy", timeout=120)

@@ -31,15 +31,7 @@ from installer.console import out, progress
 from installer.errors import IntegrityError
 from installer.fsutil import atomic_write
 from installer.lab import sample
-
-
-def repo_root() -> Path:
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "bundles" / "sample.yaml").is_file():
-            return parent
-    raise click.ClickException("bundles/sample.yaml not found: run airlock demo from a "
-                               "checkout of the airlock repository")
+from installer.site import project_root
 
 
 def _stock_tools(bundle: Path, allowed: Path, signers: list[str]) -> None:
@@ -72,7 +64,7 @@ def _stock_tools(bundle: Path, allowed: Path, signers: list[str]) -> None:
 def demo(work: Path, no_lab: bool, passphrase_env: str | None) -> None:
     """Build, sign, verify, inspect, pack and unpack the embedded sample bundle; then
     build the lab bundle, bring up the lab, import it to the repo host and serve it."""
-    root = repo_root()
+    root = project_root()
     spec = root / "bundles" / "sample.yaml"
     if work.exists():
         shutil.rmtree(work)

@@ -23,15 +23,15 @@ site_option = click.option(
 
 
 def _site(site: Path | None) -> Path:
-    from installer.deploy.importer import site_dir_default
+    from installer.site import site_dir_default
 
     return site or site_dir_default()
 
 
 def _root() -> Path:
-    from installer.cli.demo import repo_root
+    from installer.site import project_root
 
-    return repo_root()
+    return project_root()
 
 
 def _inventory_file(path: Path) -> Path:

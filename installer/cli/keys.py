@@ -44,7 +44,7 @@ def keys_group() -> None:
 def _audited(command: str, directory: Path) -> Any:
     """Key changes go into the site's audit log (AIRLOCK_SITE_DIR) like deploys do."""
     from installer.deploy.audit import audited
-    from installer.deploy.importer import site_dir_default
+    from installer.site import site_dir_default
 
     return audited(site_dir_default(), command, keysDir=str(directory.absolute()))
 

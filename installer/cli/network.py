@@ -8,9 +8,9 @@ import click
 
 from installer import network
 from installer.cli import emit_json, json_option
-from installer.cli.demo import repo_root
 from installer.console import out
 from installer.fsutil import atomic_write
+from installer.site import project_root
 
 
 @click.group("network")
@@ -24,7 +24,7 @@ def network_group() -> None:
 @json_option
 def matrix_cmd(out_dir: Path | None, as_json: bool) -> None:
     """Check the data model and print (or write) the port matrix for the security review."""
-    model = network.load(repo_root() / network.DATA_FILE, network.GROUPS)
+    model = network.load(project_root() / network.DATA_FILE, network.GROUPS)
     if as_json:
         emit_json({"zones": model.zones, "external": model.external,
                    "flows": [f.__dict__ for f in model.flows]})

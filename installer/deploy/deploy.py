@@ -11,23 +11,19 @@
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
-import os
 import posixpath
 import signal
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
 from installer.deploy import inventory as inv_mod
 from installer.deploy.audit import AuditLog
-from installer.deploy.importer import MARKER
 from installer.deploy.runner import RunResult, run_playbook
 from installer.deploy.ssh import Remote, each_host
-from installer.errors import BusyError, DeployError, HostError, UsageError
+from installer.errors import DeployError, HostError, UsageError
+from installer.site import MARKER, InventoryLock
 
 PHASES = ("poc", "pilot", "production")
 DEPLOYED = "/etc/airlock/deployment.json"
@@ -35,48 +31,6 @@ DEPLOYED = "/etc/airlock/deployment.json"
 
 class Canceled(DeployError):
     exit_code = 130
-
-
-class InventoryLock:
-    """An exclusive, non-blocking lock on one inventory, with who holds it."""
-
-    def __init__(self, site: Path, inventory: Path, command: str) -> None:
-        key = hashlib.sha256(str(inventory.resolve()).encode()).hexdigest()[:16]
-        self.path = site / "locks" / f"{key}.lock"
-        self.inventory, self.command = inventory, command
-        self.fd: int | None = None
-
-    def __enter__(self) -> InventoryLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                holder = json.loads(os.read(fd, 4096) or b"{}")
-            except ValueError:
-                holder = {}
-            os.close(fd)
-            raise BusyError(
-                f"{self.inventory}: `airlock {holder.get('command', '?')}` is already running "
-                f"against this inventory (pid {holder.get('pid', '?')}, "
-                f"{holder.get('user', '?')}@{holder.get('host', '?')}, since "
-                f"{holder.get('since', '?')})",
-                hint="wait for it to end; two runs at once would fight over the same hosts") \
-                from None
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"command": self.command, "pid": os.getpid(),
-                                 "user": os.environ.get("USER", str(os.getuid())),
-                                 "host": socket.gethostname(),
-                                 "inventory": str(self.inventory.resolve()),
-                                 "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode())
-        self.fd = fd
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing drops the flock
-            self.fd = None
 
 
 class _StopOnSignal:

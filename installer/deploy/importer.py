@@ -35,8 +35,8 @@ from installer.deploy.runner import run_playbook
 from installer.deploy.ssh import Remote
 from installer.errors import HostError, IntegrityError, UsageError
 from installer.fsutil import atomic_write
+from installer.site import MARKER, InventoryLock, ensure_site
 
-MARKER = ".airlock-import.json"
 RESERVE = 64 << 20  # free space left on the host after the copy
 CHUNK = 1 << 20
 
@@ -48,26 +48,6 @@ class Item:
     sha256: str = ""
     link: str | None = None
     from_base: bool = False  # a delta's blob: linked from the base release on the host
-
-
-def site_dir_default() -> Path:
-    env = os.environ.get("AIRLOCK_SITE_DIR")
-    if env:
-        return Path(env)
-    from platformdirs import user_state_dir
-
-    return Path(user_state_dir("airlock")) / "site"
-
-
-def ensure_site(site: Path, say: Any = print) -> Path:
-    """The controller's site folder (0700) with the apt signing key; returns its GnuPG home."""
-    site.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(site, 0o700)
-    home = site / "apt-key"
-    if not home.is_dir() or not any(home.iterdir()):
-        info = mirror.make_site_key(home, "airlock site repository")
-        say(f"made the site's apt signing key {info['fingerprint']} in {home}")
-    return home
 
 
 def _sha256(path: Path) -> str:
@@ -311,8 +291,6 @@ def import_bundle(root: Path, bundle: Path, inventory: Path, *, trust_root: Path
                   say: Any = print, live: bool | None = None, command: str = "import"
                   ) -> dict[str, Any]:
     """Under the inventory's lock, with one audit record whatever the outcome."""
-    from installer.deploy.deploy import InventoryLock
-
     inv = inv_mod.load(inventory, root)  # a bad inventory fails before anything else
     site.mkdir(parents=True, exist_ok=True, mode=0o700)
     fields = {"bundlePath": str(bundle.absolute()),
