@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,18 +56,30 @@ class Model:
     zones: dict[str, dict[str, Any]]
     external: dict[str, dict[str, Any]]
     flows: list[Flow]
+    # services the site already runs (DNS, NTP): flows may go to them; their addresses are
+    # the inventory variable each one names (``addresses``), e.g. airlock_dns_servers
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def parse(data: dict[str, Any], groups: set[str], where: str = "network data model") -> Model:
     """Check the model's shape and names; ``groups`` are the inventory's group names."""
     zones = data.get("network_zones") or {}
     external = data.get("network_external") or {}
+    services = data.get("network_services") or {}
+    for name, svc in services.items():
+        var = svc.get("addresses") if isinstance(svc, dict) else None
+        if not (isinstance(var, str) and var.isidentifier()):
+            raise SpecError(f"service {name}: `addresses` must name the inventory variable "
+                            "that lists its addresses (e.g. airlock_dns_servers)", file=where)
+        if name in zones or name in external:
+            raise SpecError(f"service {name}: the name is also a zone or external source",
+                            file=where)
     for name, z in {**zones, **external}.items():
         try:
             ipaddress.IPv4Network(z["subnet"])
         except (KeyError, ValueError, TypeError) as e:
             raise SpecError(f"{name}: subnet missing or invalid ({e})", file=where) from None
-    known = set(zones) | set(external) | groups | {"all"}
+    known = set(zones) | set(external) | set(services) | groups | {"all"}
     flows = []
     for i, f in enumerate(data.get("network_flows") or []):
         field = f"network_flows[{i}]"
@@ -85,11 +97,14 @@ def parse(data: dict[str, Any], groups: set[str], where: str = "network data mod
         if flow.dst in external:
             raise SpecError(f"{flow.dst!r} is an external source; flows may not go to it",
                             file=where, field=field)
+        if flow.src in services:
+            raise SpecError(f"{flow.src!r} is a site service; flows go to it, not from it",
+                            file=where, field=field)
         if not 0 < flow.first_port < 65536 or flow.proto not in PROTOS:
             raise SpecError(f"port {flow.port}/{flow.proto} is not a valid tcp/udp port",
                             file=where, field=field)
         flows.append(flow)
-    return Model(zones, external, flows)
+    return Model(zones, external, flows, services)
 
 
 def load(path: Path, groups: set[str]) -> Model:
@@ -101,17 +116,22 @@ def load(path: Path, groups: set[str]) -> Model:
 
 
 class Inventory:
-    """What the model needs from an inventory: groups and each host's zone and address."""
+    """What the model needs from an inventory: groups, each host's zone and address, and
+    the addresses of the site's services (variable name -> addresses)."""
 
-    def __init__(self, groups: dict[str, list[str]], hostvars: dict[str, dict[str, Any]]):
+    def __init__(self, groups: dict[str, list[str]], hostvars: dict[str, dict[str, Any]],
+                 variables: dict[str, list[str]] | None = None):
         self.groups = groups
         self.hostvars = hostvars
+        self.variables = variables or {}
 
     def hosts_of(self, name: str, model: Model) -> list[str]:
         if name == "all":
             return sorted(self.hostvars)
         if name in model.zones:
             return sorted(h for h, v in self.hostvars.items() if v.get("airlock_zone") == name)
+        if name in model.services:
+            return []  # the site runs them; no managed host is one
         return sorted(self.groups.get(name, []))
 
     def addresses_of(self, name: str, model: Model) -> list[str]:
@@ -120,6 +140,14 @@ class Inventory:
             return [model.zones[name]["subnet"]]
         if name in model.external:
             return [model.external[name]["subnet"]]
+        if name in model.services:
+            var = model.services[name]["addresses"]
+            found = self.variables.get(var)
+            if not found:
+                raise SpecError(f"flows go to the site's {name} service, but the inventory "
+                                f"gives no addresses for it ({var})",
+                                hint=f"set {var} in the inventory's group_vars/all")
+            return [str(ipaddress.ip_address(a)) for a in found]
         return [self.hostvars[h]["airlock_zone_address"] for h in self.hosts_of(name, model)]
 
 
@@ -167,6 +195,8 @@ def _zone_hint(name: str, model: Model) -> str:
         return f"zone {name} ({model.zones[name]['subnet']}, VLAN {model.zones[name]['vlan']})"
     if name in model.external:
         return f"external ({model.external[name]['subnet']})"
+    if name in model.services:
+        return f"site service (addresses: {model.services[name]['addresses']})"
     return "every host" if name == "all" else f"group {name}"
 
 
@@ -183,6 +213,12 @@ def matrix_markdown(model: Model) -> str:
         out.append(f"| {name} | {z['vlan']} | {z['subnet']} | {z.get('purpose', '')} |")
     for name, z in model.external.items():
         out.append(f"| {name} (external) | - | {z['subnet']} | {z.get('purpose', '')} |")
+    if model.services:
+        out += ["", "## Site services", "", "The site's own servers every host needs; their "
+                "addresses are inventory variables.", "", "| service | addresses | purpose |",
+                "|---|---|---|"]
+        for name, svc in model.services.items():
+            out.append(f"| {name} | `{svc['addresses']}` | {svc.get('purpose', '')} |")
     out += ["", "## Allowed flows", "",
             "Default deny in and out on every host; replies to allowed connections are "
             "allowed; nothing else.", "", "| " + " | ".join(HEADER) + " |",

@@ -21,7 +21,8 @@ INV = network.Inventory(
     {"gw1": {"airlock_zone": "dmz", "airlock_zone_address": "10.0.2.10"},
      "ide1": {"airlock_zone": "ide", "airlock_zone_address": "10.0.3.10"},
      "ai1": {"airlock_zone": "ai", "airlock_zone_address": "10.0.4.10"},
-     "repo1": {"airlock_zone": "backend", "airlock_zone_address": "10.0.5.10"}})
+     "repo1": {"airlock_zone": "backend", "airlock_zone_address": "10.0.5.10"}},
+    {"airlock_dns_servers": ["10.0.1.53"], "airlock_ntp_servers": ["10.0.1.53", "10.0.1.54"]})
 
 
 def model(data=None) -> network.Model:
@@ -105,7 +106,7 @@ def test_lab_rejects_overlapping_zones(tmp_path: Path) -> None:
 
 def test_committed_port_matrix_matches_the_data(tmp_path: Path) -> None:
     proc = run_airlock("network", "matrix", "-o", str(tmp_path), check=True)
-    assert "12 flows" in proc.stdout
+    assert "15 flows" in proc.stdout
     for name in ("port-matrix.md", "port-matrix.csv"):
         assert (REPO / "docs" / name).read_text() == (tmp_path / name).read_text(), \
             f"docs/{name} is stale: run airlock network matrix -o docs"
@@ -147,3 +148,33 @@ def test_vlan_interfaces_and_their_networkd_files() -> None:
 def test_vlan_bad_data(zone: str, addr: str, words: str) -> None:
     with pytest.raises(SpecError, match=words):
         network.vlan_interfaces(zone, addr, "10.0.1.101", DATA["network_zones"])
+
+
+def test_every_host_reaches_the_sites_dns_and_ntp_and_nothing_else_outside() -> None:
+    m = model()
+    for host in ("gw1", "ide1", "ai1", "repo1"):
+        out = rules(m, host, "output")
+        assert {rule("udp", 53, "10.0.1.53"), rule("tcp", 53, "10.0.1.53"),
+                rule("udp", 123, "10.0.1.53"), rule("udp", 123, "10.0.1.54")} <= out
+        assert not any(r[0] == "udp" and r[2] not in ("10.0.1.53", "10.0.1.54") for r in out)
+        # nobody may reach port 53 or 123 except at the site's servers
+        assert not any(r[1] in (53, 123) and r[2] not in ("10.0.1.53", "10.0.1.54")
+                       for r in out)
+    forward = network.router_rules(m, INV)
+    assert {"proto": "udp", "port": 53, "source": "10.0.3.10", "address": "10.0.1.53",
+            "purpose": "name resolution (site DNS)"} in forward
+
+
+def test_site_services_need_their_addresses_and_take_no_flows_from_them() -> None:
+    m = model()
+    bare = network.Inventory(INV.groups, INV.hostvars)
+    with pytest.raises(SpecError, match="airlock_dns_servers"):
+        network.host_rules(m, bare, "gw1")
+    data = copy.deepcopy(DATA)
+    data["network_flows"].append({"from": "dns", "to": "all", "port": 22})
+    with pytest.raises(SpecError, match="site service"):
+        model(data)
+    data = copy.deepcopy(DATA)
+    data["network_services"]["ntp"] = {"addresses": ["10.0.1.1"]}
+    with pytest.raises(SpecError, match="must name the inventory variable"):
+        model(data)

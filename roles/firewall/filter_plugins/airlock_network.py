@@ -10,7 +10,8 @@ from typing import Any
 
 
 def airlock_host_rules(host: str, zones: dict, external: dict, flows: list, groups: dict,
-                       hostvars: Any) -> dict[str, list[dict[str, Any]]]:
+                       hostvars: Any, services: dict | None = None
+                       ) -> dict[str, list[dict[str, Any]]]:
     from ansible.errors import AnsibleFilterError
 
     try:
@@ -22,7 +23,8 @@ def airlock_host_rules(host: str, zones: dict, external: dict, flows: list, grou
     names = (set(groups) | GROUPS) - {"all", "ungrouped"}
     try:
         model = parse({"network_zones": zones, "network_external": external,
-                       "network_flows": flows}, names, "firewall_flows")
+                       "network_services": services or {}, "network_flows": flows}, names,
+                      "firewall_flows")
     except AirlockError as e:
         raise AnsibleFilterError(str(e)) from e
     hv = {}
@@ -32,8 +34,14 @@ def airlock_host_rules(host: str, zones: dict, external: dict, flows: list, grou
             raise AnsibleFilterError(f"host {h} needs airlock_zone and airlock_zone_address")
         hv[h] = {"airlock_zone": v["airlock_zone"],
                  "airlock_zone_address": v["airlock_zone_address"]}
-    inv = Inventory({g: list(m) for g, m in groups.items()}, hv)
-    return {**host_rules(model, inv, host), "forward": router_rules(model, inv)}
+    # the site's service addresses (airlock_dns_servers…) as this host sees them
+    variables = {svc["addresses"]: list(hostvars[host].get(svc["addresses"]) or [])
+                 for svc in model.services.values()}
+    inv = Inventory({g: list(m) for g, m in groups.items()}, hv, variables)
+    try:
+        return {**host_rules(model, inv, host), "forward": router_rules(model, inv)}
+    except (AirlockError, ValueError) as e:
+        raise AnsibleFilterError(str(e)) from e
 
 
 def airlock_vlan_interfaces(zone: str, zone_address: str, mgmt_address: str, zones: dict,
