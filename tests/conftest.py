@@ -285,10 +285,17 @@ files:
 
 
 def lab_ssh(demo: dict, host: str, command: str, timeout: float = 300,
-            data: bytes | None = None) -> subprocess.CompletedProcess:
-    """Run COMMAND on a lab host over its management address (real OpenSSH)."""
+            data: bytes | None = None, root: bool = True) -> subprocess.CompletedProcess:
+    """Run COMMAND on a lab host over its management address (real OpenSSH), as the
+    airlock user, through sudo unless ROOT is False; host keys checked against the site's
+    known_hosts, which airlock filled."""
+    import shlex
+
     addr = demo["state"]["hosts"][host]["mgmt_address"]
-    return subprocess.run(["ssh", "-i", demo["key"], "-o", "StrictHostKeyChecking=no",
-                           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                           "-o", "BatchMode=yes", f"root@{addr}", command],
+    if root:
+        command = "sudo -n sh -c " + shlex.quote(command)
+    return subprocess.run(["ssh", "-i", demo["key"], "-o", "StrictHostKeyChecking=yes",
+                           "-o", f"UserKnownHostsFile={demo['site'] / 'known_hosts'}",
+                           "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", f"airlock@{addr}",
+                           command],
                           capture_output=True, text=data is None, timeout=timeout, input=data)

@@ -37,9 +37,9 @@ def _urls(demo: dict) -> dict[str, str]:
 
 
 def _play(demo: dict, playbook: str, extravars: dict | None = None, limit: str | None = None):
-    return run_playbook(REPO, playbook, demo["inventory"], log_dir=demo["dir"] / "ide-logs",
-                        extravars=extravars, limit=limit, live=False, raise_on_failure=False,
-                        env={"AIRLOCK_SITE_DIR": str(demo["site"])})
+    return run_playbook(REPO, playbook, demo["inventory"], site=demo["site"],
+                        log_dir=demo["dir"] / "ide-logs", extravars=extravars, limit=limit,
+                        live=False, raise_on_failure=False)
 
 
 def test_demo_printed_each_users_url_and_load_time(demo) -> None:

@@ -95,7 +95,7 @@ def lab(client, tmp_path_factory: pytest.TempPathFactory):
 def test_hosts_run_systemd_in_their_zones(lab, client) -> None:
     zones = load_zones(network_file(REPO))
     st = lab_mod.status()
-    assert st["up"] and set(st["hosts"]) == {"gw1", "ide1", "ai1", "repo1", "fw1"}
+    assert st["up"] and set(st["hosts"]) == {"gw1", "ide1", "ai1", "repo1", "fw1", "ns1"}
     for name, h in st["hosts"].items():
         assert h["state"] == "running"
         c = client.containers.get(lab.containers[name])
@@ -117,8 +117,7 @@ def test_ansible_reaches_every_host_over_ssh(lab) -> None:
     inv = REPO / "inventories/lab/hosts.yml"
     ansible = Path(sys.executable).parent / "ansible"
     proc = subprocess.run([str(ansible), "-i", str(inv), "all", "-m", "ansible.builtin.ping"],
-                          capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "false"})
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count('"ping": "pong"') == 5
     groups = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i",
@@ -133,7 +132,7 @@ def test_ssh_key_is_private_and_hosts_have_their_own_host_keys(lab, client) -> N
     for cid in lab.containers.values():
         c = client.containers.get(cid)
         keys.add(c.exec_run(["cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).output)
-    assert len(keys) == 5
+    assert len(keys) == 6
 
 
 def test_second_lab_up_is_refused_while_one_is_up(lab) -> None:
@@ -210,23 +209,155 @@ def test_firewall_role_default_deny_idempotent_and_check_mode(lab, client) -> No
 
 
 def test_common_role_converges_idempotent_and_clean_in_check_mode(lab, client) -> None:
+    """Also: the sshd hardening wins over a site's drop-in that sshd reads first, and a
+    setting nothing can win over stops the role with the setting named."""
     # no repo host serves packages in this module (test_import covers the sources)
     no_repo = {"common_repo_manage": False}
+    c = client.containers.get(lab.containers["repo1"])
+    # a cloud image's drop-in that turns password logins on (read after ours)
+    c.exec_run(["sh", "-c", "echo 'PasswordAuthentication yes' > "
+                            "/etc/ssh/sshd_config.d/50-cloud-init.conf"])
     rc, stats = _playbook(playbook="common.yml", extravars=no_repo)
     assert rc == 0 and all(s["failures"] == 0 and s["changed"] > 0 for s in stats.values())
     rc, stats = _playbook(playbook="common.yml", extravars=no_repo)
     assert all(s["changed"] == 0 for s in stats.values()), stats
     rc, stats = _playbook("--check", "--diff", playbook="common.yml", extravars=no_repo)
     assert all(s["changed"] == 0 for s in stats.values()), stats
-    c = client.containers.get(lab.containers["repo1"])
     sshd = c.exec_run(["sshd", "-T"]).output.decode()
     assert "passwordauthentication no" in sshd and "x11forwarding no" in sshd
-    assert "permitrootlogin without-password" in sshd or "prohibit-password" in sshd
-    assert "server 10.0.1.254 iburst" in c.exec_run(["cat", "/etc/chrony/chrony.conf"]
-                                                     ).output.decode()
+    assert "permitrootlogin no" in sshd
+    assert "server 10.0.1.53 iburst" in c.exec_run(["cat", "/etc/chrony/chrony.conf"]
+                                                    ).output.decode()
     assert c.exec_run(["test", "-d", "/var/log/journal"]).exit_code == 0
     assert c.exec_run(["hostname"]).output.decode().strip() == "repo1"
     assert _connects(lab.hosts["repo1"]["mgmt_address"], 22)  # still reachable
+
+
+def test_a_hardening_another_drop_in_overrides_stops_the_role(lab, client) -> None:
+    """A site's sshd_config that sets a value before it includes the drop-ins wins over
+    any drop-in: the role says which setting, instead of reporting a hardening that is not
+    in force."""
+    c = client.containers.get(lab.containers["gw1"])
+    c.exec_run(["sh", "-c", "cp /etc/ssh/sshd_config /root/sshd_config.orig && "
+                            "sed -i '1i X11Forwarding yes' /etc/ssh/sshd_config"])
+    try:
+        rc, _, out = _run("common.yml", limit="gw1", extravars={"common_repo_manage": False})
+        assert rc != 0 and "sshd's effective X11Forwarding is not no" in out, out[-3000:]
+    finally:
+        c.exec_run(["sh", "-c", "mv /root/sshd_config.orig /etc/ssh/sshd_config"])
+
+
+def test_hosts_resolve_and_keep_time_through_the_sites_servers_only(lab, client) -> None:
+    """After the firewall and common roles: every host resolves the lab's names through
+    the site's DNS (ns1), nothing outside the site, and chronyd is synchronised with the
+    site's NTP server (without setting the shared clock)."""
+    import time
+
+    for name in ("gw1", "ide1", "ai1", "repo1"):
+        c = client.containers.get(lab.containers[name])
+        assert "nameserver 10.0.1.53" in c.exec_run(["cat", "/etc/resolv.conf"]).output.decode()
+        other, address = ("gw1", "10.0.2.10") if name == "repo1" else ("repo1", "10.0.5.10")
+        got = c.exec_run(["getent", "hosts", other]).output.decode().split()
+        assert got[:1] == [address], (name, got)  # the other host's zone address
+        assert c.exec_run(["getent", "hosts", "deb.debian.org"]).exit_code != 0
+        tracking = ""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            tracking = c.exec_run(["chronyc", "-n", "tracking"]).output.decode()
+            if "10.0.1.53" in tracking and "Leap status     : Normal" in tracking:
+                break
+            time.sleep(2)
+        assert "10.0.1.53" in tracking and "Leap status     : Normal" in tracking, tracking
+    # DNS over TCP (long answers) passes the firewall too
+    gw1 = client.containers.get(lab.containers["gw1"])
+    probe = gw1.exec_run(["python3", "-c", PROBER, "10.0.1.53:53"])
+    assert json.loads(probe.output) == {"10.0.1.53:53": True}
+
+
+def _inventory_copy(name: str, pins: dict[str, str | None]) -> Path:
+    """The lab inventory beside the original (so its group_vars apply), with each host's
+    airlock_host_key_sha256 replaced (None: removed)."""
+    import yaml
+
+    doc = yaml.safe_load((REPO / "inventories/lab/hosts.yml").read_text())
+    for host, pin in pins.items():
+        doc["all"]["hosts"][host].pop("airlock_host_key_sha256")
+        if pin:
+            doc["all"]["hosts"][host]["airlock_host_key_sha256"] = pin
+    path = REPO / "inventories/lab" / f"{name}.yml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _airlock(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "installer.cli", *args], input=stdin,
+                          capture_output=True, text=True, timeout=120, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_host_keys_are_recorded_only_when_vouched_for_and_a_changed_one_is_refused(
+        lab, client, tmp_path: Path) -> None:
+    site, site2 = tmp_path / "site", tmp_path / "site2"
+    known = site / "known_hosts"
+    gw1 = lab.hosts["gw1"]
+    fp = gw1["host_key_sha256"]
+    bare = _inventory_copy("test-nopin", {"gw1": None})
+    wrong = _inventory_copy("test-wrongpin", {"gw1": lab.hosts["ide1"]["host_key_sha256"]})
+    c = client.containers.get(lab.containers["gw1"])
+    try:
+        # unknown, and the operator says no (or nobody is asked): refused, nothing recorded
+        r = _airlock("hosts", "trust", "-i", str(bare), "--site", str(site), "--limit", "gw1",
+                     stdin="n\n")
+        assert r.returncode == 9 and fp in r.stdout + r.stderr, r.stdout + r.stderr
+        assert "nobody confirmed" in r.stderr
+        assert not known.exists() or gw1["mgmt_address"] not in known.read_text()
+        r = _airlock("hosts", "trust", "-i", str(bare), "--site", str(site), "--limit", "gw1",
+                     "--json")
+        assert r.returncode == 9 and "nobody confirmed" in r.stdout, r.stdout + r.stderr
+        assert not known.exists() or gw1["mgmt_address"] not in known.read_text()
+        # the inventory's fingerprint is another host's: refused, nothing recorded
+        r = _airlock("hosts", "trust", "-i", str(wrong), "--site", str(site2), "--limit",
+                     "gw1")
+        assert r.returncode == 9 and "not the" in r.stderr and fp in r.stderr, r.stderr
+        assert not (site2 / "known_hosts").exists() or \
+            gw1["mgmt_address"] not in (site2 / "known_hosts").read_text()
+        # the operator compares and says yes: recorded, mode 0600, the host's real key
+        r = _airlock("hosts", "trust", "-i", str(bare), "--site", str(site), "--limit", "gw1",
+                     stdin="y\n")
+        assert r.returncode == 0, r.stdout + r.stderr
+        pub = c.exec_run(["cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).output.decode().split()
+        assert f"{gw1['mgmt_address']} ssh-ed25519 {pub[1]}" in known.read_text()
+        assert oct(known.stat().st_mode & 0o777) == "0o600"
+        line = f"{gw1['mgmt_address']} ssh-ed25519 {pub[1]}"
+
+        # the host's key is replaced: every command refuses it, naming both fingerprints
+        c.exec_run(["sh", "-c", "mkdir -p /root/keys && cp -a /etc/ssh/ssh_host_* /root/keys/ "
+                                "&& rm /etc/ssh/ssh_host_* && ssh-keygen -A -q "
+                                "&& systemctl restart ssh"])
+        new_pub = c.exec_run(["cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).output.decode()
+        new_fp = lab_mod.fingerprint(new_pub)
+        assert new_fp != fp
+        for cmd in (["hosts", "trust", "-i", str(bare), "--limit", "gw1"],
+                    ["deploy", "-i", str(bare)], ["preflight", "-i", str(bare)]):
+            r = _airlock(*cmd, "--site", str(site), stdin="y\n" * 5)
+            text = r.stdout + r.stderr
+            assert r.returncode == 9, (cmd, text)
+            assert "CHANGED" in text and fp in text and new_fp in text, (cmd, text)
+        # gw1's record is untouched (the other hosts' keys, pinned, were recorded)
+        gw1_lines = [x for x in known.read_text().splitlines()
+                     if x.startswith(gw1["mgmt_address"] + " ")]
+        assert gw1_lines == [line], gw1_lines
+        # the documented way on: forget it, then vouch for the new key
+        assert _airlock("hosts", "forget", "-i", str(bare), "--limit", "gw1", "--site",
+                        str(site)).returncode == 0
+        r = _airlock("hosts", "trust", "-i", str(bare), "--site", str(site), "--limit", "gw1",
+                     stdin="y\n")
+        assert r.returncode == 0 and new_pub.split()[1] in known.read_text()
+    finally:
+        c.exec_run(["sh", "-c", "[ -d /root/keys ] && cp -a /root/keys/. /etc/ssh/ && "
+                                "systemctl restart ssh; rm -rf /root/keys"])
+        bare.unlink(missing_ok=True)
+        wrong.unlink(missing_ok=True)
 
 
 def test_vlan_configuration_is_refused_on_a_kernel_without_8021q(lab) -> None:
@@ -285,7 +416,8 @@ def test_every_flow_connects_and_every_other_pair_is_refused(lab, client) -> Non
     listener on the destination's zone address for every flow of the matrix (through the
     lab's inter-zone router, as through the site's firewall), and refusal for every other
     host pair on those ports."""
-    hosts = {n: h for n, h in lab.hosts.items() if "router" not in h["groups"]}
+    hosts = {n: h for n, h in lab.hosts.items()
+             if "router" not in h["groups"] and not h.get("site_services")}
 
     def members(name: str) -> set[str]:
         if name == "all":
@@ -329,7 +461,7 @@ def test_lab_down_removes_exactly_what_up_made(lab, client) -> None:
         pool_configs=[IPAMPool(subnet="10.99.0.0/24")]))
     try:
         result = lab_mod.down(REPO)
-        assert result["removed"] and result["containers"] == 5 and result["networks"] == 5
+        assert result["removed"] and result["containers"] == 6 and result["networks"] == 5
         assert labelled(client) == ([], [])
         assert not (REPO / "inventories/lab/hosts.yml").exists()
         client.networks.get(bystander.id)

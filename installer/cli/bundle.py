@@ -282,6 +282,7 @@ def import_cmd(directory: Path, inventory: Path, trust_root: Path, site: Path | 
                repo_root: str | None, as_json: bool) -> None:
     """Verify DIRECTORY, copy it to the repo host (resumable, hashed on arrival) and serve
     it there: registry, apt, pip, npm, models, VSIX and files over TLS."""
+    from installer.cli.deploy import _confirm
     from installer.deploy.importer import import_bundle
     from installer.site import project_root, site_dir_default
 
@@ -292,7 +293,8 @@ def import_cmd(directory: Path, inventory: Path, trust_root: Path, site: Path | 
     with progress(not as_json) as bar:
         result = import_bundle(project_root(), directory, inventory, trust_root=trust_root,
                                site=site or site_dir_default(), repo_root=repo_root,
-                               progress=bar, say=say, live=None if not as_json else False)
+                               progress=bar, say=say, live=None if not as_json else False,
+                               confirm=_confirm(as_json))
     if as_json:
         emit_json(result)
         return

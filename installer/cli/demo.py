@@ -175,7 +175,8 @@ def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
     site = work / "site"
     inventory = Path(state.inventory)
     out.rule("[key]10. preflight: every host checked over SSH before anything changes")
-    pf = preflight(root, inventory, bundle=built.path)
+    pf = preflight(root, inventory, site=site, bundle=built.path,
+                   say=lambda m: out.print(f"  {m}"))
     print_preflight(pf)
     if not pf["ok"]:
         raise HostError("preflight failed on " + ", ".join(pf["failed"]) + ": " + "; ".join(
@@ -220,8 +221,9 @@ def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
     out.print(f"  served release:     {imp['url']}release.json  ({host})")
     key = state.key
     ide = next(iter(h for h in state.hosts if h.startswith("ide")), host)
-    out.print(f"  try it:             ssh -i {key} root@{state.hosts[ide]['mgmt_address']} "
-              f"docker pull {imp['registry']}/hello:1.0")
+    out.print(f"  try it:             ssh -i {key} -o UserKnownHostsFile={site / 'known_hosts'}"
+              f" airlock@{state.hosts[ide]['mgmt_address']} sudo docker pull "
+              f"{imp['registry']}/hello:1.0")
     for user, r in opened.items():
         out.print(f"  {user + ' workbench:':<20}{r['url']}  (loaded in {r['seconds']:.1f} s; trust "
                   f"{site / 'pki' / 'ca.crt'})")

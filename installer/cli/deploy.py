@@ -43,6 +43,21 @@ def _say(as_json: bool) -> Any:
     return (lambda msg: None) if as_json else out.print
 
 
+def confirm_host_key(host: Any, fp: str, key_type: str) -> bool:
+    """Show a host's key and ask the operator whether it is the one on its console."""
+    out.print(f"{host.name} ({host.address}:{host.port}) presents {key_type} [key]{fp}[/]")
+    return click.confirm("  is this the key the host shows on its console "
+                         "(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub)?", default=False,
+                         err=True)
+
+
+def _confirm(as_json: bool) -> Any:
+    """Ask about unknown host keys only where a person is at the terminal."""
+    import sys
+
+    return None if as_json or not sys.stdin.isatty() else confirm_host_key
+
+
 # --------------------------------------------------------------------------- plan
 
 @click.command("plan")
@@ -118,16 +133,18 @@ def print_preflight(result: dict[str, Any]) -> None:
 @click.option("--bundle", type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="Also check the repo host has room for this bundle.")
 @click.option("--limit", help="Only these hosts (comma-separated).")
+@site_option
 @json_option
 def preflight_cmd(inventory: Path, bundle: Path | None, limit: str | None,
-                  as_json: bool) -> None:
+                  site: Path | None, as_json: bool) -> None:
     """Check every host over SSH before changing anything: reachable, OS, CPU, RAM, disk,
     GPUs, clock, ports, the repo host. Exit 9 naming what to fix where."""
     from installer.deploy.preflight import preflight
 
     inventory = _inventory_file(inventory)
-    result = preflight(_root(), inventory, bundle=bundle,
-                       limit=limit.split(",") if limit else None)
+    result = preflight(_root(), inventory, site=_site(site), bundle=bundle,
+                       limit=limit.split(",") if limit else None, confirm=_confirm(as_json),
+                       say=_say(as_json))
     if as_json:
         emit_json(result)
         if not result["ok"]:
@@ -167,17 +184,23 @@ def print_run(result: dict[str, Any]) -> None:
 @click.option("--check", is_flag=True, help="Dry run: show what would change (--check --diff).")
 @click.option("--tags", help="Only tasks with these tags (comma-separated).")
 @click.option("--limit", help="Only these hosts or groups (Ansible pattern).")
+@click.option("--replace-trusted-ca", is_flag=True,
+              help="Make every host trust the controller's site CA (SITE/pki/ca.crt) even "
+                   "where it trusts another one now: to repair a site whose trust was "
+                   "damaged, or after replacing the CA on purpose. Audited.")
 @site_option
 @json_option
 def deploy_cmd(inventory: Path, phase: str | None, check: bool, tags: str | None,
-               limit: str | None, site: Path | None, as_json: bool) -> None:
+               limit: str | None, replace_trusted_ca: bool, site: Path | None,
+               as_json: bool) -> None:
     """Run playbooks/site.yml against INVENTORY from what the repo host serves: one run at
     a time per inventory, a live view, the log kept, an audit record."""
     from installer.deploy.deploy import deploy
 
     result = deploy(_root(), _inventory_file(inventory), site=_site(site), phase=phase,
                     check=check, tags=tags, limit=limit, live=False if as_json else None,
-                    say=_say(as_json))
+                    say=_say(as_json), confirm=_confirm(as_json),
+                    extravars={"pki_ca_replace_trust": True} if replace_trusted_ca else None)
     if as_json:
         emit_json(result)
     else:
@@ -206,9 +229,10 @@ def upgrade_cmd(bundle_dir: Path, inventory: Path, trust_root: Path, site: Path 
     with progress(not as_json) as bar:
         imported = import_bundle(_root(), bundle_dir, inventory, trust_root=trust_root,
                                  site=_site(site), progress=bar, say=_say(as_json),
-                                 live=False if as_json else None, command="upgrade import")
+                                 live=False if as_json else None, command="upgrade import",
+                                 confirm=_confirm(as_json))
     result = deploy(_root(), inventory, site=_site(site), live=False if as_json else None,
-                    say=_say(as_json), command="upgrade")
+                    say=_say(as_json), command="upgrade", confirm=_confirm(as_json))
     result["import"] = imported
     if as_json:
         emit_json(result)

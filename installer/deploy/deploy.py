@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from installer.deploy import hostkeys
 from installer.deploy import inventory as inv_mod
 from installer.deploy.audit import AuditLog
 from installer.deploy.runner import RunResult, run_playbook
@@ -56,10 +57,10 @@ class _StopOnSignal:
             signal.signal(s, h)
 
 
-def served_release(inv: inv_mod.Inventory) -> dict[str, Any] | None:
+def served_release(inv: inv_mod.Inventory, site: Path) -> dict[str, Any] | None:
     """What the repo host serves now (the import marker of ``ROOT/current``), or None."""
     repo = inv.first("repo")
-    with Remote(repo) as r:
+    with Remote(repo, site) as r:
         rc, out, _ = r.run(["cat", posixpath.join(repo.repo_root, "current", MARKER)],
                            check=False)
     try:
@@ -92,13 +93,17 @@ def _save_run(site: Path, run: RunResult, extra: dict[str, Any]) -> Path:
 def deploy(root: Path, inventory: Path, *, site: Path, phase: str | None = None,
            check: bool = False, tags: str | None = None, limit: str | None = None,
            live: bool | None = None, say: Any = print, command: str = "deploy",
-           playbook: str = "site.yml", audit_extra: dict[str, Any] | None = None
-           ) -> dict[str, Any]:
+           playbook: str = "site.yml", audit_extra: dict[str, Any] | None = None,
+           confirm: hostkeys.Confirm | None = None,
+           extravars: dict[str, Any] | None = None) -> dict[str, Any]:
     inv = inv_mod.load(inventory, root)
     declared = check_phase(inv, phase)
     audit = AuditLog(site)
     with InventoryLock(site, inventory, command):
-        served = served_release(inv)
+        # every host's SSH key checked before Ansible connects (a changed one is refused
+        # here, by name, with both fingerprints)
+        hostkeys.ensure([inv.host(h) for h in inv.hosts], site, confirm=confirm, say=say)
+        served = served_release(inv, site)
         if served is None:
             repo = inv.first("repo")
             raise DeployError(f"{repo.name} serves nothing yet ({repo.repo_root}/current is "
@@ -108,13 +113,15 @@ def deploy(root: Path, inventory: Path, *, site: Path, phase: str | None = None,
                                                    "digest": inv.digest},
                   "bundle": {k: served.get(k) for k in ("name", "version", "sha256sums")},
                   "check": check, "tags": tags, "limit": limit, **(audit_extra or {})}
+        if extravars:
+            fields["extravars"] = extravars
         audit.append(command, "started", **fields)
         say(f"{command}: {served.get('name')} v{served.get('version')} to "
             f"{len(inv.hosts)} host(s) of {inventory} ({declared})" + (" [check]" if check
                                                                         else ""))
         with _StopOnSignal() as stop:
-            run = run_playbook(root, playbook, inventory, log_dir=site / "logs", check=check,
-                               tags=tags, limit=limit, env={"AIRLOCK_SITE_DIR": str(site)},
+            run = run_playbook(root, playbook, inventory, site=site, check=check,
+                               tags=tags, limit=limit, extravars=extravars,
                                title=command, live=live, raise_on_failure=False, cancel=stop)
         result = ("ok" if run.ok else "canceled" if run.status == "canceled" or stop.signal
                   else "failed")
@@ -170,9 +177,11 @@ def status(root: Path, inventory: Path, *, site: Path) -> dict[str, Any]:
         except ValueError:
             return None
 
-    found = each_host(hosts, read)
+    keys = hostkeys.check(hosts, site)
+    found: dict[str, Any] = {h: e for h, e in keys.items() if isinstance(e, HostError)}
+    found.update(each_host([h for h in hosts if h.name not in found], read, site=site))
     try:
-        served = served_release(inv)
+        served = served_release(inv, site)
     except HostError:
         served = None
     runs = [r for r in _last_runs(site, inventory) if not r.get("check")]

@@ -29,6 +29,7 @@ from installer.bundle.delta import read_delta
 from installer.bundle.meta import DELTA, SUMS, parse_sums
 from installer.bundle.trust import verify_signed
 from installer.console import NullProgress
+from installer.deploy import hostkeys
 from installer.deploy import inventory as inv_mod
 from installer.deploy.audit import audited
 from installer.deploy.runner import run_playbook
@@ -288,8 +289,8 @@ def _copy(sync: _Sync, bundle: Path, stage: Path, items: list[Item], progress: A
 
 def import_bundle(root: Path, bundle: Path, inventory: Path, *, trust_root: Path,
                   site: Path, repo_root: str | None = None, progress: Any = None,
-                  say: Any = print, live: bool | None = None, command: str = "import"
-                  ) -> dict[str, Any]:
+                  say: Any = print, live: bool | None = None, command: str = "import",
+                  confirm: hostkeys.Confirm | None = None) -> dict[str, Any]:
     """Under the inventory's lock, with one audit record whatever the outcome."""
     inv = inv_mod.load(inventory, root)  # a bad inventory fails before anything else
     site.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -298,7 +299,7 @@ def import_bundle(root: Path, bundle: Path, inventory: Path, *, trust_root: Path
     with InventoryLock(site, inventory, command), audited(site, command, **fields) as rec:
         doc = _import(root, bundle.absolute(), inventory, inv, trust_root=trust_root,
                       site=site, repo_root=repo_root, progress=progress or NullProgress(),
-                      say=say, live=live)
+                      say=say, live=live, confirm=confirm)
         rec.update(bundle={"name": doc["name"], "version": doc["version"],
                            "sha256sums": doc["digest"][7:]},
                    bytesCopied=doc["bytesCopied"], filesCopied=doc["filesCopied"],
@@ -308,7 +309,7 @@ def import_bundle(root: Path, bundle: Path, inventory: Path, *, trust_root: Path
 
 def _import(root: Path, bundle: Path, inventory: Path, inv: inv_mod.Inventory, *,
             trust_root: Path, site: Path, repo_root: str | None, progress: Any, say: Any,
-            live: bool | None) -> dict[str, Any]:
+            live: bool | None, confirm: hostkeys.Confirm | None) -> dict[str, Any]:
     t0 = time.monotonic()
     repo = inv.first("repo")
     delta = read_delta(bundle)
@@ -332,7 +333,8 @@ def _import(root: Path, bundle: Path, inventory: Path, inv: inv_mod.Inventory, *
         view.unlink()
     elif view.is_dir():
         shutil.rmtree(view)
-    with Remote(repo) as r:
+    hostkeys.ensure([repo], site, confirm=confirm, say=say)
+    with Remote(repo, site) as r:
         sync = _Sync(r, repo_root, release)
         served = sync.served()
         if (served and served.get("name") == meta["name"]
@@ -366,10 +368,10 @@ def _import(root: Path, bundle: Path, inventory: Path, inv: inv_mod.Inventory, *
                     + shlex.quote(MARKER) + '; mkdir -p "$2"; mv -T "$1" "$3"',
                     sync.incoming, posixpath.dirname(sync.final), sync.final, stdin=marker)
     say(f"serving {release} from {repo.name}")
-    run = run_playbook(root, "import.yml", inventory, log_dir=site / "logs",
+    run = run_playbook(root, "import.yml", inventory, site=site,
                        extravars={"offline_repo_release": release,
                                   "offline_repo_root": repo_root},
-                       env={"AIRLOCK_SITE_DIR": str(site)}, title=f"import {release}", live=live)
+                       title=f"import {release}", live=live)
     return {"ok": True, "release": release, "name": meta["name"], "version": meta["version"],
             "digest": f"sha256:{digest}",
             "repoHost": repo.name, "repoRoot": repo_root, "url": f"https://{server}/",

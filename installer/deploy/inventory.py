@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -54,10 +53,12 @@ class Host:
         return str(self.vars.get("offline_repo_root", "/srv/airlock"))
 
     @property
-    def strict_host_keys(self) -> bool:
-        """False only where the inventory itself turns host-key checks off (the lab)."""
-        args = shlex.split(str(self.vars.get("ansible_ssh_common_args", "")))
-        return "StrictHostKeyChecking=no" not in args
+    def become(self) -> bool:
+        """Whether commands go through sudo: the inventory logs in as another user than
+        root and says ``ansible_become``, as Ansible would read it."""
+        value = self.vars.get("ansible_become", False)
+        on = value if isinstance(value, bool) else str(value).lower() in ("true", "yes", "1")
+        return on and self.user != "root"
 
 
 class Inventory:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from installer.deploy import hostkeys
 from installer.deploy import inventory as inv_mod
 from installer.deploy.ssh import Remote, each_host
 from installer.errors import HostError
@@ -155,8 +156,9 @@ def _bundle_bytes(bundle: Path | None) -> int:
     return sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
 
 
-def preflight(root: Path, inventory: Path, *, bundle: Path | None = None,
-              limit: list[str] | None = None) -> dict[str, Any]:
+def preflight(root: Path, inventory: Path, *, site: Path, bundle: Path | None = None,
+              limit: list[str] | None = None, confirm: hostkeys.Confirm | None = None,
+              say: Any = print) -> dict[str, Any]:
     inv = inv_mod.load(inventory, root)
     names = [h for h in inv.hosts if not limit or h in limit]
     repo = inv.group("repo")
@@ -182,9 +184,12 @@ def preflight(root: Path, inventory: Path, *, bundle: Path | None = None,
         _, text, _ = r.run(["sh", "-c", script, "airlock-preflight", *paths])
         return {"facts": parse_probe(text), "offset": offset}
 
-    results = each_host([inv.host(h) for h in names], probe)
-    if repo_name and repo_name not in results:  # --limit left it out: ask it anyway
-        results.update(each_host([inv.host(repo_name)], probe))
+    asked = names + ([repo_name] if repo_name and repo_name not in names else [])
+    # first contact: every host's key checked (and recorded where vouched for)
+    keys = hostkeys.check([inv.host(h) for h in asked], site, confirm=confirm, say=say)
+    results: dict[str, Any] = {h: e for h, e in keys.items() if isinstance(e, HostError)}
+    results.update(each_host([inv.host(h) for h in asked if h not in results], probe,
+                             site=site))
     got_repo = results.get(repo_name)
     serving = isinstance(got_repo, dict) and got_repo["facts"].get("serving") == "yes"
     rows, failed = [], []

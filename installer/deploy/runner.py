@@ -118,17 +118,22 @@ class _View:
         return True
 
 
-def run_playbook(root: Path, playbook: str, inventory: Path, *, log_dir: Path,
-                 extravars: dict[str, Any] | None = None, check: bool = False,
+def run_playbook(root: Path, playbook: str, inventory: Path, *, site: Path,
+                 log_dir: Path | None = None, extravars: dict[str, Any] | None = None,
+                 check: bool = False,
                  limit: str | None = None, tags: str | None = None,
                  env: dict[str, str] | None = None, title: str | None = None,
                  live: bool | None = None, raise_on_failure: bool = True,
                  cancel: Callable[[], bool] | None = None) -> RunResult:
-    """Run ``playbooks/PLAYBOOK`` against INVENTORY; keep the log under LOG_DIR.
-    ``cancel`` is polled while it runs: when it returns True, ansible-playbook is stopped
-    and the result's status is ``canceled``."""
+    """Run ``playbooks/PLAYBOOK`` against INVENTORY for the site folder SITE; keep the log
+    under LOG_DIR (default SITE/logs). Every SSH connection checks host keys against the
+    site's known_hosts, strictly. ``cancel`` is polled while it runs: when it returns
+    True, ansible-playbook is stopped and the result's status is ``canceled``."""
     import ansible_runner
 
+    from installer.deploy import hostkeys
+
+    log_dir = log_dir or site / "logs"
     log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     ident = time.strftime("%Y%m%dT%H%M%S") + f"-{Path(playbook).stem}-{os.getpid()}"
     cmdline = []
@@ -140,6 +145,8 @@ def run_playbook(root: Path, playbook: str, inventory: Path, *, log_dir: Path,
         cmdline += ["--limit", limit]
     envvars = {k: v for k, v in ansible_env(root).items()
                if k in ("ANSIBLE_CONFIG", "PATH", "HOME", "DOCKER_HOST")}
+    envvars.update({"AIRLOCK_SITE_DIR": str(site), "ANSIBLE_HOST_KEY_CHECKING": "True",
+                    "ANSIBLE_SSH_ARGS": hostkeys.ssh_args(site)})
     envvars.update(env or {})
     view = _View(title or playbook, sys.stderr.isatty() if live is None else live)
     start = time.monotonic()

@@ -1,5 +1,9 @@
 """The lab's base image: Debian 12 made by debootstrap (systemd as PID 1, sshd, python3,
-nftables), imported into the engine and cached by a tag that names its recipe."""
+nftables, sudo), imported into the engine and cached by a tag that names its recipe.
+
+Like a site's hosts, a lab host is reached as the unprivileged ``airlock`` user, who may
+use sudo; sshd refuses root. dnsmasq is there for the lab's stand-in of the site's DNS
+server (the ``ns1`` host); other hosts leave it off."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from installer.lab.engine import Engine, LabError
 
 PACKAGES = ("systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "python3-apt", "chrony",
             "iproute2", "nftables", "iputils-ping", "procps", "sudo", "ca-certificates",
-            "netcat-openbsd", "less")
+            "netcat-openbsd", "less", "dnsmasq-base")
 RELEASE = "bookworm"
 SSH_DROPIN = """\
 [Service]
@@ -22,7 +26,11 @@ ExecStartPre=
 ExecStartPre=/usr/bin/ssh-keygen -A
 ExecStartPre=/usr/sbin/sshd -t
 """
-RECIPE = "\n".join([RELEASE, *PACKAGES, SSH_DROPIN, "v1"])
+# the automation account every lab host has, as a site's hosts have theirs
+USER, UID = "airlock", 2000
+SUDOERS = f"{USER} ALL=(ALL:ALL) NOPASSWD: ALL\n"
+SSHD_LAB = "# the lab's hosts, like a site's, refuse root logins\nPermitRootLogin no\n"
+RECIPE = "\n".join([RELEASE, *PACKAGES, SSH_DROPIN, SUDOERS, SSHD_LAB, USER, str(UID), "v2"])
 REPOSITORY = "airlock-lab/debian"
 
 
@@ -81,6 +89,12 @@ def _configure(root: Path) -> None:
         link = root / "etc/systemd/system" / unit
         link.unlink(missing_ok=True)
         link.symlink_to("/dev/null")
+    subprocess.run(["chroot", str(root), "useradd", "--create-home", "--uid", str(UID),
+                    "--user-group", "--shell", "/bin/bash", USER], check=True)
+    sudoers = root / "etc/sudoers.d" / USER
+    sudoers.write_text(SUDOERS)
+    sudoers.chmod(0o440)
+    (root / "etc/ssh/sshd_config.d/10-lab.conf").write_text(SSHD_LAB)
     (root / "etc/apt/apt.conf.d/99airlock-lab").write_text(
         'Acquire::Languages "none";\nAPT::Install-Recommends "0";\n')
     shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)

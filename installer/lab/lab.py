@@ -3,15 +3,20 @@
 ``up`` finds or starts an engine, builds (once) the base image, makes one internal bridge
 network per zone with the address plan of the network data model, starts each host with
 systemd as PID 1 (flags from LAB.md; hosts that run containers get what docker-in-docker
-needs), installs a fresh SSH key, waits for SSH on every host's management address, and
-writes ``inventories/lab/hosts.yml``. Everything it makes carries the label
-``dev.airlock.lab`` and is recorded in the lab's state file; ``down`` removes exactly that,
-by id, and stops the engine only if ``up`` started it. A failure half-way removes what was
-made so far.
+needs), installs a fresh SSH key for the unprivileged ``airlock`` user (root logins are
+refused, as on a site), starts the stand-in for the site's DNS and NTP server (``ns1``:
+dnsmasq with every host's name and nothing else, chrony serving time), reads each host's
+SSH host key through the engine (a channel SSH does not depend on) and pins it, waits for
+SSH on every host's management address, and writes ``inventories/lab/hosts.yml``.
+Everything it makes carries the label ``dev.airlock.lab`` and is recorded in the lab's
+state file; ``down`` removes exactly that, by id, and stops the engine only if ``up``
+started it. A failure half-way removes what was made so far.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import os
@@ -30,6 +35,7 @@ from installer.fsutil import atomic_write
 from installer.lab import engine as engine_mod
 from installer.lab import image
 from installer.lab.engine import Engine, LabError
+from installer.lab.image import UID, USER
 from installer.lab.topology import (
     MGMT,
     ROUTER_OCTET,
@@ -41,6 +47,7 @@ from installer.lab.topology import (
 )
 
 LABEL = "dev.airlock.lab"
+DOMAIN = "lab.airlock.test"
 SYSTEMD_FLAGS: dict[str, Any] = {
     "cap_add": ["SYS_ADMIN", "NET_ADMIN"],
     "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
@@ -54,7 +61,7 @@ CONTAINER_HOST_CAPS = {"cap_add": ["ALL"], "cap_drop": ["SYS_RESOURCE"]}
 def state_dir() -> Path:
     env = os.environ.get("AIRLOCK_LAB_DIR")
     if env:
-        return Path(env)
+        return Path(env).absolute()
     from platformdirs import user_state_dir
 
     return Path(user_state_dir("airlock")) / "lab"
@@ -100,18 +107,36 @@ def _key(d: Path) -> tuple[Path, str]:
 
 
 def _authorized_keys_tar(pub: str) -> bytes:
+    """The airlock user's ~/.ssh/authorized_keys, owned by that user."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        d = tarfile.TarInfo("root/.ssh")
-        d.type, d.mode = tarfile.DIRTYPE, 0o700
+        d = tarfile.TarInfo(f"home/{USER}/.ssh")
+        d.type, d.mode, d.uid, d.gid = tarfile.DIRTYPE, 0o700, UID, UID
         tar.addfile(d)
-        f = tarfile.TarInfo("root/.ssh/authorized_keys")
-        f.size, f.mode = len(pub), 0o600
+        f = tarfile.TarInfo(f"home/{USER}/.ssh/authorized_keys")
+        f.size, f.mode, f.uid, f.gid = len(pub), 0o600, UID, UID
         tar.addfile(f, io.BytesIO(pub.encode()))
     return buf.getvalue()
 
 
-def _wait_ssh(address: str, key: Path, deadline: float) -> None:
+def fingerprint(public_line: str) -> str:
+    """``SHA256:…`` of an OpenSSH public key line, as ``ssh-keygen -l`` prints it."""
+    blob = base64.b64decode(public_line.split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def _host_key(container: Any, deadline: float) -> str:
+    """The host's ed25519 public key, read through the engine once sshd has made it."""
+    while time.monotonic() < deadline:
+        r = container.exec_run(["cat", "/etc/ssh/ssh_host_ed25519_key.pub"])
+        if r.exit_code == 0 and r.output.startswith(b"ssh-ed25519 "):
+            return " ".join(r.output.decode().split()[:2])
+        time.sleep(0.5)
+    raise LabError(f"{container.name}: sshd made no host key",
+                   hint=f"docker exec {container.name} journalctl -u ssh")
+
+
+def _wait_ssh(address: str, key: Path, known_hosts: Path, deadline: float) -> None:
     import paramiko
 
     pkey = paramiko.Ed25519Key.from_private_key_file(str(key))
@@ -121,14 +146,17 @@ def _wait_ssh(address: str, key: Path, deadline: float) -> None:
             with socket.create_connection((address, 22), timeout=2):
                 pass
             client = paramiko.SSHClient()
-            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # noqa: S507 - lab hosts made a second ago
-            client.connect(address, username="root", pkey=pkey, timeout=5,
+            client.load_host_keys(str(known_hosts))  # pinned from the engine's channel
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            client.connect(address, username=USER, pkey=pkey, timeout=5,
                            allow_agent=False, look_for_keys=False)
             _, out, _ = client.exec_command("systemctl is-system-running --wait || true",
                                             timeout=60)
             out.read()
             client.close()
             return
+        except paramiko.BadHostKeyException:
+            raise
         except (OSError, paramiko.SSHException) as e:
             last = e
             time.sleep(1)
@@ -183,14 +211,11 @@ def up(root: Path, topo_name: str = "poc", say=print) -> LabState:  # type: igno
                                f"{e.explanation}") from None
             state.networks[name] = net.id
             state.save(d)
-        # names resolve to zone addresses (the site's DNS does this in production), so
-        # traffic between hosts crosses the zones and the router, never the mgmt network
-        names = {h.name: zones[h.zone].address(ROUTER_OCTET if h.router else h.octet)
-                 for h in topo.hosts}
         for i, h in enumerate(topo.hosts):
-            mgmt_ip = zones[MGMT].address(ROUTER_OCTET if h.router else _mgmt_octet(i))
+            mgmt_ip = zones[MGMT].address(ROUTER_OCTET if h.router else h.octet
+                                          if h.zone == MGMT else _mgmt_octet(i))
             zone_ip = zones[h.zone].address(h.octet)
-            flags = dict(SYSTEMD_FLAGS, extra_hosts=names)
+            flags = dict(SYSTEMD_FLAGS)
             if h.runs_containers:
                 flags = {**flags, **CONTAINER_HOST_CAPS}
             if h.router:
@@ -224,12 +249,29 @@ def up(root: Path, topo_name: str = "poc", say=print) -> LabState:  # type: igno
                 _route_via_router(c, h.zone, zones, used)
             state.hosts[h.name] = {"zone": h.zone, "groups": list(h.groups),
                                    "mgmt_address": mgmt_ip, "zone_address": zone_ip,
-                                   "runs_containers": h.runs_containers}
+                                   "runs_containers": h.runs_containers,
+                                   "site_services": h.site_services}
             state.save(d)
         deadline = time.monotonic() + 180
+        known = []
+        for h in topo.hosts:
+            c = client.containers.get(state.containers[h.name])
+            pub_key = _host_key(c, deadline)
+            state.hosts[h.name]["host_key_sha256"] = fingerprint(pub_key)
+            known.append(f"{state.hosts[h.name]['mgmt_address']} {pub_key}\n")
+            if h.site_services:
+                say(f"starting the site's DNS and NTP stand-in on {h.name}")
+                _site_services(c, topo, zones, state)
+        # as a site's base build does: every host resolves through the site's DNS
+        ns = next(state.hosts[h.name]["mgmt_address"] for h in topo.hosts if h.site_services)
+        for h in topo.hosts:
+            if not h.site_services:
+                _resolver(client.containers.get(state.containers[h.name]), ns)
+        atomic_write(d / "known_hosts", "".join(known).encode(), mode=0o600)
+        state.save(d)
         for name, h in state.hosts.items():
             say(f"waiting for SSH on {name} ({h['mgmt_address']})")
-            _wait_ssh(h["mgmt_address"], key, deadline)
+            _wait_ssh(h["mgmt_address"], key, d / "known_hosts", deadline)
         state.inventory = str(write_inventory(root, topo, zones, state))
         state.save(d)
         return state
@@ -237,6 +279,54 @@ def up(root: Path, topo_name: str = "poc", say=print) -> LabState:  # type: igno
         say("lab up failed; removing what it made")
         down(root, quiet=True)
         raise
+
+
+def names(topo: Topology, zones: dict[str, Zone]) -> dict[str, str]:
+    """What the site's DNS answers: each host's name at its zone address (so traffic
+    between hosts crosses the zones and the router, never the mgmt network)."""
+    return {h.name: zones[h.zone].address(ROUTER_OCTET if h.router else h.octet)
+            for h in topo.hosts}
+
+
+def _site_services(container: Any, topo: Topology, zones: dict[str, Zone],
+                   state: LabState) -> None:
+    """dnsmasq with the lab's names and nothing else (no upstream: names outside the site
+    are refused), and chrony serving its clock to every zone (-x: it never sets the
+    clock, which the containers share with the build machine)."""
+    address = state.hosts[next(h.name for h in topo.hosts if h.site_services)]["mgmt_address"]
+    records = "".join(f"host-record={n},{n}.{DOMAIN},{a}\n"
+                      for n, a in sorted(names(topo, zones).items()))
+    dns = (f"# airlock lab: the site's DNS server (stand-in)\nno-resolv\nno-hosts\n"
+           f"no-poll\nlocal=/{DOMAIN}/\ndomain={DOMAIN}\nlisten-address={address}\n"
+           f"bind-interfaces\n{records}")
+    allow = "".join(f"allow {z.subnet}\n" for z in zones.values())
+    ntp = ("# airlock lab: the site's NTP server (stand-in), serving its own clock\n"
+           f"local stratum 8\n{allow}driftfile /var/lib/chrony/chrony.drift\n")
+    script = f"""set -e
+cat > /etc/airlock-lab-dns.conf <<'EOF_DNS'
+{dns}EOF_DNS
+cat > /etc/chrony/chrony.conf <<'EOF_NTP'
+{ntp}EOF_NTP
+echo 'DAEMON_OPTS="-F 1 -x"' > /etc/default/chrony
+mkdir -p /etc/systemd/system/chrony.service.d
+printf '[Unit]\nConditionCapability=\n' > /etc/systemd/system/chrony.service.d/lab.conf
+systemctl daemon-reload
+systemctl restart chrony
+systemd-run --unit=airlock-lab-dns --property=Restart=on-failure \
+  /usr/sbin/dnsmasq --keep-in-foreground --conf-file=/etc/airlock-lab-dns.conf
+"""
+    r = container.exec_run(["sh", "-c", script])
+    if r.exit_code != 0:
+        raise LabError(f"cannot start the lab's DNS and NTP server: {r.output.decode()[-800:]}")
+
+
+def _resolver(container: Any, nameserver: str) -> None:
+    """/etc/resolv.conf pointing at the site's DNS (written in place: the engine
+    bind-mounts it)."""
+    text = f"search {DOMAIN}\nnameserver {nameserver}\n"
+    r = container.exec_run(["sh", "-c", f"printf '{text}' > /etc/resolv.conf"])
+    if r.exit_code != 0:
+        raise LabError(f"{container.name}: cannot write resolv.conf: {r.output.decode()}")
 
 
 def _loop_nodes(container: Any, count: int = 64) -> None:
@@ -272,23 +362,38 @@ def write_inventory(root: Path, topo: Topology, zones: dict[str, Zone],
                     state: LabState) -> Path:
     from installer.network import GROUPS
 
+    services = next((state.hosts[h.name]["mgmt_address"] for h in topo.hosts
+                     if h.site_services), None)
+    if services is None:
+        raise LabError(f"topology {topo.name} has no site DNS and NTP server (ns1)")
     # every component group exists in every inventory, empty where the topology has none
     groups: dict[str, dict[str, Any]] = {g: {} for g in sorted(GROUPS)}
     hostvars = {}
     for h in topo.hosts:
+        if h.site_services:
+            continue  # the site's DNS and NTP: not a host airlock manages
         info = state.hosts[h.name]
         hostvars[h.name] = {"ansible_host": info["mgmt_address"],
                             "airlock_zone": h.zone, "airlock_zone_address":
-                            info["zone_address"]}
+                            info["zone_address"],
+                            # read through the engine, not over the network
+                            "airlock_host_key_sha256": info["host_key_sha256"]}
         for g in (h.zone, *h.groups, *(["docker_hosts"] if h.runs_containers else [])):
             groups.setdefault(g, {}).setdefault("hosts", {})[h.name] = None
     doc = {"all": {
-        "vars": {"ansible_user": "root", "ansible_ssh_private_key_file": state.key,
+        "vars": {"ansible_user": USER, "ansible_become": True,
+                 "ansible_ssh_private_key_file": state.key,
                  "ansible_python_interpreter": "/usr/bin/python3",
-                 # lab hosts get new host keys every time they are made
-                 "ansible_ssh_common_args": "-o StrictHostKeyChecking=no "
-                                            "-o UserKnownHostsFile=/dev/null",
+                 # plain ansible runs check the keys the lab pinned; airlock's own runs
+                 # use the site's known_hosts, filled from airlock_host_key_sha256
+                 "ansible_ssh_common_args":
+                     f"-o UserKnownHostsFile={state_dir() / 'known_hosts'} "
+                     "-o StrictHostKeyChecking=yes",
                  "airlock_lab": True,
+                 # the lab's stand-in for the site's DNS and NTP servers
+                 "airlock_dns_servers": [services],
+                 "airlock_dns_search": [DOMAIN],
+                 "airlock_ntp_servers": [services],
                  # stand-in for the users' VDE desktops: the build machine, at its address
                  # on the gateway's zone network, so a browser here passes the firewall's
                  # vde rules to reach the gateway (and nothing else)

@@ -42,6 +42,9 @@ class LabHost:
     groups: tuple[str, ...]
     runs_containers: bool = False
     router: bool = False  # on every zone network at .254: the lab's inter-VLAN firewall
+    # the site's own DNS and NTP server (in production the bank runs them): made and
+    # configured by the lab, outside the inventory, at this octet of the mgmt zone
+    site_services: bool = False
 
 
 @dataclass
@@ -61,9 +64,12 @@ TOPOLOGIES: dict[str, Topology] = {
         # production routes between VLANs through the site's firewall; the lab models it
         # with a host that forwards only the port matrix's flows
         LabHost("fw1", MGMT, ROUTER_OCTET, ("router",), router=True),
+        # stand-in for the site's DNS (dnsmasq) and NTP (chrony) servers
+        LabHost("ns1", MGMT, 53, (), site_services=True),
     ]),
-    # one host, for role tests that need no neighbours
-    "single": Topology("single", [LabHost("node1", "backend", 20, ("lab_single",))]),
+    # one host, for role tests that need no neighbours (and the site's DNS and NTP)
+    "single": Topology("single", [LabHost("node1", "backend", 20, ("lab_single",)),
+                                  LabHost("ns1", MGMT, 53, (), site_services=True)]),
 }
 
 
