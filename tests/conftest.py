@@ -61,9 +61,14 @@ def wait_port(port: int, proc: subprocess.Popen, log: Path, seconds: float = 20)
 
 
 def run_airlock(*args: str, cwd: Path | None = None, env: dict | None = None,
-                check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess:
+                check: bool = False, timeout: float = 300,
+                patch: str | None = None) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess; PATCH (Python source) runs first when given, to make a
+    library call fail in a way no input can."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    proc = subprocess.run([*AIRLOCK, *args], cwd=cwd, env=full_env, capture_output=True,
+    cmd = [sys.executable, "-c", f"{patch}\nfrom installer.cli import main\n"
+           "main(prog_name='airlock')"] if patch else AIRLOCK
+    proc = subprocess.run([*cmd, *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"airlock {' '.join(args)} failed ({proc.returncode}):\n"

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from installer import __version__
-from installer.console import err, out
+from installer.console import err, esc, out
 from installer.errors import AirlockError, ProblemsError
 
 
@@ -58,15 +58,15 @@ def report_error(e: AirlockError, json_mode: bool) -> None:
             doc["problems"] = e.problems
         click.echo(json.dumps(doc, indent=2))
         return
-    err.print(f"[err]error:[/] {e}", soft_wrap=True)
+    err.print(f"[err]error:[/] {esc(e)}", soft_wrap=True)
     problems = e.problems if isinstance(e, ProblemsError) else []
     if problems:
         for p in problems[:50]:
-            err.print(f"  [err]✗[/] {p['file']}: {p['problem']}", soft_wrap=True)
+            err.print(f"  [err]✗[/] {esc(p['file'])}: {esc(p['problem'])}", soft_wrap=True)
         if len(problems) > 50:
             err.print(f"  ... and {len(problems) - 50} more (see --json)")
     if e.hint:
-        err.print(f"[dim]hint:[/] {e.hint}", soft_wrap=True)
+        err.print(f"[dim]hint:[/] {esc(e.hint)}", soft_wrap=True)
 
 
 def _sigterm(signum: int, frame: Any) -> None:

@@ -11,7 +11,7 @@ import click
 
 from installer.bundle import keys
 from installer.cli import emit_json, json_option
-from installer.console import out
+from installer.console import esc, out
 from installer.errors import UsageError
 from installer.fsutil import atomic_write
 
@@ -73,11 +73,12 @@ def init_cmd(directory: Path, n: int, t: int, names: str | None, expires_root: i
     if as_json:
         emit_json(info)
         return
-    out.print(f"[ok]trust root v{info['rootVersion']}[/] in {directory}: {t} of {n} signers "
+    out.print(f"[ok]trust root v{info['rootVersion']}[/] in {esc(directory)}: {t} of {n} signers "
               f"must sign each bundle")
     for name in info["signers"]:
-        out.print(f"  {directory / (name + '.key')}  (give it to {name}; mode 0600)")
-    out.print(f"  pin {directory / 'root.json'} on every verifying host (copy it out of band)")
+        out.print(f"  {esc(directory / (name + '.key'))}  (give it to {esc(name)}; mode 0600)")
+    out.print(f"  pin {esc(directory / 'root.json')} on every verifying host (copy it out of "
+              "band)")
 
 
 @keys_group.command("rotate")
@@ -102,7 +103,7 @@ def rotate_cmd(directory: Path, replace: tuple[str, ...], add: tuple[str, ...],
         emit_json(info)
         return
     out.print(f"[ok]root v{info['rootVersion']}[/]: signers "
-              + ", ".join(info["signers"]) + f"; threshold {info['threshold']}")
+              + esc(", ".join(info["signers"])) + f"; threshold {info['threshold']}")
     out.print("  verifiers keep their pinned root: bundles carry the chain to this one")
 
 
@@ -112,7 +113,7 @@ def rotate_cmd(directory: Path, replace: tuple[str, ...], add: tuple[str, ...],
 def allowed_signers_cmd(directory: Path, output: Path) -> None:
     """Write an OpenSSH allowed_signers file for reviewers (ssh-keygen -Y verify)."""
     atomic_write(output, keys.allowed_signers(directory).encode())
-    out.print(f"[ok]wrote[/] {output} (namespace {keys.NAMESPACE})")
+    out.print(f"[ok]wrote[/] {esc(output)} (namespace {keys.NAMESPACE})")
 
 
 @keys_group.command("show")
@@ -124,7 +125,7 @@ def show_cmd(directory: Path, as_json: bool) -> None:
     if as_json:
         emit_json(info)
         return
-    out.print(f"root v{info['rootVersion']}, expires {info['expires']}, threshold "
+    out.print(f"root v{info['rootVersion']}, expires {esc(info['expires'])}, threshold "
               f"{info['threshold']} of {len(info['signers'])}")
     for name, kid in info["signers"].items():
-        out.print(f"  {name}  {kid[:16]}…")
+        out.print(f"  {esc(name)}  {kid[:16]}…")

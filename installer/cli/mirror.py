@@ -8,7 +8,7 @@ import click
 
 from installer.bundle import mirror
 from installer.cli import emit_json, json_option
-from installer.console import out
+from installer.console import esc, out
 
 
 @click.group("mirror")
@@ -31,10 +31,10 @@ def export_cmd(bundle: Path, out_dir: Path, base_url: str | None, site_key: Path
     if as_json:
         emit_json(summary)
         return
-    out.print(f"[ok]exported[/] to {summary['path']}")
+    out.print(f"[ok]exported[/] to {esc(summary['path'])}")
     for kind in ("pypi", "npm", "deb"):
         if kind in summary:
-            out.print(f"  {kind}: {summary[kind]}")
+            out.print(f"  {kind}: {esc(summary[kind])}")
     out.print("  serve it with nginx: see nginx-locations.conf in that folder")
 
 
@@ -48,5 +48,5 @@ def site_key_cmd(home: Path, name: str, as_json: bool) -> None:
     if as_json:
         emit_json(info)
         return
-    out.print(f"[ok]site key[/] {info['fingerprint']} in {home} (mode 0700; keep it on the "
+    out.print(f"[ok]site key[/] {info['fingerprint']} in {esc(home)} (mode 0700; keep it on the "
               "repo host)")

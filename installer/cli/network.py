@@ -9,7 +9,7 @@ import click
 from installer import network
 from installer.cli import emit_json, json_option
 from installer.cli.demo import repo_root
-from installer.console import out
+from installer.console import esc, out
 from installer.fsutil import atomic_write
 
 
@@ -33,7 +33,7 @@ def matrix_cmd(out_dir: Path | None, as_json: bool) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(out_dir / "port-matrix.md", network.matrix_markdown(model).encode())
         atomic_write(out_dir / "port-matrix.csv", network.matrix_csv(model).encode())
-        out.print(f"[ok]wrote[/] {out_dir / 'port-matrix.md'} and port-matrix.csv "
+        out.print(f"[ok]wrote[/] {esc(out_dir / 'port-matrix.md')} and port-matrix.csv "
                   f"({len(model.flows)} flows)")
         return
     out.print(network.matrix_markdown(model), markup=False)
