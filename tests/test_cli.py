@@ -1,7 +1,10 @@
-"""The command line itself: errors printed as written (never read as rich markup)."""
+"""The command line itself: errors printed as written (never read as rich markup), any
+unexpected exception reported in one line (a traceback only with --debug, a JSON error with
+--json), click's own exits kept."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -54,3 +57,72 @@ def test_library_messages_print_verbatim(capsys: pytest.CaptureFixture) -> None:
     captured = capsys.readouterr()
     assert captured.out == "pip install 'airlock[lab]' [/]\n"
     assert captured.err == "deploy [lab] play: hosts [/] [bold]\n"
+
+
+# --------------------------------------------------------------------------- unexpected
+
+BUG = failing("raise ZeroDivisionError('boom [lab]\\nsecond line')")
+INTERNAL = "error: internal error: ZeroDivisionError: boom [lab] second line"
+
+
+def test_unexpected_exception_is_one_line_and_a_hint(tmp_path: Path) -> None:
+    proc = run_airlock("bundle", "inspect", str(tmp_path), patch=BUG)
+    assert proc.returncode == 1 and proc.stdout == ""
+    first, hint = proc.stderr.splitlines()
+    assert first == INTERNAL
+    assert hint.startswith("hint: this is a bug in airlock") and "--debug" in hint \
+        and "maintainers" in hint
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    proc = run_airlock("--debug", "bundle", "inspect", str(tmp_path), patch=BUG)
+    assert proc.returncode == 1
+    assert "Traceback (most recent call last)" in proc.stderr
+    assert proc.stderr.rstrip().endswith("ZeroDivisionError: boom [lab]\nsecond line")
+    assert "internal error" not in proc.stderr
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_json_reports_an_unexpected_exception(tmp_path: Path, where: str) -> None:
+    args = ["--json", str(tmp_path)] if where == "before" else [str(tmp_path), "--json"]
+    proc = run_airlock("bundle", "inspect", *args, patch=BUG)
+    assert proc.returncode == 1 and proc.stderr == ""
+    doc = json.loads(proc.stdout)
+    assert doc.pop("hint").startswith("this is a bug in airlock")
+    assert doc == {"ok": False, "error": INTERNAL[len("error: "):], "exitCode": 1,
+                   "type": "InternalError", "cause": "ZeroDivisionError"}
+
+
+def test_json_is_known_when_the_command_line_itself_fails(tmp_path: Path) -> None:
+    # --json comes last and the --state path before it fails while it is read: --json
+    # (eager) was recorded first
+    patch = textwrap.dedent("""
+        import click
+        def convert(self, value, param, ctx):
+            raise ValueError("no path today")
+        click.Path.convert = convert
+    """)
+    proc = run_airlock("bundle", "verify", str(tmp_path), "--state", "s", "--json",
+                       patch=patch)
+    assert proc.returncode == 1 and proc.stderr == ""
+    assert json.loads(proc.stdout)["error"] == "internal error: ValueError: no path today"
+
+
+@pytest.mark.parametrize("statement,code,stderr", [
+    ("raise KeyboardInterrupt", 130, "interrupted; nothing half-written was kept\n"),
+    ("import click\nraise click.exceptions.Exit(3)", 3, ""),
+    ("import click\nraise click.Abort()", 1, "Aborted!\n"),
+    ("import click\nraise click.UsageError('no good')", 2, "Error: no good\n"),
+    ("import errno\nraise BrokenPipeError(errno.EPIPE, 'closed')", 1, ""),
+])
+def test_interrupts_click_exits_and_closed_pipes_keep_their_ways(
+        tmp_path: Path, statement: str, code: int, stderr: str) -> None:
+    proc = run_airlock("bundle", "inspect", str(tmp_path), patch=failing(statement))
+    assert proc.returncode == code
+    assert proc.stderr.endswith(stderr) and "internal error" not in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_usage_errors_exit_2() -> None:
+    proc = run_airlock("bundle", "inspect")
+    assert proc.returncode == 2 and "Missing argument 'DIRECTORY'" in proc.stderr

@@ -1,38 +1,51 @@
 """``airlock``: the command line. Thin click commands; the logic lives in the library.
 
 Errors are ``installer.errors.AirlockError`` subclasses: printed as one message (plus a hint)
-and mapped to exit codes; a traceback only with ``--debug``.
+and mapped to exit codes; any other exception is a bug, reported the same way as an internal
+error (exit 1); a traceback only with ``--debug``.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import signal
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from installer import __version__
 from installer.console import err, esc, out
-from installer.errors import AirlockError, ProblemsError
+from installer.errors import AirlockError, InternalError, ProblemsError
 
 
 class AirlockGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
-        debug = ctx.params.get("debug", False)
         try:
             return super().invoke(ctx)
         except AirlockError as e:
-            if debug:
-                raise
-            report_error(e, json_mode=_json_requested(ctx))
-            sys.exit(e.exit_code)
+            _fail(ctx, e)
         except KeyboardInterrupt:
-            if debug:
+            if ctx.params.get("debug"):
                 raise
             err.print("[err]interrupted[/]; nothing half-written was kept")
             sys.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click's own: usage errors (exit 2), --help/--version, "Aborted!"
+        except Exception as e:
+            if isinstance(e, OSError) and e.errno == errno.EPIPE:
+                raise  # a closed pipe (airlock … --json | head): click exits quietly
+            _fail(ctx, InternalError(e))
+
+
+def _fail(ctx: click.Context, e: AirlockError) -> NoReturn:
+    """Report E (one message and a hint, or a JSON error with --json) and exit with its
+    code; with --debug, let the exception being handled through with its traceback."""
+    if ctx.params.get("debug"):
+        raise  # called from an except clause: re-raises the exception being handled
+    report_error(e, json_mode=_json_requested(ctx))
+    sys.exit(e.exit_code)
 
 
 def _json_requested(ctx: click.Context) -> bool:
@@ -52,6 +65,8 @@ def report_error(e: AirlockError, json_mode: bool) -> None:
     if json_mode:
         doc: dict[str, Any] = {"ok": False, "error": str(e), "exitCode": e.exit_code,
                                "type": type(e).__name__}
+        if isinstance(e, InternalError):
+            doc["cause"] = type(e.__cause__).__name__
         if e.hint:
             doc["hint"] = e.hint
         if isinstance(e, ProblemsError):
