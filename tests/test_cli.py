@@ -1,6 +1,6 @@
 """The command line itself: errors printed as written (never read as rich markup), any
 unexpected exception reported in one line (a traceback only with --debug, a JSON error with
---json), click's own exits kept."""
+--json), click's own exits kept, and every path made absolute when it is read."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import json
 import textwrap
 from pathlib import Path
 
+import click
 import pytest
 
 from conftest import run_airlock
+from installer.cli import AbsolutePath, main
 
 # bundle inspect imports load_meta when it runs: replacing it makes that command fail
 FAIL = textwrap.dedent("""
@@ -126,3 +128,51 @@ def test_interrupts_click_exits_and_closed_pipes_keep_their_ways(
 def test_usage_errors_exit_2() -> None:
     proc = run_airlock("bundle", "inspect")
     assert proc.returncode == 2 and "Missing argument 'DIRECTORY'" in proc.stderr
+
+
+# --------------------------------------------------------------------------- paths
+
+def test_every_path_parameter_is_absolute() -> None:
+    def params(cmd: click.Command, name: str):
+        for p in cmd.params:
+            yield f"{name} {p.name}", p
+        for sub_name, sub in getattr(cmd, "commands", {}).items():
+            yield from params(sub, f"{name} {sub_name}")
+
+    paths = {n: p for n, p in params(main, "airlock") if isinstance(p.type, click.Path)}
+    assert len(paths) >= 39
+    assert [n for n, p in paths.items() if not isinstance(p.type, AbsolutePath)] == []
+
+
+def test_a_relative_path_is_absolute_against_the_cwd_symlinks_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to("real")
+    monkeypatch.chdir(tmp_path)
+    assert AbsolutePath().convert("link/x", None, None) == tmp_path / "link" / "x"
+
+
+def test_relative_inventory_and_site_reach_the_library_absolute(tmp_path: Path) -> None:
+    proc = run_airlock("deploy", "-i", "rel/inv", "--site", "rel/site", "--json", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert json.loads(proc.stdout)["error"] == f"inventory {tmp_path}/rel/inv does not exist"
+
+    proc = run_airlock("audit", "verify", "--site", "rel/site", "--json", cwd=tmp_path)
+    assert json.loads(proc.stdout)["path"] == f"{tmp_path}/rel/site/audit.jsonl"
+    proc = run_airlock("audit", "verify", "--json", cwd=tmp_path,
+                       env={"AIRLOCK_SITE_DIR": "from/env"})
+    assert json.loads(proc.stdout)["path"] == f"{tmp_path}/from/env/audit.jsonl"
+
+
+def test_paths_from_the_environment_are_absolute(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from installer.deploy.importer import site_dir_default
+    from installer.lab.codeserver import cache_dir
+    from installer.lab.lab import state_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AIRLOCK_SITE_DIR", "s")
+    monkeypatch.setenv("AIRLOCK_LAB_DIR", "l")
+    monkeypatch.setenv("AIRLOCK_CACHE", "c")
+    assert (site_dir_default(), state_dir(), cache_dir()) == (tmp_path / "s", tmp_path / "l",
+                                                              tmp_path / "c")

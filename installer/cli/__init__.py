@@ -11,6 +11,7 @@ import errno
 import json
 import signal
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -46,6 +47,20 @@ def _fail(ctx: click.Context, e: AirlockError) -> NoReturn:
         raise  # called from an except clause: re-raises the exception being handled
     report_error(e, json_mode=_json_requested(ctx))
     sys.exit(e.exit_code)
+
+
+class AbsolutePath(click.Path):
+    """``click.Path`` giving an absolute ``Path``: the path as typed (or from its environment
+    variable, or the default) against the working directory when the command line is read,
+    symlinks left alone. Library code may run tools elsewhere (Ansible runs from
+    playbooks/): a relative path would then name another place."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(path_type=Path, **kwargs)
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Path:
+        return Path(super().convert(value, param, ctx)).absolute()
 
 
 def _json_requested(ctx: click.Context) -> bool:
@@ -117,4 +132,4 @@ def register() -> None:
 
 register()
 
-__all__ = ["emit_json", "err", "json_option", "main", "out"]
+__all__ = ["AbsolutePath", "emit_json", "err", "json_option", "main", "out"]

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from installer.bundle.build import BuildOptions, build
 from installer.bundle.sources.http import FetchOptions
-from installer.cli import emit_json, json_option
+from installer.cli import AbsolutePath, emit_json, json_option
 from installer.console import esc, out, progress
 from installer.errors import IntegrityError
 
@@ -28,8 +28,8 @@ def bundle() -> None:
 
 
 @bundle.command("build")
-@click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
+@click.argument("spec", type=AbsolutePath(dir_okay=False))
+@click.option("-o", "--output", "out_dir", required=True, type=AbsolutePath(),
               help="Bundle folder to create (built beside it, renamed at the end).")
 @click.option("--update-lock", is_flag=True, help="Resolve every input again and rewrite the lock.")
 @click.option("--locked", is_flag=True, help="Fail if the lock would change (CI, rebuilds).")
@@ -56,11 +56,11 @@ def build_cmd(spec: Path, out_dir: Path, update_lock: bool, locked: bool, force:
 
 
 @bundle.command("verify")
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--trust", "trust_root", type=click.Path(path_type=Path, dir_okay=False),
+@click.argument("directory", type=AbsolutePath(file_okay=False))
+@click.option("--trust", "trust_root", type=AbsolutePath(dir_okay=False),
               envvar="AIRLOCK_TRUST_ROOT", show_envvar=True,
               help="Pinned root.json: check TUF signatures, thresholds, expiry, rollback.")
-@click.option("--state", "state_dir", type=click.Path(path_type=Path, file_okay=False),
+@click.option("--state", "state_dir", type=AbsolutePath(file_okay=False),
               help="Trust state folder (highest versions accepted); default in the user's "
                    "state dir.")
 @json_option
@@ -117,10 +117,10 @@ def verify_cmd(directory: Path, trust_root: Path | None, state_dir: Path | None,
 
 
 @bundle.command("sign")
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.argument("directory", type=AbsolutePath(file_okay=False, exists=True))
 @click.option("--key", "key_file", required=True,
-              type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option("--trust-dir", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              type=AbsolutePath(dir_okay=False, exists=True))
+@click.option("--trust-dir", type=AbsolutePath(file_okay=False, exists=True),
               help="Key folder with root.json and roots/ (default: the key's folder).")
 @click.option("--passphrase-env", metavar="VAR",
               help="Read the key passphrase from environment variable VAR.")
@@ -144,7 +144,7 @@ def sign_cmd(directory: Path, key_file: Path, trust_dir: Path | None,
 
 
 @bundle.command("inspect")
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("directory", type=AbsolutePath(file_okay=False))
 @json_option
 def inspect_cmd(directory: Path, as_json: bool) -> None:
     """Show what a bundle holds (reads bundle.json; `verify` checks the bytes)."""
@@ -182,8 +182,8 @@ def inspect_cmd(directory: Path, as_json: bool) -> None:
 
 
 @bundle.command("pack")
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
-@click.option("-o", "--output", "out_file", required=True, type=click.Path(path_type=Path))
+@click.argument("directory", type=AbsolutePath(file_okay=False))
+@click.option("-o", "--output", "out_file", required=True, type=AbsolutePath())
 @click.option("--zstd", "use_zstd", is_flag=True, help="Compress with zstd (all cores).")
 @click.option("--level", default=3, show_default=True, help="zstd level.")
 @click.option("--split", "split", default=None, metavar="SIZE",
@@ -211,13 +211,13 @@ def pack_cmd(directory: Path, out_file: Path, use_zstd: bool, level: int, split:
 
 
 @bundle.command("unpack")
-@click.argument("source", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.argument("source", type=AbsolutePath(dir_okay=False))
+@click.option("-o", "--output", "out_dir", required=True, type=AbsolutePath())
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
-@click.option("--trust", "trust_root", type=click.Path(path_type=Path, dir_okay=False),
+@click.option("--trust", "trust_root", type=AbsolutePath(dir_okay=False),
               envvar="AIRLOCK_TRUST_ROOT", show_envvar=True,
               help="Pinned root.json: also check signatures before the folder appears.")
-@click.option("--state", "state_dir", type=click.Path(path_type=Path, file_okay=False),
+@click.option("--state", "state_dir", type=AbsolutePath(file_okay=False),
               help="Trust state folder (with --trust).")
 @json_option
 def unpack_cmd(source: Path, out_dir: Path, force: bool, trust_root: Path | None,
@@ -242,11 +242,11 @@ def unpack_cmd(source: Path, out_dir: Path, force: bool, trust_root: Path | None
 
 
 @bundle.command("delta")
-@click.argument("new", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.argument("new", type=AbsolutePath(file_okay=False, exists=True))
 @click.option("--base", required=True,
-              type=click.Path(path_type=Path, file_okay=False, exists=True),
+              type=AbsolutePath(file_okay=False, exists=True),
               help="The older version of the same bundle, already imported on the site.")
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+@click.option("-o", "--output", required=True, type=AbsolutePath(),
               help="Folder to write the delta into.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @json_option
@@ -266,14 +266,14 @@ def delta_cmd(new: Path, base: Path, output: Path, force: bool, as_json: bool) -
 
 
 @bundle.command("import")
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
-@click.option("-i", "--inventory", required=True, type=click.Path(path_type=Path),
+@click.argument("directory", type=AbsolutePath(file_okay=False, exists=True))
+@click.option("-i", "--inventory", required=True, type=AbsolutePath(),
               help="Inventory whose `repo` group names the repo host.")
 @click.option("--trust", "trust_root", required=True,
-              type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              type=AbsolutePath(dir_okay=False, exists=True),
               envvar="AIRLOCK_TRUST_ROOT", show_envvar=True,
               help="Pinned root.json the bundle's signatures are checked against.")
-@click.option("--site", "site", type=click.Path(path_type=Path, file_okay=False),
+@click.option("--site", "site", type=AbsolutePath(file_okay=False),
               envvar="AIRLOCK_SITE_DIR", show_envvar=True,
               help="The controller's site folder: CA, apt signing key, trust state, logs "
                    "(default: the user state folder).")

@@ -27,6 +27,7 @@ from installer.bundle.build import BuildOptions, build
 from installer.bundle.pack import pack, unpack
 from installer.bundle.sign import sign_bundle
 from installer.bundle.trust import verify_signed
+from installer.cli import AbsolutePath
 from installer.console import esc, out, progress
 from installer.errors import IntegrityError
 from installer.fsutil import atomic_write
@@ -64,7 +65,7 @@ def _stock_tools(bundle: Path, allowed: Path, signers: list[str]) -> None:
 
 
 @click.command()
-@click.option("-o", "--output", "work", type=click.Path(path_type=Path), default=Path("out/demo"),
+@click.option("-o", "--output", "work", type=AbsolutePath(), default=Path("out/demo"),
               show_default=True, help="Folder for the demo's keys, bundle and packed parts.")
 @click.option("--no-lab", is_flag=True, help="Stop after the sample bundle (no lab, no network).")
 @click.option("--passphrase-env", metavar="VAR",

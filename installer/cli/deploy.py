@@ -9,15 +9,15 @@ from typing import Any
 import click
 from rich.table import Table
 
-from installer.cli import emit_json, json_option
+from installer.cli import AbsolutePath, emit_json, json_option
 from installer.console import esc, out, progress
 from installer.errors import AuditError, HostError, SpecError
 
 inventory_option = click.option(
-    "-i", "--inventory", required=True, type=click.Path(path_type=Path),
+    "-i", "--inventory", required=True, type=AbsolutePath(),
     help="Inventory: inventories/poc, pilot, production, or lab (after `airlock lab up`).")
 site_option = click.option(
-    "--site", "site", type=click.Path(path_type=Path, file_okay=False),
+    "--site", "site", type=AbsolutePath(file_okay=False),
     envvar="AIRLOCK_SITE_DIR", show_envvar=True,
     help="The controller's site folder: CA, keys, trust state, run logs, audit log.")
 
@@ -49,7 +49,7 @@ def _say(as_json: bool) -> Any:
 @click.option("--phase", required=True, type=click.Choice(["poc", "pilot", "production"]))
 @click.option("--users", type=click.IntRange(min=1), help="Concurrent users (default: the "
               "inventory's airlock_users, or the phase's lower bound).")
-@click.option("-i", "--inventory", type=click.Path(path_type=Path),
+@click.option("-i", "--inventory", type=AbsolutePath(),
               help="Check this inventory against the plan.")
 @json_option
 def plan_cmd(phase: str, users: int | None, inventory: Path | None, as_json: bool) -> None:
@@ -115,7 +115,7 @@ def print_preflight(result: dict[str, Any]) -> None:
 
 @click.command("preflight")
 @inventory_option
-@click.option("--bundle", type=click.Path(path_type=Path, file_okay=False, exists=True),
+@click.option("--bundle", type=AbsolutePath(file_okay=False, exists=True),
               help="Also check the repo host has room for this bundle.")
 @click.option("--limit", help="Only these hosts (comma-separated).")
 @json_option
@@ -186,11 +186,11 @@ def deploy_cmd(inventory: Path, phase: str | None, check: bool, tags: str | None
 
 @click.command("upgrade")
 @click.option("--bundle", "bundle_dir", required=True,
-              type=click.Path(path_type=Path, file_okay=False, exists=True),
+              type=AbsolutePath(file_okay=False, exists=True),
               help="The newer bundle (full, or a delta on what the repo host has).")
 @inventory_option
 @click.option("--trust", "trust_root", required=True,
-              type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              type=AbsolutePath(dir_okay=False, exists=True),
               envvar="AIRLOCK_TRUST_ROOT", show_envvar=True,
               help="Pinned root.json the bundle's signatures are checked against.")
 @site_option

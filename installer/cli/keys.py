@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from installer.bundle import keys
-from installer.cli import emit_json, json_option
+from installer.cli import AbsolutePath, emit_json, json_option
 from installer.console import esc, out
 from installer.errors import UsageError
 from installer.fsutil import atomic_write
@@ -50,7 +50,7 @@ def _audited(command: str, directory: Path) -> Any:
 
 
 @keys_group.command("init")
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("directory", type=AbsolutePath(file_okay=False))
 @click.option("--signers", "n", type=click.IntRange(1, 32), required=True)
 @click.option("--threshold", "t", type=click.IntRange(1, 32), required=True)
 @click.option("--names", help="Comma-separated signer names (default signer-1..N).")
@@ -82,7 +82,7 @@ def init_cmd(directory: Path, n: int, t: int, names: str | None, expires_root: i
 
 
 @keys_group.command("rotate")
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.argument("directory", type=AbsolutePath(file_okay=False, exists=True))
 @click.option("--replace", multiple=True, help="Give this signer a new key.")
 @click.option("--add", multiple=True, help="Add a signer with this name.")
 @click.option("--remove", multiple=True, help="Remove this signer.")
@@ -108,8 +108,8 @@ def rotate_cmd(directory: Path, replace: tuple[str, ...], add: tuple[str, ...],
 
 
 @keys_group.command("allowed-signers")
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.argument("directory", type=AbsolutePath(file_okay=False, exists=True))
+@click.option("-o", "--output", type=AbsolutePath(dir_okay=False), required=True)
 def allowed_signers_cmd(directory: Path, output: Path) -> None:
     """Write an OpenSSH allowed_signers file for reviewers (ssh-keygen -Y verify)."""
     atomic_write(output, keys.allowed_signers(directory).encode())
@@ -117,7 +117,7 @@ def allowed_signers_cmd(directory: Path, output: Path) -> None:
 
 
 @keys_group.command("show")
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.argument("directory", type=AbsolutePath(file_okay=False, exists=True))
 @json_option
 def show_cmd(directory: Path, as_json: bool) -> None:
     """Show the current root: version, expiry, signers, threshold."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from installer import network
-from installer.cli import emit_json, json_option
+from installer.cli import AbsolutePath, emit_json, json_option
 from installer.cli.demo import repo_root
 from installer.console import esc, out
 from installer.fsutil import atomic_write
@@ -19,7 +19,7 @@ def network_group() -> None:
 
 
 @network_group.command("matrix")
-@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+@click.option("-o", "--output", "out_dir", type=AbsolutePath(file_okay=False),
               help="Write port-matrix.md and port-matrix.csv into this folder (e.g. docs).")
 @json_option
 def matrix_cmd(out_dir: Path | None, as_json: bool) -> None:

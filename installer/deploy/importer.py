@@ -53,7 +53,7 @@ class Item:
 def site_dir_default() -> Path:
     env = os.environ.get("AIRLOCK_SITE_DIR")
     if env:
-        return Path(env)
+        return Path(env).absolute()  # a relative one: against this cwd, not Ansible's
     from platformdirs import user_state_dir
 
     return Path(user_state_dir("airlock")) / "site"

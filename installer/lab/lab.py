@@ -54,7 +54,7 @@ CONTAINER_HOST_CAPS = {"cap_add": ["ALL"], "cap_drop": ["SYS_RESOURCE"]}
 def state_dir() -> Path:
     env = os.environ.get("AIRLOCK_LAB_DIR")
     if env:
-        return Path(env)
+        return Path(env).absolute()
     from platformdirs import user_state_dir
 
     return Path(user_state_dir("airlock")) / "lab"
