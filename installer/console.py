@@ -2,6 +2,11 @@
 
 Progress is shown only on a terminal and never under ``--json``; library code takes a
 ``Progress``-like object (or ``NullProgress``) so it never decides how to render.
+
+Rich reads ``[...]`` in printed text as markup, so ``pip install 'airlock[lab]'`` would
+print as ``pip install 'airlock'`` and a stray ``[/]`` would fail. Only our own literals
+carry markup: every other value printed (messages, hints, paths, names, host output) goes
+through ``esc``; progress descriptions are never markup.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -25,6 +31,11 @@ THEME = Theme({"ok": "green", "warn": "yellow", "err": "bold red", "dim": "dim",
 
 out = Console(theme=THEME, highlight=False)
 err = Console(theme=THEME, stderr=True, highlight=False)
+
+
+def esc(value: object) -> str:
+    """VALUE as literal text inside our markup: ``out.print(f"[ok]wrote[/] {esc(path)}")``."""
+    return escape(str(value))
 
 
 class NullProgress:
@@ -47,7 +58,7 @@ def progress(enabled: bool = True) -> Iterator[Progress | NullProgress]:
         yield NullProgress()
         return
     bar = Progress(
-        TextColumn("[progress.description]{task.description}"),
+        TextColumn("{task.description}", style="progress.description", markup=False),
         BarColumn(),
         DownloadColumn(binary_units=True),
         TransferSpeedColumn(),

@@ -29,6 +29,22 @@ class AirlockError(Exception):
         self.hint = hint
 
 
+class InternalError(AirlockError):
+    """Any other exception (a bug, an OSError nothing turned into an AirlockError), reported
+    in one line like the others: ``internal error: TYPE: message``. ``__cause__`` is it."""
+
+    exit_code = 1
+
+    def __init__(self, cause: Exception):
+        text = " ".join(str(cause).split("\n")).strip()
+        text = text if len(text) <= 1000 else text[:1000] + "…"
+        super().__init__(f"internal error: {type(cause).__name__}" + (f": {text}" if text else ""),
+                         hint="this is a bug in airlock: run it again as `airlock --debug …` "
+                              "for the traceback, and send that with `airlock --version` to "
+                              "the airlock maintainers")
+        self.__cause__ = cause
+
+
 class SpecError(AirlockError):
     """A bundle spec or lock file is invalid. Carries file and line when known."""
 

@@ -7,6 +7,8 @@ A test that needs a tool this machine lacks fails with a message saying what to 
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import os
 import shutil
 import socket
@@ -20,6 +22,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from installer.lab import sample
 from installer.lab.fixtures import ImageDef, make_docker_archive, make_vsix
@@ -55,9 +61,14 @@ def wait_port(port: int, proc: subprocess.Popen, log: Path, seconds: float = 20)
 
 
 def run_airlock(*args: str, cwd: Path | None = None, env: dict | None = None,
-                check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess:
+                check: bool = False, timeout: float = 300,
+                patch: str | None = None) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess; PATCH (Python source) runs first when given, to make a
+    library call fail in a way no input can."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    proc = subprocess.run([*AIRLOCK, *args], cwd=cwd, env=full_env, capture_output=True,
+    cmd = [sys.executable, "-c", f"{patch}\nfrom installer.cli import main\n"
+           "main(prog_name='airlock')"] if patch else AIRLOCK
+    proc = subprocess.run([*cmd, *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"airlock {' '.join(args)} failed ({proc.returncode}):\n"
@@ -158,6 +169,35 @@ def run_registry(d: Path, auth: dict | None = None, tls: dict | None = None) -> 
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def ca_and_cert(d: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a certificate for 127.0.0.1 signed by it: (ca, cert, key) PEMs."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "airlock test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(1)
+          .not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    (d / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (d / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (d / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                  serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
+    (d / "key.pem").chmod(0o600)
+    return d / "ca.pem", d / "cert.pem", d / "key.pem"
 
 
 @pytest.fixture(scope="session")

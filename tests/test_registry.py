@@ -4,7 +4,6 @@ TLS with basic auth, and registries that refuse, time out or lack the tag."""
 
 from __future__ import annotations
 
-import datetime
 import json
 import socket
 import subprocess
@@ -14,12 +13,8 @@ from pathlib import Path
 
 import bcrypt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from conftest import free_port, run_registry, skopeo_push, two_images, write_spec
+from conftest import ca_and_cert, free_port, run_registry, skopeo_push, two_images, write_spec
 from installer.bundle.build import BuildOptions, build
 from installer.bundle.sources.http import FetchOptions
 from installer.bundle.store import MT_OCI_INDEX, Layout, canonical_json
@@ -223,40 +218,10 @@ def test_registry_that_never_answers_times_out(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- TLS + basic auth
 
-def _ca_and_cert(d: Path) -> tuple[Path, Path, Path]:
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "airlock test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(1)
-          .not_valid_before(now - datetime.timedelta(days=1))
-          .not_valid_after(now + datetime.timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    import ipaddress
-
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    (d / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (d / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (d / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                                  serialization.PrivateFormat.PKCS8,
-                                                  serialization.NoEncryption()))
-    (d / "key.pem").chmod(0o600)
-    return d / "ca.pem", d / "cert.pem", d / "key.pem"
-
-
 @pytest.fixture(scope="module")
 def tls_registry(tmp_path_factory: pytest.TempPathFactory):
     d = tmp_path_factory.mktemp("tlsreg")
-    ca, cert, key = _ca_and_cert(d)
+    ca, cert, key = ca_and_cert(d)
     pw = bcrypt.hashpw(b"s3cret-pass", bcrypt.gensalt(rounds=4)).decode()
     (d / "htpasswd").write_text(f"stager:{pw}\n")
     with run_registry(d, auth={"htpasswd": {"realm": "airlock-test",

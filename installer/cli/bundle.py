@@ -9,8 +9,8 @@ from rich.table import Table
 
 from installer.bundle.build import BuildOptions, build
 from installer.bundle.sources.http import FetchOptions
-from installer.cli import emit_json, json_option
-from installer.console import out, progress
+from installer.cli import AbsolutePath, emit_json, json_option
+from installer.console import esc, out, progress
 from installer.errors import IntegrityError
 
 
@@ -28,8 +28,8 @@ def bundle() -> None:
 
 
 @bundle.command("build")
-@click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
+@click.argument("spec", type=AbsolutePath(dir_okay=False))
+@click.option("-o", "--output", "out_dir", required=True, type=AbsolutePath(),
               help="Bundle folder to create (built beside it, renamed at the end).")
 @click.option("--update-lock", is_flag=True, help="Resolve every input again and rewrite the lock.")
 @click.option("--locked", is_flag=True, help="Fail if the lock would change (CI, rebuilds).")
@@ -47,20 +47,20 @@ def build_cmd(spec: Path, out_dir: Path, update_lock: bool, locked: bool, force:
     if as_json:
         emit_json({"ok": True, **result.to_json()})
         return
-    out.print(f"[ok]built[/] {result.name} v{result.version} -> {result.path}")
+    out.print(f"[ok]built[/] {esc(result.name)} v{result.version} -> {esc(result.path)}")
     out.print(f"  {result.artifacts} artifacts, {result.blobs} blobs, {human(result.size)} "
               f"in {result.seconds:.1f} s")
     out.print(f"  digest {result.digest}")
     if result.lock_written:
-        out.print(f"  [warn]lock written[/] {result.lock_path} (review and commit it)")
+        out.print(f"  [warn]lock written[/] {esc(result.lock_path)} (review and commit it)")
 
 
 @bundle.command("verify")
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--trust", "trust_root", type=click.Path(path_type=Path, dir_okay=False),
+@click.argument("directory", type=AbsolutePath(file_okay=False))
+@click.option("--trust", "trust_root", type=AbsolutePath(dir_okay=False),
               envvar="AIRLOCK_TRUST_ROOT", show_envvar=True,
               help="Pinned root.json: check TUF signatures, thresholds, expiry, rollback.")
-@click.option("--state", "state_dir", type=click.Path(path_type=Path, file_okay=False),
+@click.option("--state", "state_dir", type=AbsolutePath(file_okay=False),
               help="Trust state folder (highest versions accepted); default in the user's "
                    "state dir.")
 @json_option
@@ -98,29 +98,29 @@ def verify_cmd(directory: Path, trust_root: Path | None, state_dir: Path | None,
                                   "ask the staging team for a newer bundle signed by enough "
                                   "signers")
     rate = report.bytes / report.seconds / 1e9 if report.seconds else 0
-    out.print(f"[ok]verified[/] {report.meta.get('name')} v{report.meta.get('version')}: "
+    out.print(f"[ok]verified[/] {esc(report.meta.get('name'))} v{report.meta.get('version')}: "
               f"{report.files} files, {human(report.bytes)}, every digest matches "
               f"({report.seconds:.2f} s, {rate:.2f} GB/s)")
     out.print(f"  digest {report.digest}")
     if delta:
         b = delta["base"]
         out.print(f"  [warn]delta[/]: {len(omitted)} blobs ({human(sum(omitted.values()))}) "
-                  f"are left to the base {b['name']} v{b['version']}; they are checked "
+                  f"are left to the base {esc(b['name'])} v{b['version']}; they are checked "
                   "against this SHA256SUMS where the base is (bundle import)")
     if trust_root:
-        out.print(f"  [ok]signed[/] by {', '.join(doc['signers'])} "
+        out.print(f"  [ok]signed[/] by {esc(', '.join(doc['signers']))} "
                   f"(threshold {doc['threshold']}); root v{doc['versions']['root']}; "
-                  f"timestamp expires {doc['expires']['timestamp']}")
+                  f"timestamp expires {esc(doc['expires']['timestamp'])}")
     else:
         out.print("  [warn]signatures NOT checked[/]: give --trust ROOT_JSON (or "
                   "AIRLOCK_TRUST_ROOT) to check who signed it")
 
 
 @bundle.command("sign")
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.argument("directory", type=AbsolutePath(file_okay=False, exists=True))
 @click.option("--key", "key_file", required=True,
-              type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option("--trust-dir", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              type=AbsolutePath(dir_okay=False, exists=True))
+@click.option("--trust-dir", type=AbsolutePath(file_okay=False, exists=True),
               help="Key folder with root.json and roots/ (default: the key's folder).")
 @click.option("--passphrase-env", metavar="VAR",
               help="Read the key passphrase from environment variable VAR.")
@@ -138,12 +138,13 @@ def sign_cmd(directory: Path, key_file: Path, trust_dir: Path | None,
         emit_json(result)
         return
     state = "[ok]complete[/]" if result["complete"] else "[warn]needs more signatures[/]"
-    out.print(f"[ok]signed[/] {directory} as {result['signer']}: {len(result['signed'])} of "
-              f"{result['threshold']} needed ({', '.join(result['signed'])}) - {state}")
+    out.print(f"[ok]signed[/] {esc(directory)} as {esc(result['signer'])}: "
+              f"{len(result['signed'])} of {result['threshold']} needed "
+              f"({esc(', '.join(result['signed']))}) - {state}")
 
 
 @bundle.command("inspect")
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("directory", type=AbsolutePath(file_okay=False))
 @json_option
 def inspect_cmd(directory: Path, as_json: bool) -> None:
     """Show what a bundle holds (reads bundle.json; `verify` checks the bytes)."""
@@ -153,10 +154,10 @@ def inspect_cmd(directory: Path, as_json: bool) -> None:
     if as_json:
         emit_json(meta)
         return
-    out.print(f"[key]{meta['name']}[/] version {meta['version']} · phase {meta['phase']} · "
-              f"created {meta['created']} · {meta['platform']}")
+    out.print(f"[key]{esc(meta['name'])}[/] version {meta['version']} · phase "
+              f"{esc(meta['phase'])} · created {esc(meta['created'])} · {esc(meta['platform'])}")
     if meta.get("description"):
-        out.print(f"  {meta['description']}")
+        out.print(f"  {esc(meta['description'])}")
     table = Table(show_edge=False, header_style="bold")
     for col in ("kind", "name", "version", "size", "digest", "detail"):
         table.add_column(col, no_wrap=col in ("digest", "size"))
@@ -167,22 +168,22 @@ def inspect_cmd(directory: Path, as_json: bool) -> None:
             detail = f"engine {a['engine']}"
         else:
             detail = f"{len(a['files'])} file(s)"
-        table.add_row(a["kind"], a["name"], a.get("version") or "-", human(a["size"]),
-                      a["digest"][7:19], detail)
+        table.add_row(*map(esc, (a["kind"], a["name"], a.get("version") or "-", human(a["size"]),
+                                a["digest"][7:19], detail)))
     out.print(table)
     out.print(f"  spec {meta['specDigest']}\n  lock {meta['lockDigest']}")
     sigs = sorted(p.name[len("SHA256SUMS."):-len(".sig")]
                   for p in directory.glob("SHA256SUMS.*.sig"))
     if sigs:
-        out.print(f"  signatures present (unchecked here): {', '.join(sigs)}; "
+        out.print(f"  signatures present (unchecked here): {esc(', '.join(sigs))}; "
                   "check them with verify --trust")
     else:
         out.print("  [warn]unsigned[/]: airlock bundle sign adds signatures")
 
 
 @bundle.command("pack")
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
-@click.option("-o", "--output", "out_file", required=True, type=click.Path(path_type=Path))
+@click.argument("directory", type=AbsolutePath(file_okay=False))
+@click.option("-o", "--output", "out_file", required=True, type=AbsolutePath())
 @click.option("--zstd", "use_zstd", is_flag=True, help="Compress with zstd (all cores).")
 @click.option("--level", default=3, show_default=True, help="zstd level.")
 @click.option("--split", "split", default=None, metavar="SIZE",
@@ -201,22 +202,22 @@ def pack_cmd(directory: Path, out_file: Path, use_zstd: bool, level: int, split:
     if as_json:
         emit_json({"ok": True, **result})
         return
-    out.print(f"[ok]packed[/] {directory} -> {len(result['parts'])} file(s), "
+    out.print(f"[ok]packed[/] {esc(directory)} -> {len(result['parts'])} file(s), "
               f"{human(result['size'])}")
     for p in result["parts"]:
-        out.print(f"  {p['name']}  {human(p['size'])}  sha256:{p['sha256']}")
+        out.print(f"  {esc(p['name'])}  {human(p['size'])}  sha256:{p['sha256']}")
     if result.get("index"):
-        out.print(f"  part index {result['index']}")
+        out.print(f"  part index {esc(result['index'])}")
 
 
 @bundle.command("unpack")
-@click.argument("source", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.argument("source", type=AbsolutePath(dir_okay=False))
+@click.option("-o", "--output", "out_dir", required=True, type=AbsolutePath())
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
-@click.option("--trust", "trust_root", type=click.Path(path_type=Path, dir_okay=False),
+@click.option("--trust", "trust_root", type=AbsolutePath(dir_okay=False),
               envvar="AIRLOCK_TRUST_ROOT", show_envvar=True,
               help="Pinned root.json: also check signatures before the folder appears.")
-@click.option("--state", "state_dir", type=click.Path(path_type=Path, file_okay=False),
+@click.option("--state", "state_dir", type=AbsolutePath(file_okay=False),
               help="Trust state folder (with --trust).")
 @json_option
 def unpack_cmd(source: Path, out_dir: Path, force: bool, trust_root: Path | None,
@@ -231,7 +232,8 @@ def unpack_cmd(source: Path, out_dir: Path, force: bool, trust_root: Path | None
     if as_json:
         emit_json({"ok": True, **result})
         return
-    out.print(f"[ok]unpacked[/] {result['name']} v{result['version']} -> {result['path']} "
+    out.print(f"[ok]unpacked[/] {esc(result['name'])} v{result['version']} -> "
+              f"{esc(result['path'])} "
               f"({result['files']} files verified"
               + (", signatures checked)" if result["signaturesChecked"] else
                  "; signatures NOT checked: add --trust ROOT_JSON)"))
@@ -240,11 +242,11 @@ def unpack_cmd(source: Path, out_dir: Path, force: bool, trust_root: Path | None
 
 
 @bundle.command("delta")
-@click.argument("new", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.argument("new", type=AbsolutePath(file_okay=False, exists=True))
 @click.option("--base", required=True,
-              type=click.Path(path_type=Path, file_okay=False, exists=True),
+              type=AbsolutePath(file_okay=False, exists=True),
               help="The older version of the same bundle, already imported on the site.")
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+@click.option("-o", "--output", required=True, type=AbsolutePath(),
               help="Folder to write the delta into.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @json_option
@@ -257,21 +259,21 @@ def delta_cmd(new: Path, base: Path, output: Path, force: bool, as_json: bool) -
     if as_json:
         emit_json(result)
         return
-    out.print(f"[ok]delta[/] {result['name']} v{result['version']} on "
+    out.print(f"[ok]delta[/] {esc(result['name'])} v{result['version']} on "
               f"v{result['base']['version']}: {human(result['bytes'])} to carry, "
               f"{result['omittedFiles']} blobs ({human(result['omittedBytes'])}) left to the "
-              f"base -> {output}")
+              f"base -> {esc(output)}")
 
 
 @bundle.command("import")
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
-@click.option("-i", "--inventory", required=True, type=click.Path(path_type=Path),
+@click.argument("directory", type=AbsolutePath(file_okay=False, exists=True))
+@click.option("-i", "--inventory", required=True, type=AbsolutePath(),
               help="Inventory whose `repo` group names the repo host.")
 @click.option("--trust", "trust_root", required=True,
-              type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              type=AbsolutePath(dir_okay=False, exists=True),
               envvar="AIRLOCK_TRUST_ROOT", show_envvar=True,
               help="Pinned root.json the bundle's signatures are checked against.")
-@click.option("--site", "site", type=click.Path(path_type=Path, file_okay=False),
+@click.option("--site", "site", type=AbsolutePath(file_okay=False),
               envvar="AIRLOCK_SITE_DIR", show_envvar=True,
               help="The controller's site folder: CA, apt signing key, trust state, logs "
                    "(default: the user state folder).")
@@ -288,7 +290,7 @@ def import_cmd(directory: Path, inventory: Path, trust_root: Path, site: Path | 
 
     def say(msg: str) -> None:
         if not as_json:
-            out.print(msg)
+            out.print(esc(msg))
 
     with progress(not as_json) as bar:
         result = import_bundle(project_root(), directory, inventory, trust_root=trust_root,
@@ -298,8 +300,8 @@ def import_cmd(directory: Path, inventory: Path, trust_root: Path, site: Path | 
     if as_json:
         emit_json(result)
         return
-    out.print(f"[ok]imported[/] {result['release']} ({result['digest'][:19]}…) on "
-              f"{result['repoHost']}: {result['filesCopied']} files copied "
+    out.print(f"[ok]imported[/] {esc(result['release'])} ({result['digest'][:19]}…) on "
+              f"{esc(result['repoHost'])}: {result['filesCopied']} files copied "
               f"({human(result['bytesCopied'])}), {result['filesKept']} already there; "
               f"{result['run']['changed']} changes in {result['seconds']} s")
-    out.print(f"  packages and files: {result['url']}   images: {result['registry']}")
+    out.print(f"  packages and files: {esc(result['url'])}   images: {esc(result['registry'])}")

@@ -27,7 +27,8 @@ from installer.bundle.build import BuildOptions, build
 from installer.bundle.pack import pack, unpack
 from installer.bundle.sign import sign_bundle
 from installer.bundle.trust import verify_signed
-from installer.console import out, progress
+from installer.cli import AbsolutePath
+from installer.console import esc, out, progress
 from installer.errors import IntegrityError
 from installer.fsutil import atomic_write
 from installer.lab import sample
@@ -47,7 +48,7 @@ def _stock_tools(bundle: Path, allowed: Path, signers: list[str]) -> None:
                                stdin=f, capture_output=True, text=True)
         if r.returncode:
             raise IntegrityError(f"ssh-keygen -Y verify failed for {s}: {r.stderr.strip()}")
-        out.print(f"  ssh-keygen: {r.stdout.strip()}")
+        out.print(f"  ssh-keygen: {esc(r.stdout.strip())}")
     r = subprocess.run(["sha256sum", "-c", "--quiet", "--strict", "SHA256SUMS"], cwd=bundle,
                        capture_output=True, text=True)
     if r.returncode:
@@ -56,7 +57,7 @@ def _stock_tools(bundle: Path, allowed: Path, signers: list[str]) -> None:
 
 
 @click.command()
-@click.option("-o", "--output", "work", type=click.Path(path_type=Path), default=Path("out/demo"),
+@click.option("-o", "--output", "work", type=AbsolutePath(), default=Path("out/demo"),
               show_default=True, help="Folder for the demo's keys, bundle and packed parts.")
 @click.option("--no-lab", is_flag=True, help="Stop after the sample bundle (no lab, no network).")
 @click.option("--passphrase-env", metavar="VAR",
@@ -72,12 +73,12 @@ def demo(work: Path, no_lab: bool, passphrase_env: str | None) -> None:
     work = work.absolute()
     out.rule("[key]1. sample inputs")
     built = sample.prepare(root / "bundles")
-    out.print(f"made {built} (docker archive, VSIX, model folder) from bundles/sample/src")
+    out.print(f"made {esc(built)} (docker archive, VSIX, model folder) from bundles/sample/src")
 
     out.rule("[key]2. build")
     with progress() as bar:
         result = build(spec, work / "bundle", BuildOptions(locked=True), bar)
-    out.print(f"[ok]built[/] {result.name} v{result.version}: {result.artifacts} artifacts, "
+    out.print(f"[ok]built[/] {esc(result.name)} v{result.version}: {result.artifacts} artifacts, "
               f"{result.blobs} blobs, digest {result.digest} (reproducible: lock unchanged)")
 
     out.rule("[key]3. keys and signatures (2 of 3 signers)")
@@ -86,7 +87,7 @@ def demo(work: Path, no_lab: bool, passphrase_env: str | None) -> None:
         or secrets.token_urlsafe(24)
     kd = work / "keys"
     keys.init(kd, 3, 2, None, passphrase, keys.Policy())
-    out.print(f"throwaway trust root and 3 signer keys in {kd} (passphrase random, not kept)")
+    out.print(f"throwaway trust root and 3 signer keys in {esc(kd)} (passphrase random, not kept)")
     for s in ("signer-1", "signer-3"):
         r = sign_bundle(result.path, kd / f"{s}.key", passphrase)
         out.print(f"  {s} signed: {len(r['signed'])} of {r['threshold']} needed")
@@ -97,8 +98,8 @@ def demo(work: Path, no_lab: bool, passphrase_env: str | None) -> None:
     if not report.ok:
         raise IntegrityError("the fresh bundle does not verify", report.to_json()["problems"])
     out.print(f"[ok]verified[/] {report.integrity.files} files; signed by "
-              f"{', '.join(report.signed_by)} (threshold {report.threshold}); timestamp "
-              f"expires {report.expires['timestamp']}")
+              f"{esc(', '.join(report.signed_by))} (threshold {report.threshold}); timestamp "
+              f"expires {esc(report.expires['timestamp'])}")
 
     out.rule("[key]5. as a reviewer, with stock tools only")
     allowed = work / "allowed_signers"
@@ -115,23 +116,23 @@ def demo(work: Path, no_lab: bool, passphrase_env: str | None) -> None:
         packed = pack(result.path, work / "sample.tar.zst", zstd=True, level=3,
                       split=4096, force=False, progress=bar)
     out.print(f"packed into {len(packed['parts'])} parts of at most 4 KiB, index "
-              f"{packed['index']}")
+              f"{esc(packed['index'])}")
     with progress() as bar:
         unpacked = unpack(work / "sample.tar.zst.part001", work / "unpacked", force=False,
                           progress=bar, trust_root=kd / "root.json",
                           state_dir=work / "trust-state")
-    out.print(f"[ok]unpacked[/] {unpacked['files']} files -> {unpacked['path']}; signatures "
+    out.print(f"[ok]unpacked[/] {unpacked['files']} files -> {esc(unpacked['path'])}; signatures "
               "verified again")
 
     out.rule("[key]what to look at")
     b = result.path
-    out.print(f"  bundle:    {b}")
-    out.print(f"  image:     skopeo inspect oci:{b}:image.hello")
-    out.print(f"  verify:    airlock bundle verify {b} --trust {kd / 'root.json'}")
-    out.print(f"  reviewers: ssh-keygen -Y verify -f {allowed} -I signer-1 -n {keys.NAMESPACE}"
-              f" -s {b}/SHA256SUMS.signer-1.sig < {b}/SHA256SUMS")
-    out.print(f"             cd {b} && sha256sum -c SHA256SUMS")
-    out.print(f"  SBOM:      {b / 'sbom.cdx.json'}")
+    out.print(esc(f"  bundle:    {b}"))
+    out.print(esc(f"  image:     skopeo inspect oci:{b}:image.hello"))
+    out.print(esc(f"  verify:    airlock bundle verify {b} --trust {kd / 'root.json'}"))
+    out.print(esc(f"  reviewers: ssh-keygen -Y verify -f {allowed} -I signer-1 -n "
+                  f"{keys.NAMESPACE} -s {b}/SHA256SUMS.signer-1.sig < {b}/SHA256SUMS"))
+    out.print(esc(f"             cd {b} && sha256sum -c SHA256SUMS"))
+    out.print(esc(f"  SBOM:      {b / 'sbom.cdx.json'}"))
     if not no_lab:
         _lab_part(root, work, kd, passphrase)
 
@@ -148,7 +149,7 @@ def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
 
     out.rule("[key]8. the lab bundle (sample content, code-server, the lab hosts' packages)")
     codeserver.link_into(root / "bundles" / "sample" / "build",
-                         say=lambda m: out.print(f"  {m}"))
+                         say=lambda m: out.print(f"  {esc(m)}"))
     spec = root / "bundles" / "lab.yaml"
     try:
         with progress() as bar:
@@ -163,14 +164,14 @@ def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
                           bar)
     for s in ("signer-1", "signer-3"):
         sign_bundle(built.path, kd / f"{s}.key", passphrase)
-    out.print(f"[ok]built and signed[/] {built.name} v{built.version}: {built.artifacts} "
+    out.print(f"[ok]built and signed[/] {esc(built.name)} v{built.version}: {built.artifacts} "
               f"artifacts, {built.size / 2**20:.1f} MiB")
 
     out.rule("[key]9. lab up (the PoC topology)")
     t = time.monotonic()
-    state = lab.up(root, "poc", say=lambda m: out.print(f"  {m}"))
-    out.print(f"[ok]lab up[/] in {time.monotonic() - t:.0f} s: {', '.join(state.hosts)}; "
-              f"inventory {state.inventory}")
+    state = lab.up(root, "poc", say=lambda m: out.print(f"  {esc(m)}"))
+    out.print(f"[ok]lab up[/] in {time.monotonic() - t:.0f} s: {esc(', '.join(state.hosts))}; "
+              f"inventory {esc(state.inventory)}")
 
     site = work / "site"
     inventory = Path(state.inventory)
@@ -185,12 +186,13 @@ def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
     out.rule("[key]11. import to the repo host")
     with progress() as bar:
         imp = import_bundle(root, built.path, inventory, trust_root=kd / "root.json",
-                            site=site, progress=bar, say=lambda m: out.print(f"  {m}"))
-    out.print(f"[ok]imported[/] {imp['release']} on {imp['repoHost']}: {imp['filesCopied']} "
-              f"files, {imp['bytesCopied'] / 2**20:.1f} MiB copied in {imp['seconds']} s")
+                            site=site, progress=bar, say=lambda m: out.print(f"  {esc(m)}"))
+    out.print(f"[ok]imported[/] {esc(imp['release'])} on {esc(imp['repoHost'])}: "
+              f"{imp['filesCopied']} files, {imp['bytesCopied'] / 2**20:.1f} MiB copied in "
+              f"{imp['seconds']} s")
 
     out.rule("[key]12. deploy the PoC: every host installs from the repo host only")
-    first = deploy(root, inventory, site=site, phase="poc", say=lambda m: out.print(f"  {m}"))
+    first = deploy(root, inventory, site=site, phase="poc", say=lambda m: out.print(f"  {esc(m)}"))
     print_run(first)
     out.print(f"[ok]converged[/] {len(first['run']['stats'])} hosts in "
               f"{first['run']['seconds']} s: site CA trusted, apt/pip/npm pointed at the repo "
@@ -198,35 +200,35 @@ def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
 
     out.rule("[key]13. status")
     print_status(status(root, inventory, site=site))
-    out.print(f"  audit log: {site / 'audit.jsonl'} (airlock audit verify --site {site})")
+    out.print(esc(f"  audit log: {site / 'audit.jsonl'} (airlock audit verify --site {site})"))
 
     out.rule("[key]14. each user's workbench, in a browser, through the gateway")
     from installer.lab import browser, debian
 
     debian.ensure(browser.missing_packages(), "opening the workbenches",
-                  say=lambda m: out.print(f"  {m}"))
+                  say=lambda m: out.print(f"  {esc(m)}"))
     urls = workbench_urls(root, inventory)
     opened = browser.open_workbenches(urls, site / "pki" / "ca.crt", work / "screenshots")
     for user, r in opened.items():
-        out.print(f"  [ok]{user}[/]: VS Code workbench loaded in {r['seconds']:.1f} s "
+        out.print(f"  [ok]{esc(user)}[/]: VS Code workbench loaded in {r['seconds']:.1f} s "
                   f"(Chromium, site CA trusted, TLS through the gateway); screenshot "
-                  f"{r['screenshot']}")
+                  f"{esc(r['screenshot'])}")
 
     out.rule("[key]what the lab serves")
     host = imp["repoHost"]
-    out.print(f"  packages and files: {imp['url']}  (apt, pypi/simple, npm, models, vsix, "
-              "files; TLS from the site CA)")
-    out.print(f"  images:             {imp['registry']}  e.g. docker pull "
-              f"{imp['registry']}/hello:1.0")
-    out.print(f"  served release:     {imp['url']}release.json  ({host})")
+    out.print(esc(f"  packages and files: {imp['url']}  (apt, pypi/simple, npm, models, vsix, "
+                  "files; TLS from the site CA)"))
+    out.print(esc(f"  images:             {imp['registry']}  e.g. docker pull "
+                  f"{imp['registry']}/hello:1.0"))
+    out.print(esc(f"  served release:     {imp['url']}release.json  ({host})"))
     key = state.key
     ide = next(iter(h for h in state.hosts if h.startswith("ide")), host)
-    out.print(f"  try it:             ssh -i {key} -o UserKnownHostsFile={site / 'known_hosts'}"
-              f" airlock@{state.hosts[ide]['mgmt_address']} sudo docker pull "
-              f"{imp['registry']}/hello:1.0")
+    out.print(esc(f"  try it:             ssh -i {key} -o UserKnownHostsFile="
+                  f"{site / 'known_hosts'} airlock@{state.hosts[ide]['mgmt_address']} sudo "
+                  f"docker pull {imp['registry']}/hello:1.0"))
     for user, r in opened.items():
-        out.print(f"  {user + ' workbench:':<20}{r['url']}  (loaded in {r['seconds']:.1f} s; trust "
-                  f"{site / 'pki' / 'ca.crt'})")
+        out.print(esc(f"  {user + ' workbench:':<20}{r['url']}  (loaded in {r['seconds']:.1f} s; "
+                      f"trust {site / 'pki' / 'ca.crt'})"))
     out.print("  remove the lab:     airlock lab down")
 
 

@@ -9,15 +9,15 @@ from typing import Any
 import click
 from rich.table import Table
 
-from installer.cli import emit_json, json_option
-from installer.console import out, progress
+from installer.cli import AbsolutePath, emit_json, json_option
+from installer.console import esc, out, progress
 from installer.errors import AuditError, HostError, SpecError
 
 inventory_option = click.option(
-    "-i", "--inventory", required=True, type=click.Path(path_type=Path),
+    "-i", "--inventory", required=True, type=AbsolutePath(),
     help="Inventory: inventories/poc, pilot, production, or lab (after `airlock lab up`).")
 site_option = click.option(
-    "--site", "site", type=click.Path(path_type=Path, file_okay=False),
+    "--site", "site", type=AbsolutePath(file_okay=False),
     envvar="AIRLOCK_SITE_DIR", show_envvar=True,
     help="The controller's site folder: CA, keys, trust state, run logs, audit log.")
 
@@ -40,12 +40,13 @@ def _inventory_file(path: Path) -> Path:
 
 
 def _say(as_json: bool) -> Any:
-    return (lambda msg: None) if as_json else out.print
+    return (lambda msg: None) if as_json else (lambda msg: out.print(esc(msg)))
 
 
 def confirm_host_key(host: Any, fp: str, key_type: str) -> bool:
     """Show a host's key and ask the operator whether it is the one on its console."""
-    out.print(f"{host.name} ({host.address}:{host.port}) presents {key_type} [key]{fp}[/]")
+    out.print(esc(f"{host.name} ({host.address}:{host.port}) presents {key_type} ") +
+              f"[key]{esc(fp)}[/]")
     return click.confirm("  is this the key the host shows on its console "
                          "(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub)?", default=False,
                          err=True)
@@ -64,7 +65,7 @@ def _confirm(as_json: bool) -> Any:
 @click.option("--phase", required=True, type=click.Choice(["poc", "pilot", "production"]))
 @click.option("--users", type=click.IntRange(min=1), help="Concurrent users (default: the "
               "inventory's airlock_users, or the phase's lower bound).")
-@click.option("-i", "--inventory", type=click.Path(path_type=Path),
+@click.option("-i", "--inventory", type=AbsolutePath(),
               help="Check this inventory against the plan.")
 @json_option
 def plan_cmd(phase: str, users: int | None, inventory: Path | None, as_json: bool) -> None:
@@ -95,11 +96,11 @@ def plan_cmd(phase: str, users: int | None, inventory: Path | None, as_json: boo
         if inv and "have" in n:
             colour = "ok" if n["have"] >= n["count"] else "err"
             have = f"[{colour}]{n['have']}[/]"
-        t.add_row(n["what"], str(n["count"]), n["each"], n["source"],
+        t.add_row(esc(n["what"]), str(n["count"]), esc(n["each"]), esc(n["source"]),
                   *([have] if inv else []))
     out.print(t)
     for note in result["notes"]:
-        out.print(f"[warn]note:[/] {note}")
+        out.print(f"[warn]note:[/] {esc(note)}")
     ws = result["workspace"]
     out.print(f"each user: {ws['cpus']} CPU, {ws['memory_gb']} GB RAM, {ws['disk_gb']} GB "
               "disk (seed 000 §3.1)")
@@ -113,24 +114,24 @@ def plan_cmd(phase: str, users: int | None, inventory: Path | None, as_json: boo
 # --------------------------------------------------------------------------- preflight
 
 def print_preflight(result: dict[str, Any]) -> None:
-    t = Table(title=f"preflight {result['inventory']}")
+    t = Table(title=f"preflight {esc(result['inventory'])}")
     for col in ("host", "OS", "CPUs", "RAM GiB", "min free GiB", "GPUs", "clock s", "repo",
                 "result"):
         t.add_column(col)
     for h in result["hosts"]:
         if not h["reachable"]:
-            t.add_row(h["host"], *[""] * 7, "[err]unreachable[/]")
+            t.add_row(esc(h["host"]), *[""] * 7, "[err]unreachable[/]")
             continue
         free = str(min(h["freeGiB"].values(), default=""))
-        t.add_row(h["host"], str(h["os"]), str(h["cpus"]), str(h["memoryGiB"]), free,
-                  str(len(h["gpus"])), f"{h['clockOffsetS']:+.2f}", h["repo"],
+        t.add_row(esc(h["host"]), esc(h["os"]), str(h["cpus"]), str(h["memoryGiB"]), free,
+                  str(len(h["gpus"])), f"{h['clockOffsetS']:+.2f}", esc(h["repo"]),
                   "[err]fix[/]" if h["problems"] else "[ok]ok[/]")
     out.print(t)
 
 
 @click.command("preflight")
 @inventory_option
-@click.option("--bundle", type=click.Path(path_type=Path, file_okay=False, exists=True),
+@click.option("--bundle", type=AbsolutePath(file_okay=False, exists=True),
               help="Also check the repo host has room for this bundle.")
 @click.option("--limit", help="Only these hosts (comma-separated).")
 @site_option
@@ -154,7 +155,7 @@ def preflight_cmd(inventory: Path, bundle: Path | None, limit: str | None,
     if not result["ok"]:
         problems = [f"{h['host']}: {p}" for h in result["hosts"] for p in h["problems"]]
         for p in problems:
-            out.print(f"  [err]✗[/] {p}", soft_wrap=True)
+            out.print(f"  [err]✗[/] {esc(p)}", soft_wrap=True)
         raise HostError(f"preflight failed on {', '.join(result['failed'])}: {problems[0]}",
                         hint="fix what is listed, then run preflight again")
     out.print(f"[ok]preflight passed[/] on {len(result['hosts'])} host(s)")
@@ -164,17 +165,17 @@ def preflight_cmd(inventory: Path, bundle: Path | None, limit: str | None,
 
 def print_run(result: dict[str, Any]) -> None:
     run = result["run"]
-    t = Table(title=f"{result['command']} {result['release']['name']} "
-                    f"v{result['release']['version']} ({result['phase']})")
+    t = Table(title=f"{result['command']} {esc(result['release']['name'])} "
+                    f"v{result['release']['version']} ({esc(result['phase'])})")
     for col in ("host", "ok", "changed", "failed", "unreachable", "skipped"):
         t.add_column(col)
     for host, s in run["stats"].items():
-        t.add_row(host, str(s["ok"]), f"[warn]{s['changed']}[/]" if s["changed"] else "0",
+        t.add_row(esc(host), str(s["ok"]), f"[warn]{s['changed']}[/]" if s["changed"] else "0",
                   str(s["failures"]), str(s["dark"]), str(s["skipped"]))
     out.print(t)
     verdict = ("[ok]converged, nothing changed[/]" if run["changed"] == 0 else
                f"[warn]{run['changed']} change(s)[/]")
-    out.print(f"{verdict} in {run['seconds']} s; log {run['log']}")
+    out.print(f"{verdict} in {run['seconds']} s; log {esc(run['log'])}")
 
 
 @click.command("deploy")
@@ -209,11 +210,11 @@ def deploy_cmd(inventory: Path, phase: str | None, check: bool, tags: str | None
 
 @click.command("upgrade")
 @click.option("--bundle", "bundle_dir", required=True,
-              type=click.Path(path_type=Path, file_okay=False, exists=True),
+              type=AbsolutePath(file_okay=False, exists=True),
               help="The newer bundle (full, or a delta on what the repo host has).")
 @inventory_option
 @click.option("--trust", "trust_root", required=True,
-              type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              type=AbsolutePath(dir_okay=False, exists=True),
               envvar="AIRLOCK_TRUST_ROOT", show_envvar=True,
               help="Pinned root.json the bundle's signatures are checked against.")
 @site_option
@@ -237,7 +238,7 @@ def upgrade_cmd(bundle_dir: Path, inventory: Path, trust_root: Path, site: Path 
     if as_json:
         emit_json(result)
         return
-    out.print(f"[ok]imported[/] {imported['release']}: {imported['filesCopied']} files "
+    out.print(f"[ok]imported[/] {esc(imported['release'])}: {imported['filesCopied']} files "
               f"copied ({imported['bytesCopied']} bytes), {imported['filesFromBase']} from "
               "the base release")
     print_run(result)
@@ -245,27 +246,27 @@ def upgrade_cmd(bundle_dir: Path, inventory: Path, trust_root: Path, site: Path 
 
 def print_status(result: dict[str, Any]) -> None:
     served = result["served"]
-    out.print(f"repo host serves: {served['name']} v{served['version']}" if served else
+    out.print(f"repo host serves: {esc(served['name'])} v{served['version']}" if served else
               "[warn]the repo host serves nothing (or is unreachable)[/]")
-    t = Table(title=f"status {result['inventory']} ({result['phase']})")
+    t = Table(title=f"status {esc(result['inventory'])} ({esc(result['phase'])})")
     for col in ("host", "groups", "deployed", "last run", "changed last"):
         t.add_column(col)
     for h in result["hosts"]:
         if not h["reachable"]:
-            t.add_row(h["host"], ",".join(h["groups"]), "[err]unreachable[/]", "", "")
+            t.add_row(esc(h["host"]), esc(",".join(h["groups"])), "[err]unreachable[/]", "", "")
             continue
         d = h.get("deployed")
-        dep = (f"{d['name']} v{d['version']}" + ("" if h["current"] else " [warn](old)[/]")
+        dep = (f"{esc(d['name'])} v{d['version']}" + ("" if h["current"] else " [warn](old)[/]")
                if d else "[warn]never[/]")
         last = h.get("lastRun")
-        lr = f"{last['finished']} {last['result']} ({last['changed']} changed)" if last else ""
+        lr = esc(f"{last['finished']} {last['result']} ({last['changed']} changed)") if last else ""
         ch = h.get("lastChange")
         tasks = ""
         if ch:
             names = list(dict.fromkeys(ch["tasks"]))
-            tasks = f"{ch['finished']}: " + "; ".join(names[:3]) + (
+            tasks = esc(f"{ch['finished']}: " + "; ".join(names[:3])) + (
                 f" (+{len(names) - 3})" if len(names) > 3 else "")
-        t.add_row(h["host"], ",".join(h["groups"]), dep, lr, tasks)
+        t.add_row(esc(h["host"]), esc(",".join(h["groups"])), dep, lr, tasks)
     out.print(t)
 
 
@@ -310,7 +311,7 @@ def audit_verify(site: Path | None, as_json: bool) -> None:
                          f"({len(result['problems'])} problem(s))", result["problems"],
                          hint="compare with the copy in syslog / the SIEM")
     out.print(f"[ok]audit log intact[/]: {result['records']} records, chain and head "
-              f"match ({result['path']})")
+              f"match ({esc(result['path'])})")
 
 
 @audit_group.command("show")
@@ -330,7 +331,7 @@ def audit_show(count: int, site: Path | None, as_json: bool) -> None:
         t.add_column(col)
     for r in records:
         b = r.get("bundle") or {}
-        t.add_row(str(r.get("seq")), str(r.get("time")), f"{r.get('user')}@{r.get('host')}",
-                  str(r.get("command")), f"{b.get('name', '')} v{b.get('version', '')}"
-                  if b else "", str(r.get("result")))
+        t.add_row(*map(esc, (r.get("seq"), r.get("time"), f"{r.get('user')}@{r.get('host')}",
+                             r.get("command"), f"{b.get('name', '')} v{b.get('version', '')}"
+                             if b else "", r.get("result"))))
     out.print(t)

@@ -16,7 +16,7 @@ from installer.cli.deploy import (
     inventory_option,
     site_option,
 )
-from installer.console import out
+from installer.console import esc, out
 from installer.deploy import hostkeys
 from installer.deploy import inventory as inv_mod
 from installer.errors import UsageError
@@ -51,7 +51,7 @@ def trust_cmd(inventory: Path, limit: str | None, site: Path | None, as_json: bo
         emit_json({"ok": True, "knownHosts": str(hostkeys.path(_site(site))),
                    "hosts": result})
         return
-    out.print(f"[ok]{len(result)} host key(s) known[/] in {hostkeys.path(_site(site))}")
+    out.print(f"[ok]{len(result)} host key(s) known[/] in {esc(str(hostkeys.path(_site(site))))}")
 
 
 @hosts_group.command("forget")
@@ -66,4 +66,5 @@ def forget_cmd(inventory: Path, limit: str, site: Path | None, as_json: bool) ->
     if as_json:
         emit_json({"ok": True, "forgotten": gone})
         return
-    out.print(f"forgot {', '.join(gone) or 'nothing'}; next: airlock hosts trust -i {inventory}")
+    out.print(esc(f"forgot {', '.join(gone) or 'nothing'}; next: airlock hosts trust -i "
+                  f"{inventory}"))

@@ -10,8 +10,8 @@ from typing import Any
 import click
 
 from installer.bundle import keys
-from installer.cli import emit_json, json_option
-from installer.console import out
+from installer.cli import AbsolutePath, emit_json, json_option
+from installer.console import esc, out
 from installer.errors import UsageError
 from installer.fsutil import atomic_write
 
@@ -50,7 +50,7 @@ def _audited(command: str, directory: Path) -> Any:
 
 
 @keys_group.command("init")
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("directory", type=AbsolutePath(file_okay=False))
 @click.option("--signers", "n", type=click.IntRange(1, 32), required=True)
 @click.option("--threshold", "t", type=click.IntRange(1, 32), required=True)
 @click.option("--names", help="Comma-separated signer names (default signer-1..N).")
@@ -73,15 +73,16 @@ def init_cmd(directory: Path, n: int, t: int, names: str | None, expires_root: i
     if as_json:
         emit_json(info)
         return
-    out.print(f"[ok]trust root v{info['rootVersion']}[/] in {directory}: {t} of {n} signers "
+    out.print(f"[ok]trust root v{info['rootVersion']}[/] in {esc(directory)}: {t} of {n} signers "
               f"must sign each bundle")
     for name in info["signers"]:
-        out.print(f"  {directory / (name + '.key')}  (give it to {name}; mode 0600)")
-    out.print(f"  pin {directory / 'root.json'} on every verifying host (copy it out of band)")
+        out.print(f"  {esc(directory / (name + '.key'))}  (give it to {esc(name)}; mode 0600)")
+    out.print(f"  pin {esc(directory / 'root.json')} on every verifying host (copy it out of "
+              "band)")
 
 
 @keys_group.command("rotate")
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.argument("directory", type=AbsolutePath(file_okay=False, exists=True))
 @click.option("--replace", multiple=True, help="Give this signer a new key.")
 @click.option("--add", multiple=True, help="Add a signer with this name.")
 @click.option("--remove", multiple=True, help="Remove this signer.")
@@ -102,21 +103,21 @@ def rotate_cmd(directory: Path, replace: tuple[str, ...], add: tuple[str, ...],
         emit_json(info)
         return
     out.print(f"[ok]root v{info['rootVersion']}[/]: signers "
-              + ", ".join(info["signers"]) + f"; threshold {info['threshold']}")
+              + esc(", ".join(info["signers"])) + f"; threshold {info['threshold']}")
     out.print("  verifiers keep their pinned root: bundles carry the chain to this one")
 
 
 @keys_group.command("allowed-signers")
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.argument("directory", type=AbsolutePath(file_okay=False, exists=True))
+@click.option("-o", "--output", type=AbsolutePath(dir_okay=False), required=True)
 def allowed_signers_cmd(directory: Path, output: Path) -> None:
     """Write an OpenSSH allowed_signers file for reviewers (ssh-keygen -Y verify)."""
     atomic_write(output, keys.allowed_signers(directory).encode())
-    out.print(f"[ok]wrote[/] {output} (namespace {keys.NAMESPACE})")
+    out.print(f"[ok]wrote[/] {esc(output)} (namespace {keys.NAMESPACE})")
 
 
 @keys_group.command("show")
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.argument("directory", type=AbsolutePath(file_okay=False, exists=True))
 @json_option
 def show_cmd(directory: Path, as_json: bool) -> None:
     """Show the current root: version, expiry, signers, threshold."""
@@ -124,7 +125,7 @@ def show_cmd(directory: Path, as_json: bool) -> None:
     if as_json:
         emit_json(info)
         return
-    out.print(f"root v{info['rootVersion']}, expires {info['expires']}, threshold "
+    out.print(f"root v{info['rootVersion']}, expires {esc(info['expires'])}, threshold "
               f"{info['threshold']} of {len(info['signers'])}")
     for name, kid in info["signers"].items():
-        out.print(f"  {name}  {kid[:16]}…")
+        out.print(f"  {esc(name)}  {kid[:16]}…")

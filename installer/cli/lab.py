@@ -6,7 +6,7 @@ import click
 from rich.table import Table
 
 from installer.cli import emit_json, json_option
-from installer.console import err, out
+from installer.console import err, esc, out
 from installer.lab import lab as lab_mod
 from installer.site import project_root
 
@@ -21,13 +21,13 @@ def lab_group() -> None:
 @json_option
 def up_cmd(topology: str, as_json: bool) -> None:
     """Start the topology's hosts and write inventories/lab/hosts.yml."""
-    say = (lambda m: err.print(f"[dim]{m}[/]")) if not as_json else (lambda m: None)
+    say = (lambda m: err.print(f"[dim]{esc(m)}[/]")) if not as_json else (lambda m: None)
     state = lab_mod.up(project_root(), topology, say)
     if as_json:
         emit_json(lab_mod.status())
         return
-    out.print(f"[ok]lab up[/]: {len(state.hosts)} hosts ({topology}); inventory "
-              f"{state.inventory}")
+    out.print(f"[ok]lab up[/]: {len(state.hosts)} hosts ({esc(topology)}); inventory "
+              f"{esc(state.inventory)}")
     _table(lab_mod.status())
 
 
@@ -66,6 +66,7 @@ def _table(st: dict) -> None:
     for col in ("host", "zone", "groups", "mgmt address", "zone address", "state"):
         t.add_column(col)
     for name, h in st.get("hosts", {}).items():
-        t.add_row(name, h.get("zone", "?"), ", ".join(h.get("groups", [])),
-                  h.get("mgmt_address", "?"), h.get("zone_address", "?"), h.get("state", "?"))
+        t.add_row(*map(esc, (name, h.get("zone", "?"), ", ".join(h.get("groups", [])),
+                             h.get("mgmt_address", "?"), h.get("zone_address", "?"),
+                             h.get("state", "?"))))
     out.print(t)

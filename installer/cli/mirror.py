@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from installer.bundle import mirror
-from installer.cli import emit_json, json_option
-from installer.console import out
+from installer.cli import AbsolutePath, emit_json, json_option
+from installer.console import esc, out
 
 
 @click.group("mirror")
@@ -17,10 +17,10 @@ def mirror_group() -> None:
 
 
 @mirror_group.command("export")
-@click.argument("bundle", type=click.Path(path_type=Path, file_okay=False, exists=True))
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.argument("bundle", type=AbsolutePath(file_okay=False, exists=True))
+@click.option("-o", "--output", "out_dir", required=True, type=AbsolutePath())
 @click.option("--base-url", help="URL where the exported folder is served (npm tarball URLs).")
-@click.option("--site-key", type=click.Path(path_type=Path, file_okay=False, exists=True),
+@click.option("--site-key", type=AbsolutePath(file_okay=False, exists=True),
               help="GnuPG home with the site's repository signing key (apt).")
 @click.option("--force", is_flag=True, help="Replace the output folder.")
 @json_option
@@ -31,15 +31,15 @@ def export_cmd(bundle: Path, out_dir: Path, base_url: str | None, site_key: Path
     if as_json:
         emit_json(summary)
         return
-    out.print(f"[ok]exported[/] to {summary['path']}")
+    out.print(f"[ok]exported[/] to {esc(summary['path'])}")
     for kind in ("pypi", "npm", "deb"):
         if kind in summary:
-            out.print(f"  {kind}: {summary[kind]}")
+            out.print(f"  {kind}: {esc(summary[kind])}")
     out.print("  serve it with nginx: see nginx-locations.conf in that folder")
 
 
 @mirror_group.command("site-key")
-@click.argument("home", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("home", type=AbsolutePath(file_okay=False))
 @click.option("--name", default="airlock site repository", show_default=True)
 @json_option
 def site_key_cmd(home: Path, name: str, as_json: bool) -> None:
@@ -48,5 +48,5 @@ def site_key_cmd(home: Path, name: str, as_json: bool) -> None:
     if as_json:
         emit_json(info)
         return
-    out.print(f"[ok]site key[/] {info['fingerprint']} in {home} (mode 0700; keep it on the "
+    out.print(f"[ok]site key[/] {info['fingerprint']} in {esc(home)} (mode 0700; keep it on the "
               "repo host)")

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from installer import network
-from installer.cli import emit_json, json_option
-from installer.console import out
+from installer.cli import AbsolutePath, emit_json, json_option
+from installer.console import esc, out
 from installer.fsutil import atomic_write
 from installer.site import project_root
 
@@ -19,7 +19,7 @@ def network_group() -> None:
 
 
 @network_group.command("matrix")
-@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+@click.option("-o", "--output", "out_dir", type=AbsolutePath(file_okay=False),
               help="Write port-matrix.md and port-matrix.csv into this folder (e.g. docs).")
 @json_option
 def matrix_cmd(out_dir: Path | None, as_json: bool) -> None:
@@ -33,7 +33,7 @@ def matrix_cmd(out_dir: Path | None, as_json: bool) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(out_dir / "port-matrix.md", network.matrix_markdown(model).encode())
         atomic_write(out_dir / "port-matrix.csv", network.matrix_csv(model).encode())
-        out.print(f"[ok]wrote[/] {out_dir / 'port-matrix.md'} and port-matrix.csv "
+        out.print(f"[ok]wrote[/] {esc(out_dir / 'port-matrix.md')} and port-matrix.csv "
                   f"({len(model.flows)} flows)")
         return
     out.print(network.matrix_markdown(model), markup=False)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from installer.console import err
+from installer.console import err, esc
 from installer.deploy.inventory import ansible_env
 from installer.errors import DeployError
 
@@ -67,8 +67,8 @@ class _View:
         from rich.table import Table
 
         t = Table.grid(padding=(0, 1))
-        t.add_row("[key]" + self.title, f"play: {self.play}")
-        t.add_row("", f"task: {self.task}")
+        t.add_row("[key]" + esc(self.title), esc(f"play: {self.play}"))
+        t.add_row("", esc(f"task: {self.task}"))
         c = self.counts
         t.add_row("", f"[ok]ok {c['ok']}[/]  [warn]changed {c['changed']}[/]  "
                       f"[err]failed {c['failed']}  unreachable {c['unreachable']}[/]  "
@@ -90,7 +90,7 @@ class _View:
         if name == "playbook_on_play_start":
             self.play = data.get("play", "")
             if not self._live:
-                err.print(f"[key]{self.title}[/] play: {self.play}")
+                err.print(f"[key]{esc(self.title)}[/] play: {esc(self.play)}")
         elif name == "playbook_on_task_start":
             self.task = data.get("task", "")
         elif name == "runner_on_ok":

@@ -58,7 +58,7 @@ def reference() -> str:
 def cache_dir() -> Path:
     base = os.environ.get("AIRLOCK_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "airlock")
-    return Path(base)
+    return Path(base).absolute()
 
 
 def archive_path() -> Path:

@@ -299,26 +299,51 @@ class Registry:
 
     def request(self, path: str, repo: str, *, headers: dict[str, str] | None = None,
                 stream: bool = False) -> requests.Response:
+        """GET ``/v2/PATH``, authenticating on a 401: once when no token is cached, and once
+        more when a cached token is refused (it expired mid-pull); a 401 after that is an
+        error."""
         headers = dict(headers or {})
         if repo in self._token:
             headers["Authorization"] = self._token[repo]
         try:
             r = self._get(path, headers, stream)
-        except requests.exceptions.SSLError:
+        except requests.exceptions.SSLError as e:
             if self.tls_verify or self.scheme == "http":
                 raise
+            if self.creds:
+                raise self._cleartext(f"TLS failed ({_root(e)}); plain HTTP would carry the "
+                                      "credentials in auth: in clear text") from None
             self.scheme = "http"  # tls_verify: false also allows plain HTTP, like skopeo
             r = self._get(path, headers, stream)
-        if r.status_code == 401 and repo not in self._token:
+        if r.status_code == 401:
             r.close()
+            expired = self._token.pop(repo, None) is not None
             self._token[repo] = self._authorize(r.headers.get("WWW-Authenticate", ""), repo)
             headers["Authorization"] = self._token[repo]
             r = self._get(path, headers, stream)
+            if r.status_code == 401:
+                r.close()
+                when = "to a new token too, after the cached one expired" if expired else \
+                    "after authenticating"
+                raise SourceError(f"registry {self.host}: {path}: the registry refused access "
+                                  f"(HTTP 401) {when}",
+                                  hint="check the credentials in auth: and that they may pull "
+                                       f"{repo}")
         return r
 
     def _get(self, path: str, headers: dict[str, str], stream: bool) -> requests.Response:
+        if "Authorization" in headers and self.scheme != "https":
+            raise self._cleartext("it asks for authentication over plain HTTP")
         return self.http.get(self._url(path), headers=headers, stream=stream,
                              timeout=self.opts.timeout)
+
+    def _cleartext(self, why: str) -> SourceError:
+        """Credentials and tokens never travel over plain HTTP."""
+        return SourceError(f"registry {self.host}: {why}; airlock never sends credentials or "
+                           "tokens unencrypted",
+                           hint="serve the registry and its token service over HTTPS (ca_file: "
+                                "for a private CA, tls_verify: false for an unverified "
+                                "certificate), or remove auth: if it needs none")
 
     def _authorize(self, challenge: str, repo: str) -> str:
         scheme, _, params = challenge.partition(" ")
@@ -329,6 +354,8 @@ class Registry:
                                   hint="add auth: {username: ..., password_env: VAR}")
             return requests.auth._basic_auth_str(*self.creds)
         if scheme.lower() == "bearer" and "realm" in fields:
+            if self.creds and not fields["realm"].lower().startswith("https://"):
+                raise self._cleartext(f"its token service {fields['realm']} is not HTTPS")
             query = {"scope": f"repository:{repo}:pull"}
             if "service" in fields:
                 query["service"] = fields["service"]
