@@ -212,7 +212,7 @@ Named = Sequence[tuple[str, Path]]
 
 def propose(out: Path, *, threshold: int | None, policy: Policy | None, signers: Named = (),
             base: Path | None = None, replace: Named = (), add: Named = (),
-            remove: Sequence[str] = ()) -> dict[str, Any]:
+            remove: Sequence[str] = (), force: bool = False) -> dict[str, Any]:
     """An unsigned root draft in OUT, from public keys only: root v1 from SIGNERS, or the
     next root after BASE's (a trust folder) with signers replaced, added, removed."""
     chain: list[Path] = []
@@ -256,7 +256,7 @@ def propose(out: Path, *, threshold: int | None, policy: Policy | None, signers:
             threshold = min(current.roles[Root.type].threshold, len(pubs))
         version, policy = current.version + 1, policy or Policy.read(base)
     root = keys.new_root(pubs, threshold, version, policy.root_days)
-    with staged_dir(out) as tmp:
+    with staged_dir(out, force=force) as tmp:
         atomic_write(tmp / DRAFT_ROOT, keys.root_bytes(Metadata(root)))
         policy.write(tmp)
         if chain:

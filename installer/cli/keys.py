@@ -251,11 +251,13 @@ def new_signer_cmd(name: str, output: Path, passphrase_env: str | None, as_json:
               help="Rotation: add a signer.")
 @click.option("--remove", multiple=True, metavar="NAME", help="Rotation: remove a signer.")
 @expiry_options(None)
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists (its signatures "
+              "are lost).")
 @json_option
 def propose_root_cmd(output: Path, signers: list[tuple[str, Path]], threshold: int | None,
                      base: Path | None, replace: list[tuple[str, Path]],
-                     add: list[tuple[str, Path]], remove: tuple[str, ...], as_json: bool,
-                     **days: int | None) -> None:
+                     add: list[tuple[str, Path]], remove: tuple[str, ...], force: bool,
+                     as_json: bool, **days: int | None) -> None:
     """Key ceremony, step 2, on any machine (no secrets): write an unsigned root draft from
     public keys only, root v1 from --signer, or with --from the next root of that trust
     folder. Carry the draft to each signer in turn for sign-root."""
@@ -264,7 +266,8 @@ def propose_root_cmd(output: Path, signers: list[tuple[str, Path]], threshold: i
         policy = _policy(keys.Policy.read(base) if base else keys.Policy(), days)
     with _audited("keys propose-root", output) as rec:
         info = ceremony.propose(output, threshold=threshold, policy=policy, signers=signers,
-                                base=base, replace=replace, add=add, remove=list(remove))
+                                base=base, replace=replace, add=add, remove=list(remove),
+                                force=force)
         rec.update(rootVersion=info["rootVersion"], threshold=info["threshold"],
                    signers={p["name"]: p["fingerprint"] for p in info["signers"]},
                    digest=info["digest"])
