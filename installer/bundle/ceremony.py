@@ -37,6 +37,7 @@ from installer.errors import TrustError, UsageError
 from installer.fsutil import atomic_write, staged_dir
 
 DRAFT_ROOT = "root-draft.json"
+Named = Sequence[tuple[str, Path]]  # (signer name, NAME.pub file)
 
 
 # --------------------------------------------------------------------------- 1. a signer's key
@@ -202,12 +203,10 @@ def shortfall(info: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- 2. propose
 
-def _read_pubs(pairs: Sequence[tuple[str, Path]]) -> dict[str, Ed25519PublicKey]:
+def _read_pubs(pairs: Named) -> dict[str, Ed25519PublicKey]:
     keys.check_names([n for n, _ in pairs])
     return {n: keys.read_public_key(p) for n, p in pairs}
 
-
-Named = Sequence[tuple[str, Path]]
 
 
 def propose(out: Path, *, threshold: int | None, policy: Policy | None, signers: Named = (),
@@ -389,6 +388,11 @@ def finalize(d: Path, out: Path) -> dict[str, Any]:
                              "does not follow it",
                              hint="finalize into a new folder, or into the trust folder the "
                              "draft was proposed from")
+    for m in [*draft.chain, draft.md]:
+        p = out / "roots" / f"{m.signed.version}.root.json"
+        if p.is_file() and keys.load_root(p).signed_bytes != m.signed_bytes:
+            raise TrustError(f"{p} is another root v{m.signed.version} than the draft's",
+                             hint="finalize into another folder")
     new = keys.signers_of(root)
     old = keys.signers_of(draft.previous) if draft.previous else {}
     going = [n for n, k in old.items() if (out / f"{n}.pub").exists()
