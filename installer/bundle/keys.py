@@ -14,6 +14,10 @@ Every signer key is listed for all four TUF roles (root, targets, snapshot, time
 one threshold, so T of N signers must sign each bundle, and T of the old and T of the new
 signers must sign a new root (root chaining). Each key carries its signer name in root.json
 (``x-airlock-name``), so names are signed too.
+
+``init`` and ``rotate`` make every key in one folder under one passphrase: the shortcut for
+labs and tests. At a real site each signer makes their own key and the root is assembled
+from public keys and signed one signer at a time (``installer.bundle.ceremony``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from securesystemslib.signer import CryptoSigner, SSlibKey
@@ -54,8 +59,11 @@ class Policy:
         p = d / "policy.json"
         return cls(**json.loads(p.read_text())) if p.exists() else cls()
 
+    def to_bytes(self) -> bytes:
+        return (json.dumps(asdict(self), indent=2) + "\n").encode()
+
     def write(self, d: Path) -> None:
-        atomic_write(d / "policy.json", (json.dumps(asdict(self), indent=2) + "\n").encode())
+        atomic_write(d / "policy.json", self.to_bytes())
 
 
 def expiry(days: int) -> datetime:
@@ -75,10 +83,43 @@ def write_private_key(path: Path, key: Ed25519PrivateKey, passphrase: str) -> No
     os.chmod(path, 0o600)
 
 
-def _write_signer(d: Path, name: str, key: Ed25519PrivateKey, passphrase: str) -> None:
-    """NAME.key (encrypted, 0600) and NAME.pub (one OpenSSH line) in the key folder."""
+def public_line(pub: Ed25519PublicKey, name: str) -> str:
+    """A NAME.pub file's one line: ``ssh-ed25519 AAAA… NAME``."""
+    return sshsig.openssh_public(pub) + f" {name}\n"
+
+
+def write_signer(d: Path, name: str, key: Ed25519PrivateKey, passphrase: str) -> None:
+    """NAME.key (encrypted, 0600) and NAME.pub (one OpenSSH line) in the key folder; neither
+    is left behind if the other cannot be written."""
     write_private_key(d / f"{name}.key", key, passphrase)
-    (d / f"{name}.pub").write_text(sshsig.openssh_public(key.public_key()) + f" {name}\n")
+    try:
+        atomic_write(d / f"{name}.pub", public_line(key.public_key(), name).encode())
+    except BaseException:
+        (d / f"{name}.key").unlink(missing_ok=True)
+        raise
+
+
+def read_public_key(path: Path) -> Ed25519PublicKey:
+    """A NAME.pub file (one ``ssh-ed25519 AAAA… [comment]`` line), as handed over."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) else "not text"
+        raise TrustError(f"{path}: cannot read the public key ({why})") from None
+    if "PRIVATE KEY" in text:
+        raise TrustError(f"{path} is a PRIVATE key: hand over only the .pub file",
+                         hint="the private key never leaves its signer's machine")
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    try:
+        if len(lines) != 1:
+            raise ValueError("not one line")
+        key = serialization.load_ssh_public_key(" ".join(lines[0].split()[:2]).encode())
+    except (ValueError, UnsupportedAlgorithm):
+        raise TrustError(f"{path}: not an OpenSSH public key (one line "
+                         "'ssh-ed25519 AAAA… NAME' expected)") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise TrustError(f"{path}: not an Ed25519 key ({lines[0].split()[0]})")
+    return key
 
 
 def load_private_key(path: Path, passphrase: str) -> Ed25519PrivateKey:
@@ -139,26 +180,45 @@ def signers_of(root: Root) -> dict[str, SSlibKey]:
             for kid in root.roles["targets"].keyids}
 
 
+def root_files(d: Path) -> list[Path]:
+    """``d/roots/N.root.json``, oldest first (none: an empty list)."""
+    return sorted((p for p in (d / "roots").glob("*.root.json")
+                   if p.name.split(".")[0].isdigit()), key=lambda p: int(p.name.split(".")[0]))
+
+
 def root_chain(d: Path) -> list[Path]:
-    roots = sorted((d / "roots").glob("*.root.json"), key=lambda p: int(p.name.split(".")[0]))
+    roots = root_files(d)
     if not roots:
         raise TrustError(f"{d}: no roots/N.root.json; is this a key folder made by "
                         "`airlock keys init`?")
     return roots
 
 
-def _write_root(d: Path, md: Metadata[Root]) -> None:
-    data = md.to_bytes(JSONSerializer(compact=False))
+def root_bytes(md: Metadata[Root]) -> bytes:
+    return md.to_bytes(JSONSerializer(compact=False))
+
+
+def write_root(d: Path, md: Metadata[Root]) -> None:
+    """roots/N.root.json, then root.json (what verifiers and signers read) last."""
+    data = root_bytes(md)
     (d / "roots").mkdir(exist_ok=True)
     atomic_write(d / "roots" / f"{md.signed.version}.root.json", data)
     atomic_write(d / "root.json", data)
 
 
-def _new_root(keys: dict[str, Ed25519PublicKey], threshold: int, version: int,
-              days: int) -> Root:
+def new_root(keys: dict[str, Ed25519PublicKey], threshold: int, version: int,
+             days: int) -> Root:
+    """Root vVERSION: every key listed for all four roles with one threshold."""
     if not 1 <= threshold <= len(keys):
         raise UsageError(f"threshold {threshold} must be between 1 and the number of "
                          f"signers ({len(keys)})")
+    seen: dict[bytes, str] = {}
+    for name, pub in keys.items():
+        raw = sshsig.public_blob(pub)
+        if raw in seen:
+            raise UsageError(f"{seen[raw]} and {name} have the same key "
+                             f"({sshsig.fingerprint(pub)}): each signer needs a key of their own")
+        seen[raw] = name
     root = Root(version=version, expires=expiry(days), consistent_snapshot=False)
     for name, pub in keys.items():
         k = sslib_key(pub, name)
@@ -170,11 +230,11 @@ def _new_root(keys: dict[str, Ed25519PublicKey], threshold: int, version: int,
 
 
 def check_names(names: list[str]) -> None:
-    for n in names:
+    for i, n in enumerate(names):
         if not NAME_RE.match(n):
             raise UsageError(f"signer name {n!r}: use lower-case letters, digits, '.', '_', '-'")
-    if len(set(names)) != len(names):
-        raise UsageError("signer names must be different")
+        if n in names[:i]:
+            raise UsageError(f"signer name {n!r} is given twice: signer names must be different")
 
 
 def init(d: Path, signers: int, threshold: int, names: list[str] | None, passphrase: str,
@@ -191,16 +251,16 @@ def init(d: Path, signers: int, threshold: int, names: list[str] | None, passphr
     d.mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
     privs = {n: Ed25519PrivateKey.generate() for n in names}
-    root = _new_root({n: k.public_key() for n, k in privs.items()}, threshold, 1,
+    root = new_root({n: k.public_key() for n, k in privs.items()}, threshold, 1,
                      policy.root_days)
     md = Metadata(root)
     for n, k in privs.items():
         md.sign(signer_for(k, n), append=True)
     try:
         for n, k in privs.items():
-            _write_signer(d, n, k, passphrase)
+            write_signer(d, n, k, passphrase)
         policy.write(d)
-        _write_root(d, md)
+        write_root(d, md)
     except BaseException:
         shutil.rmtree(d, ignore_errors=True)
         raise
@@ -242,7 +302,7 @@ def rotate(d: Path, passphrase: str, *, replace: list[str], add: list[str], remo
                                          if n not in remove}
     keys.update({n: k.public_key() for n, k in new_privs.items()})
     new_threshold = threshold or min(old.roles["targets"].threshold, len(keys))
-    root = _new_root(keys, new_threshold, old.version + 1, Policy.read(d).root_days)
+    root = new_root(keys, new_threshold, old.version + 1, Policy.read(d).root_days)
     md = Metadata(root)
     # every opened current key signs (a replaced key counts for the old root only), and
     # every new key signs (for the new root)
@@ -254,16 +314,26 @@ def rotate(d: Path, passphrase: str, *, replace: list[str], add: list[str], remo
                         f" signatures from the current signers and {new_threshold} from the new "
                         f"set; the keys this passphrase opens gave "
                         f"{len(result.first.signed)} and {len(result.second.signed)}")
-    retired = d / "retired"
     for n in [*replace, *remove]:
-        retired.mkdir(exist_ok=True, mode=0o700)
-        for suffix in (".key", ".pub"):
-            if (d / f"{n}{suffix}").exists():
-                os.replace(d / f"{n}{suffix}", retired / f"{n}.v{old.version}{suffix}")
+        retire(d, n, old.version)
     for n, k in new_privs.items():
-        _write_signer(d, n, k, passphrase)
-    _write_root(d, md)
+        write_signer(d, n, k, passphrase)
+    write_root(d, md)
     return describe(d)
+
+
+def retire(d: Path, name: str, version: int) -> list[tuple[Path, Path]]:
+    """Move NAME.key and NAME.pub (a key root vVERSION listed and the next one does not)
+    to ``retired/NAME.vVERSION.*``; returns the moves made."""
+    moves = []
+    for suffix in (".key", ".pub"):
+        src = d / f"{name}{suffix}"
+        if src.exists():
+            (d / "retired").mkdir(exist_ok=True, mode=0o700)
+            dst = d / "retired" / f"{name}.v{version}{suffix}"
+            os.replace(src, dst)
+            moves.append((src, dst))
+    return moves
 
 
 def allowed_signers(d: Path) -> str:

@@ -47,6 +47,12 @@ def openssh_public(key: Ed25519PublicKey) -> str:
     return "ssh-ed25519 " + base64.b64encode(public_blob(key)).decode()
 
 
+def fingerprint(key: Ed25519PublicKey) -> str:
+    """``SHA256:…`` as ``ssh-keygen -l -f NAME.pub`` prints it."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(public_blob(key)).digest()
+                                        ).decode().rstrip("=")
+
+
 def _signed_data(message: bytes, namespace: str) -> bytes:
     return (MAGIC + _string(namespace.encode()) + _string(b"") + _string(HASH)
             + _string(hashlib.sha512(message).digest()))
