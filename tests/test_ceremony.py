@@ -422,7 +422,7 @@ def test_rotation_signed_only_by_the_new_signers_is_refused(
     doc["signatures"] = []
     fake.write_text(json.dumps(doc))
     error(sign_root(site, "alice", ok=False, draft=V2), 7,
-          "is not the root v1 in keys/root.json", "refusing to sign")
+          "is not the root v1 in", "alice/keys/root.json", "refusing to sign")
     assert json.loads((site.home("coord") / "trust/root.json").read_text())[
         "signed"]["version"] == 1
 
