@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from installer.lab.engine import LabError
+from installer.errors import LabError
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

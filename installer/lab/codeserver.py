@@ -27,7 +27,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from installer.lab.engine import LabError
+from installer.errors import LabError
 
 VERSION = "4.100.3"  # VS Code 1.100.3 (bundles/lab.yaml's target); Node 20
 NODE = "/usr/bin/node"

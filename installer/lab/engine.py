@@ -11,11 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from installer.errors import AirlockError
-
-
-class LabError(AirlockError):
-    exit_code = 8
+from installer.errors import LabError
 
 
 @dataclass

@@ -9,7 +9,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from installer.lab.engine import Engine, LabError
+from installer.errors import LabError
+from installer.lab.engine import Engine
 
 PACKAGES = ("systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "python3-apt", "chrony",
             "iproute2", "nftables", "iputils-ping", "procps", "sudo", "ca-certificates",
