@@ -44,7 +44,7 @@ def test_bundle_is_an_oci_layout_that_real_tools_read(workdir: Path, tmp_path: P
     spec = write_spec(workdir, FULL_SPEC)
     b = build(spec, tmp_path / "b", BuildOptions()).path
     # sha256sum -c over the whole bundle
-    need("sha256sum", "coreutils")
+    need("sha256sum")
     proc = subprocess.run(["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=b,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -52,7 +52,7 @@ def test_bundle_is_an_oci_layout_that_real_tools_read(workdir: Path, tmp_path: P
     assert proc.stdout.count(": OK\n") == len(listed)
     assert len(listed) == sum(1 for p in b.rglob("*") if p.is_file()) - 1  # all but itself
     # skopeo reads every image by its ref name
-    need("skopeo", "skopeo")
+    need("skopeo")
     for ref, layers in (("image.base", 1), ("image.app", 2)):
         out = subprocess.run(["skopeo", "inspect", f"oci:{b}:{ref}"], capture_output=True,
                              text=True, check=True).stdout
