@@ -33,10 +33,10 @@ from installer.bundle.build import BuildOptions, build
 from installer.bundle.pack import pack, unpack
 from installer.bundle.sign import sign_bundle
 from installer.bundle.trust import verify_signed
+from installer.cli.bundle import inspect_cmd, sample_inputs_cmd
 from installer.console import out, progress
 from installer.errors import IntegrityError
 from installer.fsutil import atomic_write
-from installer.lab import sample
 from installer.site import project_root
 
 
@@ -105,8 +105,7 @@ def demo(work: Path, no_lab: bool, passphrase_env: str | None) -> None:
     work.mkdir(parents=True)
     work = work.absolute()
     out.rule("[key]1. sample inputs")
-    built = sample.prepare(root / "bundles")
-    out.print(f"made {built} (docker archive, VSIX, model folder) from bundles/sample/src")
+    sample_inputs_cmd.callback(False)  # type: ignore[misc]
 
     out.rule("[key]2. build")
     with progress() as bar:
@@ -140,8 +139,6 @@ def demo(work: Path, no_lab: bool, passphrase_env: str | None) -> None:
     _stock_tools(result.path, allowed, report.signed_by)
 
     out.rule("[key]6. inspect")
-    from installer.cli.bundle import inspect_cmd
-
     inspect_cmd.callback(result.path, False)  # type: ignore[misc]
 
     out.rule("[key]7. pack into parts and unpack")
