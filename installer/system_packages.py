@@ -85,7 +85,7 @@ PURPOSES: dict[str, Purpose] = {
         "the test suite's own tools",
         ("docker-registry", "docker-registry"), ("skopeo", "skopeo"), ("zstd", "zstd"),
         ("nginx-light", "nginx"), ("util-linux", "unshare"), ("curl", "curl"),
-        ("openssl", "openssl")),
+        ("openssl", "openssl"), ("git", "git")),
 }
 
 
