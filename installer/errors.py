@@ -11,7 +11,8 @@ Exit codes (also in README):
   5  integrity failure (verify, unpack)
   6  storage: output exists, disk full, interrupted
   7  keys: unreadable key, wrong passphrase, a key the root does not list
-  8  lab: no engine, debootstrap failed, a subnet clash, SSH never came up
+  8  lab: no engine, debootstrap failed, a subnet clash, SSH never came up; a system
+     package the demo or the lab needs is missing and cannot be installed here
   9  a host: unreachable, SSH refused, too little disk, a downgrade it refuses
  10  a playbook run failed (the host and task are named)
  11  busy: another deploy holds the inventory's lock
@@ -98,6 +99,13 @@ class TrustError(AirlockError):
     """Keys and roots: unreadable key, wrong passphrase, a signer the root does not list."""
 
     exit_code = 7
+
+
+class LabError(AirlockError):
+    """The lab or the staging host: no engine, debootstrap failed, a subnet clash, SSH never
+    came up, a Debian package it needs is missing and cannot be installed here."""
+
+    exit_code = 8
 
 
 class HostError(AirlockError):

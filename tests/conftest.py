@@ -29,16 +29,18 @@ from cryptography.x509.oid import NameOID
 
 from installer.lab import sample
 from installer.lab.fixtures import ImageDef, make_docker_archive, make_vsix
+from installer.system_packages import package_of
 
 REPO = Path(__file__).resolve().parent.parent
 AIRLOCK = [sys.executable, "-m", "installer.cli"]
 
 
-def need(tool: str, package: str) -> str:
+def need(tool: str) -> str:
+    """The path of a tool installer/system_packages.py lists; fails naming its package."""
     path = shutil.which(tool)
     if not path:
-        pytest.fail(f"{tool} is not installed: apt-get install {package} (tests/run.sh does)",
-                    pytrace=False)
+        pytest.fail(f"{tool} is not installed: apt-get install {package_of(tool)} "
+                    "(tests/run.sh does)", pytrace=False)
     return path
 
 
@@ -150,7 +152,7 @@ FULL_SPEC = """
 def run_registry(d: Path, auth: dict | None = None, tls: dict | None = None) -> Iterator[str]:
     """Debian's docker-registry (distribution) on a free loopback port; yields HOST:PORT and
     stops the process it started."""
-    binary = need("docker-registry", "docker-registry")
+    binary = need("docker-registry")
     port = free_port()
     config: dict = {"version": 0.1, "log": {"level": "warn"},
                     "storage": {"filesystem": {"rootdirectory": str(d / "data")},
@@ -208,7 +210,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def skopeo_push(source: str, dest: str, *extra: str) -> None:
-    need("skopeo", "skopeo")
+    need("skopeo")
     subprocess.run(["skopeo", "copy", "--quiet", "--insecure-policy", *extra, source,
                     f"docker://{dest}"], check=True, capture_output=True, timeout=120)
 
@@ -273,10 +275,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     status. The lab stays up for the modules in SHARED_LAB_MODULES."""
     import json
 
-    for tool, package in (("debootstrap", "debootstrap"), ("gpg", "gnupg"),
-                          ("ssh", "openssh-client"), ("apt-ftparchive", "apt-utils"),
-                          ("dockerd", "docker.io")):
-        need(tool, package)
+    for tool in ("debootstrap", "gpg", "ssh", "apt-ftparchive", "dockerd"):
+        need(tool)
     d = tmp_path_factory.mktemp("demo")
     env = {"AIRLOCK_LAB_DIR": str(d / "lab"), "DEMO_PASS": DEMO_PASS}
     _shared["env"] = {k: os.environ.get(k) for k in env}

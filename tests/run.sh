@@ -1,33 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian 12 machine (run as root, as CI does):
-# installs what the tests use (Debian's container engine, OCI registry, skopeo, zstd, nginx,
-# apt-utils, debootstrap, gnupg, npm; the code-server build's compilers and headers;
-# Chromium and certutil for the browser test),
+# installs the Debian packages the tests use, from the one list in
+# installer/system_packages.py (`python3 -m installer.system_packages list` shows it),
 # makes .venv with airlock and its test tools, starts a private container engine,
 # runs ruff and pytest, and stops the engine it started (by PID).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_apt=()
-for pair in dockerd:docker.io docker-registry:docker-registry skopeo:skopeo zstd:zstd \
-            ssh-keygen:openssh-client sha256sum:coreutils nginx:nginx-light \
-            apt-ftparchive:apt-utils debootstrap:debootstrap gpg:gnupg npm:npm \
-            unshare:util-linux curl:curl openssl:openssl chromium:chromium \
-            certutil:libnss3-tools g++:build-essential rg:ripgrep; do
-  command -v "${pair%%:*}" >/dev/null || need_apt+=("${pair##*:}")
-done
-# headers the lab's code-server build compiles its native modules against
-for pair in /usr/include/krb5.h:libkrb5-dev /usr/include/X11/Xlib.h:libx11-dev \
-            /usr/include/X11/extensions/XKBfile.h:libxkbfile-dev \
-            /usr/include/libsecret-1/libsecret/secret.h:libsecret-1-dev; do
-  [[ -e "${pair%%:*}" ]] || need_apt+=("${pair##*:}")
-done
-if ((${#need_apt[@]})); then
-  echo "== installing Debian packages: ${need_apt[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
+# The suite runs everything airlock does (the whole demo, so the lab, the code-server build
+# and the browser; the npm mirror) and its own tools. The system python3, before .venv exists.
+python3 -m installer.system_packages install \
+  venv reviewer mirror npm engine lab codeserver-build browser tests
 
 if [[ ! -x .venv/bin/python ]]; then
   echo "== creating .venv"

@@ -40,11 +40,26 @@ def test_sample_spec_builds_with_its_committed_lock(sample_dir: Path, tmp_path: 
     assert {a["name"]: a["digest"] for a in meta["artifacts"] if a["kind"] == "image"} == pinned
 
 
+def test_sample_without_its_inputs_names_the_command_that_makes_them(tmp_path: Path) -> None:
+    """A fresh clone has no bundles/sample/build (generated, git-ignored): the build says how
+    to make it, and `airlock bundle sample-inputs` does (README's first line)."""
+    bundles = tmp_path / "bundles"
+    shutil.copytree(REPO / "bundles", bundles, ignore=shutil.ignore_patterns("build"))
+    proc = run_airlock("bundle", "build", str(bundles / "sample.yaml"), "-o",
+                       str(tmp_path / "out"))
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "hint: the sample's inputs are made by: airlock bundle sample-inputs" in \
+        " ".join(proc.stderr.split())
+    made = json.loads(run_airlock("bundle", "sample-inputs", "--json", check=True).stdout)
+    assert made == {"ok": True, "path": str(REPO / "bundles" / "sample" / "build")}
+    assert (REPO / "bundles" / "sample" / "build" / "images.tar").is_file()
+
+
 def test_bundle_is_an_oci_layout_that_real_tools_read(workdir: Path, tmp_path: Path) -> None:
     spec = write_spec(workdir, FULL_SPEC)
     b = build(spec, tmp_path / "b", BuildOptions()).path
     # sha256sum -c over the whole bundle
-    need("sha256sum", "coreutils")
+    need("sha256sum")
     proc = subprocess.run(["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=b,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -52,7 +67,7 @@ def test_bundle_is_an_oci_layout_that_real_tools_read(workdir: Path, tmp_path: P
     assert proc.stdout.count(": OK\n") == len(listed)
     assert len(listed) == sum(1 for p in b.rglob("*") if p.is_file()) - 1  # all but itself
     # skopeo reads every image by its ref name
-    need("skopeo", "skopeo")
+    need("skopeo")
     for ref, layers in (("image.base", 1), ("image.app", 2)):
         out = subprocess.run(["skopeo", "inspect", f"oci:{b}:{ref}"], capture_output=True,
                              text=True, check=True).stdout

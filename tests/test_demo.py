@@ -12,7 +12,8 @@ from installer.bundle.verify import verify
 def test_demo_end_to_end(tmp_path: Path) -> None:
     proc = run_airlock("demo", "--no-lab", "-o", str(tmp_path / "demo"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for step in ("1. sample inputs", "2. build", "3. keys and signatures",
+    for step in ("0. what this machine needs", "1. sample inputs", "2. build",
+                 "3. keys and signatures",
                  "4. verify against the pinned root", "5. as a reviewer", "6. inspect",
                  "7. pack into parts and unpack", "what to look at"):
         assert step in proc.stdout

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, shared_lab_down
-from installer.errors import UsageError
+from installer.errors import LabError, UsageError
 from installer.lab import lab as lab_mod
-from installer.lab.engine import LabError
 from installer.lab.topology import load_zones, network_file
 
 

@@ -51,7 +51,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def site_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    need("gpg", "gnupg")
+    need("gpg")
     home = tmp_path_factory.mktemp("sitekey") / "gnupg"
     mirror.make_site_key(home, "airlock test site")
     return home
@@ -59,7 +59,7 @@ def site_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 class Nginx:
     def __init__(self, root: Path, port: int, work: Path):
-        binary = need("nginx", "nginx-light")
+        binary = need("nginx")
         work.mkdir(parents=True, exist_ok=True)
         (work / "logs").mkdir(exist_ok=True)
         conf = work / "nginx.conf"
@@ -171,7 +171,7 @@ def test_pip_refuses_a_tampered_wheel(served, tmp_path: Path) -> None:
 
 
 def _npm(args: list[str], cwd: Path, tmp_path: Path) -> subprocess.CompletedProcess:
-    need("npm", "npm")
+    need("npm")
     env = {**os.environ, "npm_config_userconfig": str(tmp_path / "npmrc"),
            "npm_config_cache": str(tmp_path / "npm-cache"), "npm_config_audit": "false",
            "npm_config_fund": "false", "npm_config_update_notifier": "false"}
@@ -211,7 +211,7 @@ def test_npm_refuses_a_tampered_tarball(served, tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def chroot(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A minimal Debian 12 made by debootstrap (from the staging host's Debian mirror)."""
-    need("debootstrap", "debootstrap")
+    need("debootstrap")
     root = tmp_path_factory.mktemp("chroot") / "root"
     proc = subprocess.run(["debootstrap", "--variant=minbase", "bookworm", str(root)],
                           capture_output=True, text=True, timeout=900)
@@ -301,7 +301,7 @@ def test_apt_refuses_a_tampered_deb(served, chroot: Path) -> None:
 # --------------------------------------------------------------------------- self-install
 
 def test_airlock_installs_itself_with_no_network(bundle: Path, tmp_path: Path) -> None:
-    need("unshare", "util-linux")
+    need("unshare")
     venv = tmp_path / "airlock-venv"
     probe = subprocess.run(["unshare", "--net", "python3", "-c",
                             "import socket; socket.create_connection(('1.1.1.1', 53), 2)"],

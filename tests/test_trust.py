@@ -86,7 +86,7 @@ def refused(bundle: Path, keydir: Path, state: Path, *words: str) -> list[dict]:
 
 
 def ssh_verify(bundle: Path, keydir: Path, signer: str, tmp_path: Path) -> bool:
-    need("ssh-keygen", "openssh-client")
+    need("ssh-keygen")
     allowed = tmp_path / "allowed_signers"
     allowed.write_text(keys.allowed_signers(keydir))
     sig = bundle / f"SHA256SUMS.{signer}.sig"
@@ -119,7 +119,7 @@ def test_init_layout_modes_and_names(keydir: Path) -> None:
 
 
 def test_key_is_usable_by_stock_ssh_keygen(keydir: Path, tmp_path: Path) -> None:
-    need("ssh-keygen", "openssh-client")
+    need("ssh-keygen")
     copy = tmp_path / "k"
     shutil.copy(keydir / "signer-1.key", copy)
     out = subprocess.run(["ssh-keygen", "-y", "-P", PASS, "-f", str(copy)],
@@ -412,7 +412,7 @@ def _reviewer_script() -> str:
 
 def run_reviewer_script(bundle: Path, keydir: Path) -> subprocess.CompletedProcess:
     """README's reviewer commands, verbatim, with the real ssh-keygen, sha256sum, find."""
-    need("ssh-keygen", "openssh-client")
+    need("ssh-keygen")
     (bundle.parent / "allowed_signers").write_text(keys.allowed_signers(keydir))
     script = _reviewer_script().replace("cd BUNDLE", f"cd {bundle}")
     return subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True,

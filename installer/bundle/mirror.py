@@ -28,7 +28,6 @@ import hashlib
 import html
 import json
 import os
-import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -38,6 +37,7 @@ from installer.bundle.digest import copy_hashing
 from installer.bundle.sources.packages import canonical_name
 from installer.errors import IntegrityError, SourceError, UsageError
 from installer.fsutil import staged_dir
+from installer.system_packages import require
 
 TITLE = "org.opencontainers.image.title"
 
@@ -255,8 +255,7 @@ def make_site_key(home: Path, name: str) -> dict[str, str]:
 
 
 def _gpg(home: Path, *args: str, stdin: bytes | None = None) -> bytes:
-    if not shutil.which("gpg"):
-        raise SourceError("gpg is not installed", hint="apt-get install gnupg")
+    require("gpg", SourceError)
     proc = subprocess.run(["gpg", "--homedir", str(home), "--batch", "--quiet", "--yes",
                            "--no-tty", *args], input=stdin, capture_output=True)
     if proc.returncode != 0:
@@ -273,8 +272,7 @@ def _fingerprint(home: Path) -> str:
 
 
 def _apt(put: _Out, manifest: dict[str, Any], root: Path, home: Path) -> dict[str, Any]:
-    if not shutil.which("apt-ftparchive"):
-        raise SourceError("apt-ftparchive is not installed", hint="apt-get install apt-utils")
+    require("apt-ftparchive", SourceError)
     ann = manifest.get("annotations", {})
     release = ann.get("dev.airlock.deb.release", "bookworm")
     arch = ann.get("dev.airlock.deb.architecture", "amd64")

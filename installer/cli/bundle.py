@@ -11,7 +11,7 @@ from installer.bundle.build import BuildOptions, build
 from installer.bundle.sources.http import FetchOptions
 from installer.cli import AbsolutePath, emit_json, json_option
 from installer.console import esc, out, progress
-from installer.errors import IntegrityError
+from installer.errors import IntegrityError, SourceError
 
 
 def human(n: float) -> str:
@@ -43,7 +43,13 @@ def build_cmd(spec: Path, out_dir: Path, update_lock: bool, locked: bool, force:
     opts = BuildOptions(update_lock=update_lock, locked=locked, force=force,
                         fetch=FetchOptions(timeout=timeout, retries=retries))
     with progress(not as_json) as bar:
-        result = build(spec, out_dir, opts, bar)
+        try:
+            result = build(spec, out_dir, opts, bar)
+        except SourceError as e:
+            if not e.hint and "sample/build/" in str(e) \
+                    and not (spec.parent / "sample" / "build").is_dir():
+                e.hint = "the sample's inputs are made by: airlock bundle sample-inputs"
+            raise
     if as_json:
         emit_json({"ok": True, **result.to_json()})
         return
@@ -53,6 +59,22 @@ def build_cmd(spec: Path, out_dir: Path, update_lock: bool, locked: bool, force:
     out.print(f"  digest {result.digest}")
     if result.lock_written:
         out.print(f"  [warn]lock written[/] {esc(result.lock_path)} (review and commit it)")
+
+
+@bundle.command("sample-inputs")
+@json_option
+def sample_inputs_cmd(as_json: bool) -> None:
+    """Make the embedded sample's inputs: bundles/sample/build (a docker archive, VSIX
+    files, a model folder) from bundles/sample/src, the same bytes every time (its lock
+    pins them). `airlock demo` makes them too."""
+    from installer.lab import sample
+    from installer.site import project_root
+
+    built = sample.prepare(project_root() / "bundles")
+    if as_json:
+        emit_json({"ok": True, "path": str(built)})
+        return
+    out.print(f"made {built} (docker archive, VSIX, model folder) from bundles/sample/src")
 
 
 @bundle.command("verify")

@@ -1,5 +1,10 @@
 """``airlock demo``: the main job end to end on the embedded sample.
 
+First, before it changes anything, what it will need from this machine (the Debian
+packages of installer/system_packages.py for its steps; for the lab also root, Node 20 and
+Playwright) is checked; what is missing is installed as root on Debian, or it stops (exit
+8) naming all of it and the ``apt-get install`` line.
+
 Make the sample's inputs, build the bundle from ``bundles/sample.yaml`` with its committed
 lock (``--locked``: it must match byte for byte), make throwaway signer keys, sign with two
 of three signers, verify against the pinned root, check it as a reviewer would with
@@ -22,24 +27,45 @@ from pathlib import Path
 
 import click
 
+from installer import system_packages
 from installer.bundle import keys
 from installer.bundle.build import BuildOptions, build
 from installer.bundle.pack import pack, unpack
 from installer.bundle.sign import sign_bundle
 from installer.bundle.trust import verify_signed
 from installer.cli import AbsolutePath
+from installer.cli.bundle import inspect_cmd, sample_inputs_cmd
 from installer.console import esc, out, progress
 from installer.errors import IntegrityError
 from installer.fsutil import atomic_write
-from installer.lab import sample
 from installer.site import project_root
 
 
+def needs(no_lab: bool) -> tuple[list[str], list[str]]:
+    """What the demo will use on this machine: the purposes of installer/system_packages.py
+    whose Debian packages it needs, and what no Debian package gives (for the lab: root,
+    Node 20, Playwright), as lines for system_packages.ensure."""
+    purposes: list[str] = ["reviewer"]
+    problems: list[str] = []
+    if no_lab:
+        return purposes, problems
+    from installer.lab import browser, codeserver, engine
+
+    purposes += ["mirror", "lab"]
+    problems += system_packages.root("for the lab (its container engine, debootstrap)")
+    host = os.environ.get("DOCKER_HOST")
+    if not (host and engine.answers(host)):
+        purposes.append("engine")
+    if not codeserver.archive_path().exists():
+        purposes.append("codeserver-build")
+        problems += codeserver.problems()
+    purposes.append("browser")
+    problems += browser.problems()
+    return purposes, problems
+
+
 def _stock_tools(bundle: Path, allowed: Path, signers: list[str]) -> None:
-    """What README tells a reviewer to run, run here, if the tools are installed."""
-    if not shutil.which("ssh-keygen") or not shutil.which("sha256sum"):
-        out.print("[warn]ssh-keygen or sha256sum not installed: stock-tool check skipped[/]")
-        return
+    """What README tells a reviewer to run, run here."""
     for s in signers:
         with open(bundle / "SHA256SUMS", "rb") as f:
             r = subprocess.run(["ssh-keygen", "-Y", "verify", "-f", str(allowed), "-I", s,
@@ -64,7 +90,15 @@ def _stock_tools(bundle: Path, allowed: Path, signers: list[str]) -> None:
               help="Take the throwaway keys' passphrase from VAR (default: random, not kept).")
 def demo(work: Path, no_lab: bool, passphrase_env: str | None) -> None:
     """Build, sign, verify, inspect, pack and unpack the embedded sample bundle; then
-    build the lab bundle, bring up the lab, import it to the repo host and serve it."""
+    build the lab bundle, bring up the lab, import it to the repo host and serve it.
+
+    First, before anything else, what it needs from this machine is checked, and the
+    Debian packages missing are installed (as root on Debian), or it stops naming them."""
+    out.rule("[key]0. what this machine needs")
+    purposes, problems = needs(no_lab)
+    system_packages.ensure(purposes, lambda m: out.print(f"  {m}"), problems)
+    out.print(f"[ok]ready[/]: the Debian packages for {', '.join(purposes)} are installed "
+              "(installer/system_packages.py)")
     root = project_root()
     spec = root / "bundles" / "sample.yaml"
     if work.exists():
@@ -72,8 +106,7 @@ def demo(work: Path, no_lab: bool, passphrase_env: str | None) -> None:
     work.mkdir(parents=True)
     work = work.absolute()
     out.rule("[key]1. sample inputs")
-    built = sample.prepare(root / "bundles")
-    out.print(f"made {esc(built)} (docker archive, VSIX, model folder) from bundles/sample/src")
+    sample_inputs_cmd.callback(False)  # type: ignore[misc]
 
     out.rule("[key]2. build")
     with progress() as bar:
@@ -107,8 +140,6 @@ def demo(work: Path, no_lab: bool, passphrase_env: str | None) -> None:
     _stock_tools(result.path, allowed, report.signed_by)
 
     out.rule("[key]6. inspect")
-    from installer.cli.bundle import inspect_cmd
-
     inspect_cmd.callback(result.path, False)  # type: ignore[misc]
 
     out.rule("[key]7. pack into parts and unpack")
@@ -203,12 +234,11 @@ def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
     out.print(esc(f"  audit log: {site / 'audit.jsonl'} (airlock audit verify --site {site})"))
 
     out.rule("[key]14. each user's workbench, in a browser, through the gateway")
-    from installer.lab import browser, debian
+    from installer.lab import browser
 
-    debian.ensure(browser.missing_packages(), "opening the workbenches",
-                  say=lambda m: out.print(f"  {esc(m)}"))
     urls = workbench_urls(root, inventory)
-    opened = browser.open_workbenches(urls, site / "pki" / "ca.crt", work / "screenshots")
+    opened = browser.open_workbenches(urls, site / "pki" / "ca.crt", work / "screenshots",
+                                      say=lambda m: out.print(f"  {m}"))
     for user, r in opened.items():
         out.print(f"  [ok]{esc(user)}[/]: VS Code workbench loaded in {r['seconds']:.1f} s "
                   f"(Chromium, site CA trusted, TLS through the gateway); screenshot "

@@ -9,34 +9,29 @@ workbench, its editor area and the explorer of the user's folder are on the page
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from installer.lab.engine import LabError
+from installer import system_packages
+from installer.errors import LabError
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def missing_packages() -> list[str]:
-    """Debian packages the browser needs that are not installed."""
-    return ([] if Path(CHROMIUM).exists() else ["chromium"]) + \
-        ([] if shutil.which("certutil") else ["libnss3-tools"])
-
-
-def missing() -> list[str]:
-    """What is not installed (Debian packages, or the Python package) to open a browser."""
-    need = [f"{p} (apt-get install {p})" for p in missing_packages()]
+def problems() -> list[str]:
+    """What opening a browser needs that no Debian package gives (the packages it needs are
+    the list's "browser"): Playwright, the Python package that drives it."""
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        need.append("playwright (pip install 'airlock[lab]')")
-    return need
+        return ["the Python package playwright, for opening the workbenches: "
+                "pip install 'airlock[lab]'"]
+    return []
 
 
 def _trust(home: Path, ca_file: Path) -> None:
@@ -50,14 +45,13 @@ def _trust(home: Path, ca_file: Path) -> None:
             raise LabError(f"certutil failed: {(r.stdout + r.stderr).strip()}")
 
 
-def open_workbenches(urls: dict[str, str], ca_file: Path, shots: Path,
-                     timeout_s: float = 90) -> dict[str, dict[str, Any]]:
+def open_workbenches(urls: dict[str, str], ca_file: Path, shots: Path, timeout_s: float = 90,
+                     say=print) -> dict[str, dict[str, Any]]:  # type: ignore[no-untyped-def]
     """For each user's URL: load it, wait for the workbench, screenshot it. Returns per
     user the seconds to a loaded workbench, the final URL, the page title, the HTTP status
-    of the page and its security headers, the screenshot's path."""
-    need = missing()
-    if need:
-        raise LabError("opening the workbench needs: " + ", ".join(need))
+    of the page and its security headers, the screenshot's path. Chromium and certutil are
+    installed first if missing (see system_packages.ensure)."""
+    system_packages.ensure(["browser"], say, problems())
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 

@@ -27,18 +27,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from installer.lab.engine import LabError
+from installer.errors import LabError
 
 VERSION = "4.100.3"  # VS Code 1.100.3 (bundles/lab.yaml's target); Node 20
 NODE = "/usr/bin/node"
 # runtime libraries of the native modules, git for the workbench, tini-like init: dumb-init
 PACKAGES = ("ca-certificates", "libkrb5-3", "libsecret-1-0", "libxkbfile1", "libx11-6",
             "libstdc++6", "git", "procps", "dumb-init", "openssh-client", "less", "locales")
-BUILD_DEPS = {"g++": "build-essential", "make": "build-essential", "rg": "ripgrep",
-              "debootstrap": "debootstrap", "npm": "npm"}
-BUILD_HEADERS = {"/usr/include/krb5.h": "libkrb5-dev", "/usr/include/X11/Xlib.h": "libx11-dev",
-                 "/usr/include/X11/extensions/XKBfile.h": "libxkbfile-dev",
-                 "/usr/include/libsecret-1/libsecret/secret.h": "libsecret-1-dev"}
 USER = "coder"
 UID = 1000
 HOME = "/home/coder"
@@ -65,23 +60,18 @@ def archive_path() -> Path:
     return cache_dir() / f"code-server-{tag()}.tar"
 
 
-def missing_build_tools() -> list[str]:
-    need = {pkg for tool, pkg in BUILD_DEPS.items() if not shutil.which(tool)}
-    need |= {pkg for header, pkg in BUILD_HEADERS.items() if not Path(header).exists()}
-    return sorted(need)
-
-
-def _node_ok() -> str:
+def problems() -> list[str]:
+    """What the build needs that no Debian package gives (the packages it needs are the
+    list's "codeserver-build"): Node 20 at /usr/bin/node. It needs root too."""
     try:
         v = subprocess.run([NODE, "--version"], capture_output=True, text=True,
                            check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        raise LabError(f"{NODE} is missing; code-server {VERSION} needs Node 20",
-                       hint="install Node 20 on the staging host") from None
-    if not v.startswith("v20."):
-        raise LabError(f"{NODE} is {v}; code-server {VERSION} needs Node 20",
-                       hint="install Node 20 on the staging host")
-    return v
+        v = "missing"
+    if v.startswith("v20."):
+        return []
+    return [f"Node 20 at {NODE}, for building the lab's code-server image (it is {v}; Debian "
+            f"12 has Node 18): code-server {VERSION} needs it, install it on the staging host"]
 
 
 def _run(cmd: list[str], cwd: Path, what: str, env: dict[str, str] | None = None) -> None:
@@ -255,12 +245,11 @@ def ensure(say=print) -> Path:  # type: ignore[no-untyped-def]
     dest = archive_path()
     if dest.exists():
         return dest
-    from installer.lab import debian
+    from installer import system_packages
 
-    debian.ensure(missing_build_tools(), "building the lab's code-server image", say)
-    if os.geteuid() != 0:
-        raise LabError("building the code-server image needs root (debootstrap)")
-    _node_ok()
+    system_packages.ensure(["codeserver-build"], say, [
+        *system_packages.root("for building the lab's code-server image (debootstrap)"),
+        *problems()])
     say(f"building the lab's code-server {VERSION} image from npm (about 5 minutes, once; "
         f"cached at {dest})")
     dest.parent.mkdir(parents=True, exist_ok=True)

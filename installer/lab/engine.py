@@ -11,11 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from installer.errors import AirlockError
-
-
-class LabError(AirlockError):
-    exit_code = 8
+from installer.errors import LabError
+from installer.system_packages import install_line, package_of
 
 
 @dataclass
@@ -29,7 +26,7 @@ class Engine:
         return docker.DockerClient(base_url=self.host, timeout=300)
 
 
-def _answers(host: str) -> bool:
+def answers(host: str) -> bool:
     import docker
     from docker.errors import DockerException
 
@@ -42,11 +39,11 @@ def _answers(host: str) -> bool:
 
 def find_or_start(state: Path, say=print) -> Engine:  # type: ignore[no-untyped-def]
     host = os.environ.get("DOCKER_HOST")
-    if host and _answers(host):
+    if host and answers(host):
         return Engine(host)
     d = state / "engine"
     sock = f"unix://{d}/docker.sock"
-    if _answers(sock):
+    if answers(sock):
         pid = int((d / "pid").read_text()) if (d / "pid").exists() else None
         return Engine(sock, pid)
     dockerd = shutil.which("dockerd")
@@ -54,8 +51,8 @@ def find_or_start(state: Path, say=print) -> Engine:  # type: ignore[no-untyped-
         raise LabError("no container engine answers" + (f" at DOCKER_HOST={host}" if host
                                                          else "") +
                        " and dockerd is not installed",
-                       hint="apt-get install docker.io (Debian's engine), or point "
-                            "DOCKER_HOST at a running engine")
+                       hint=install_line([package_of("dockerd")]) + " (Debian's engine), "
+                            "or point DOCKER_HOST at a running engine")
     if os.geteuid() != 0:
         raise LabError("starting a container engine needs root",
                        hint="run as root, or point DOCKER_HOST at a running engine")
@@ -67,7 +64,7 @@ def find_or_start(state: Path, say=print) -> Engine:  # type: ignore[no-untyped-
                              "--iptables=false", "--bridge=none"],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     for _ in range(120):
-        if _answers(sock):
+        if answers(sock):
             return Engine(sock, proc.pid)
         if proc.poll() is not None:
             tail = (d / "dockerd.log").read_text(errors="replace")[-1500:]

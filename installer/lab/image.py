@@ -13,7 +13,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from installer.lab.engine import Engine, LabError
+from installer import system_packages
+from installer.errors import LabError
+from installer.lab.engine import Engine
 
 PACKAGES = ("systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "python3-apt", "chrony",
             "iproute2", "nftables", "iputils-ping", "procps", "sudo", "ca-certificates",
@@ -51,8 +53,7 @@ def ensure(engine: Engine, work: Path, say=print) -> str:  # type: ignore[no-unt
         return reference()
     except ImageNotFound:
         pass
-    if not shutil.which("debootstrap"):
-        raise LabError("debootstrap is not installed", hint="apt-get install debootstrap")
+    system_packages.require("debootstrap")
     say(f"building the lab base image {reference()} with debootstrap (about 2 minutes, once)")
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work, prefix="rootfs-") as tmp:

@@ -31,10 +31,11 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from installer.errors import LabError
 from installer.fsutil import atomic_write
 from installer.lab import engine as engine_mod
 from installer.lab import image
-from installer.lab.engine import Engine, LabError
+from installer.lab.engine import Engine
 from installer.lab.image import UID, USER
 from installer.lab.topology import (
     MGMT,

@@ -30,6 +30,7 @@ from typing import Any
 
 from installer.bundle.spec import Located
 from installer.errors import SourceError
+from installer.system_packages import require
 
 
 @dataclass(frozen=True)
@@ -203,9 +204,7 @@ def resolve_pypi(entry: MirrorEntry, pins: dict[str, str], workdir: Path) -> lis
 # --------------------------------------------------------------------------- npm
 
 def npm_registry() -> str:
-    npm = shutil.which("npm")
-    if not npm:
-        raise SourceError("npm: the npm client is not installed", hint="apt-get install npm")
+    npm = require("npm", SourceError)
     reg = run([npm, "config", "get", "registry"], "npm: reading the configured registry")
     return reg.stdout.strip().rstrip("/") + "/"
 
