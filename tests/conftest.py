@@ -324,6 +324,25 @@ files:
     return out
 
 
+def lab_v2(demo: dict) -> Path:
+    """lab v2 (the sample's content plus 3 MiB of notes), served by the repo host.
+    test_import lands it through an interrupted copy; a module run on its own (pytest
+    tests/test_deploy.py) gets it imported here."""
+    import json
+
+    v2 = demo["dir"] / "v2"
+    notes = demo["dir"] / "release-notes.bin"
+    if not (v2 / "bundle.json").exists():
+        notes.write_bytes(bytes(range(256)) * (3 * 4096))
+        lab_bundle(demo, 2, {"notes": notes}, v2, ("signer-1", "signer-2"))
+    served = lab_ssh(demo, "repo1", "cat /srv/airlock/current/.airlock-import.json")
+    if json.loads(served.stdout)["version"] < 2:
+        run_airlock("bundle", "import", str(v2), "-i", str(demo["inventory"]), "--trust",
+                    str(demo["trust"]), "--site", str(demo["site"]), "--json", check=True,
+                    timeout=900)
+    return v2
+
+
 def lab_ssh(demo: dict, host: str, command: str, timeout: float = 300,
             data: bytes | None = None, root: bool = True) -> subprocess.CompletedProcess:
     """Run COMMAND on a lab host over its management address (real OpenSSH), as the

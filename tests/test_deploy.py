@@ -1,5 +1,6 @@
 """Deploy, preflight, status, the audit log and upgrades, on the lab `airlock demo` made
-(conftest's `demo`; runs after tests/test_import.py, which leaves release lab-2 served).
+(conftest's `demo`; after tests/test_import.py, which leaves release lab-2 served, or on
+its own, when conftest's lab_v2 imports it).
 
 The demo's own deploy is the first run; here: a deploy of the newer release changes only
 the release record; the next changes nothing; a second deploy is refused while one holds
@@ -21,15 +22,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import AIRLOCK, REPO, lab_bundle, lab_ssh, run_airlock
+from conftest import AIRLOCK, REPO, lab_bundle, lab_ssh, lab_v2, run_airlock
 
 HOSTS = {"gw1", "ide1", "ai1", "repo1", "fw1"}
 RECORD_TASK = "Write /etc/airlock/deployment.json"
 
 
-def airlock_json(demo: dict, *args: str, timeout: float = 900) -> tuple[int, dict, str]:
-    site = [] if args[0] == "preflight" else ["--site", str(demo["site"])]
-    proc = run_airlock(*args, "-i", str(demo["inventory"]), *site, "--json", timeout=timeout)
+def airlock_json(demo: dict, *args: str, timeout: float = 900, site: Path | None = None
+                 ) -> tuple[int, dict, str]:
+    proc = run_airlock(*args, "-i", str(demo["inventory"]), "--site", str(site or demo["site"]),
+                       "--json", timeout=timeout)
     try:
         doc = json.loads(proc.stdout)
     except ValueError:
@@ -53,7 +55,8 @@ def test_demo_deployed_and_recorded(demo) -> None:
 
 
 def test_new_release_deploys_only_its_record_then_nothing(demo) -> None:
-    assert served_version(demo) == 2, "needs test_import's upgrade to lab-2"
+    lab_v2(demo)
+    assert served_version(demo) == 2
     rc, doc, out = airlock_json(demo, "deploy", "--phase", "poc")
     assert rc == 0, out
     # v2 carries no new packages for these hosts: only the release record moves
@@ -211,8 +214,7 @@ def test_audit_verify_catches_an_edited_line(demo, tmp_path: Path) -> None:
 def _v3(demo: dict, tmp_path: Path) -> Path:
     """lab v3 = v2 (test_import's, with its 3 MiB notes) plus one small new file."""
     notes = demo["dir"] / "release-notes.bin"
-    assert (demo["dir"] / "v2" / "bundle.json").exists() and notes.exists(), \
-        "needs test_import's v2 bundle"
+    lab_v2(demo)
     extra = tmp_path / "changelog.txt"
     extra.write_text("v3: one new file\n")
     return lab_bundle(demo, 3, {"notes": notes, "changelog": extra}, tmp_path / "v3",
@@ -282,3 +284,108 @@ def test_plain_ansible_playbook_runs_the_same_playbooks(demo) -> None:
     stats = json.loads(proc.stdout)["stats"]
     assert set(stats) == HOSTS
     assert all(s["changed"] == 0 and s["failures"] == 0 for s in stats.values()), stats
+
+
+def _serial_at(demo: dict, host: str) -> int:
+    """The serial of the certificate HOST serves on 443, as another lab host sees it."""
+    r = lab_ssh(demo, "ide1", f"echo | openssl s_client -connect {host}:443 -servername "
+                              f"{host} 2>/dev/null | openssl x509 -noout -serial")
+    assert r.returncode == 0 and r.stdout.startswith("serial="), r.stdout + r.stderr
+    return int(r.stdout.strip().split("=", 1)[1], 16)
+
+
+PROBE = """
+import os, ssl, sys, time, urllib.request
+ok = failed = 0
+errors = []
+ctx = ssl.create_default_context()
+for _ in range(3000):  # bounded; stops when the test says so
+    if os.path.exists("/tmp/airlock-probe-stop"):
+        break
+    for url in sys.argv[1:]:
+        try:
+            urllib.request.urlopen(url, timeout=5, context=ctx).read()
+            ok += 1
+        except urllib.error.HTTPError:
+            ok += 1  # an answer over checked TLS
+        except Exception as e:  # noqa: BLE001 - every other failure is counted
+            failed += 1
+            errors.append(repr(e)[:200])
+    time.sleep(0.1)
+print(ok, failed, errors[:3])
+"""
+
+
+def test_a_forced_renewal_is_served_with_no_failed_request(demo) -> None:
+    """Every service with a site certificate reloads when it is renewed: the gateway and
+    the repo host serve new serials, and requests made all through the run (over TLS
+    checked against the site CA, from a lab host) never fail."""
+    from installer.deploy.runner import run_playbook
+
+    before = {h: _serial_at(demo, h) for h in ("gw1", "repo1")}
+    lab_ssh(demo, "ide1", "rm -f /tmp/airlock-probe-stop")
+    urls = "https://gw1/ https://repo1/release.json"
+    probe = subprocess.Popen(
+        ["ssh", "-i", demo["key"], "-o", "StrictHostKeyChecking=yes", "-o",
+         f"UserKnownHostsFile={demo['site'] / 'known_hosts'}", "-o", "BatchMode=yes",
+         f"airlock@{demo['state']['hosts']['ide1']['mgmt_address']}",
+         f"python3 -c {json.dumps(PROBE)} {urls}"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2)
+        run = run_playbook(REPO, "site.yml", demo["inventory"], site=demo["site"],
+                           log_dir=demo["dir"] / "renew-logs", live=False,
+                           raise_on_failure=False, extravars={"pki_renew_days": 3650})
+        time.sleep(2)
+    finally:
+        lab_ssh(demo, "ide1", "touch /tmp/airlock-probe-stop")
+        out, err = probe.communicate(timeout=120)
+    assert run.ok, run.failures
+    changed = run.changed_tasks
+    assert "Issue the certificate" in changed["gw1"] and "Issue the certificate" in \
+        changed["repo1"], changed
+    after = {h: _serial_at(demo, h) for h in ("gw1", "repo1")}
+    assert all(after[h] != before[h] for h in after), (before, after)
+    ok, failed = map(int, out.split()[:2])
+    assert ok > 20 and failed == 0, out + err
+    # and the next deploy changes nothing: the new certificates are far from renewal
+    rc, doc, text = airlock_json(demo, "deploy")
+    assert rc == 0 and doc["run"]["changed"] == 0, text
+
+
+def test_the_sites_root_of_trust_never_changes_by_accident(demo, tmp_path: Path) -> None:
+    """A deploy with the wrong site folder (no CA in it) makes no new CA; a host that
+    trusts another CA stops the whole run before any change, naming both fingerprints;
+    `deploy --replace-trusted-ca` is the documented repair."""
+    ca = (demo["site"] / "pki" / "ca.crt").read_text()
+    trusted = "/usr/local/share/ca-certificates/airlock/airlock-site-ca.crt"
+    # the mistyped --site: an empty folder
+    wrong_site = tmp_path / "not-the-site"
+    rc, doc, out = airlock_json(demo, "deploy", site=wrong_site)
+    assert rc == 10 and "the controller has no site CA" in doc["error"], out
+    assert not (wrong_site / "pki" / "ca.crt").exists()
+    for h in HOSTS:
+        assert lab_ssh(demo, h, f"cat {trusted}").stdout == ca, h
+
+    # ide1 trusts another CA now (damaged trust)
+    other = tmp_path / "other"
+    other.mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(other / "k"),
+                    "-out", str(other / "ca.crt"), "-subj", "/CN=someone else's CA",
+                    "-days", "30"], check=True, capture_output=True)
+    assert lab_ssh(demo, "ide1", f"cat > {trusted}", data=(other / "ca.crt").read_bytes()
+                   ).returncode == 0
+    rc, doc, out = airlock_json(demo, "deploy")
+    assert rc == 10 and "refusing to change the site's root of trust" in doc["error"], out
+    assert "ide1 trusts the site CA" in doc["error"], out
+    records = [json.loads(x) for x in (demo["site"] / "audit.jsonl").read_text().splitlines()]
+    assert records[-1]["result"] == "failed" and records[-1]["changed"] == 0, records[-1]
+    assert lab_ssh(demo, "ide1", f"cat {trusted}").stdout.startswith("-----BEGIN")
+    assert lab_ssh(demo, "ide1", f"cat {trusted}").stdout != ca  # nothing was changed
+
+    rc, doc, out = airlock_json(demo, "deploy", "--replace-trusted-ca")
+    assert rc == 0, out
+    assert lab_ssh(demo, "ide1", f"cat {trusted}").stdout == ca
+    rc, doc, out = airlock_json(demo, "deploy")
+    assert rc == 0 and doc["run"]["changed"] == 0, out

@@ -159,6 +159,7 @@ def test_interrupted_copy_resumes_and_upgrade_lands_beside(demo) -> None:
     notes = demo["dir"] / "release-notes.bin"
     notes.write_bytes(bytes(range(256)) * (3 * 4096))
     v2 = lab_bundle(demo, 2, {"notes": notes}, demo["dir"] / "v2", ("signer-1", "signer-2"))
+    # (conftest's lab_v2 makes the same bundle for a module run on its own)
     blobs = sorted((v2 / "blobs/sha256").iterdir())
     big = max(blobs, key=lambda p: p.stat().st_size)
     small = next(p for p in blobs if p != big)
