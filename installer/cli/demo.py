@@ -31,7 +31,7 @@ from installer.console import out, progress
 from installer.errors import IntegrityError
 from installer.fsutil import atomic_write
 from installer.lab import sample
-from installer.site import project_root
+from installer.site import checkout_root
 
 
 def _stock_tools(bundle: Path, allowed: Path, signers: list[str]) -> None:
@@ -64,7 +64,7 @@ def _stock_tools(bundle: Path, allowed: Path, signers: list[str]) -> None:
 def demo(work: Path, no_lab: bool, passphrase_env: str | None) -> None:
     """Build, sign, verify, inspect, pack and unpack the embedded sample bundle; then
     build the lab bundle, bring up the lab, import it to the repo host and serve it."""
-    root = project_root()
+    root = checkout_root("airlock demo")
     spec = root / "bundles" / "sample.yaml"
     if work.exists():
         shutil.rmtree(work)

@@ -30,6 +30,7 @@ from typing import Any
 
 from installer.bundle.spec import Located
 from installer.errors import SourceError
+from installer.site import checkout_root
 
 
 @dataclass(frozen=True)
@@ -115,11 +116,9 @@ def _from_report(items: list[dict[str, Any]], what: str) -> list[PackageFile]:
 
 
 def self_wheel(workdir: Path) -> PackageFile:
-    """airlock's own wheel, built from this checkout."""
-    root = Path(__file__).resolve().parents[3]
-    if not (root / "pyproject.toml").is_file():
-        raise SourceError("pypi.self: airlock's source checkout (pyproject.toml) is not found "
-                          "beside the installed package", hint="install airlock with pip -e")
+    """airlock's own wheel, built from this checkout; it carries the project files too
+    (setup.py), so an airlock installed from it can deploy."""
+    root = checkout_root("pypi.self (airlock's own wheel)")
     out = workdir / "self"
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH",
