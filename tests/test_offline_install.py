@@ -73,7 +73,9 @@ def installed(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert probe.returncode != 0 and "unreachable" in probe.stderr  # really no route out
     target = work / "opt" / "airlock"
     target.parent.mkdir()
-    proc = offline(PYTHON, bundle / "install-airlock.py", target, cwd=work, timeout=900)
+    # a caller's PYTHONPATH with an airlock on it (the checkout) must not stand in for it
+    proc = offline(PYTHON, bundle / "install-airlock.py", target, cwd=work, timeout=900,
+                   env={"PYTHONPATH": str(checkout())})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"inventories: {target}/share/airlock" in proc.stdout
     assert sorted(p.name for p in target.parent.iterdir()) == ["airlock"]  # no temp left

@@ -107,7 +107,8 @@ def install(bundle: Path, target: Path) -> None:
         try:
             wheels(bundle, Path(tmp))
             venv.create(target, with_pip=True)
-            pip = [str(target / "bin" / "python"), "-m", "pip", "install", "--isolated",
+            # -I: the caller's PYTHONPATH or user site must not satisfy (and so skip) airlock
+            pip = [str(target / "bin" / "python"), "-I", "-m", "pip", "install", "--isolated",
                    "--no-index", "--no-cache-dir", "--disable-pip-version-check",
                    "--find-links", tmp, "airlock"]
             if subprocess.call(pip) != 0:
