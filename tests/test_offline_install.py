@@ -1,6 +1,7 @@
 """airlock installed from a bundle with no network can deploy: install-airlock.py runs in a
 network namespace with no route out, and the installed airlock then plans against the
-installed example inventories, prints the network matrix and Ansible syntax-checks the
+installed example inventories, verifies the audit log, runs status, preflight and deploy as
+far as SSH to the (absent) hosts, prints the network matrix and Ansible syntax-checks the
 installed playbooks with the installed collections, from a folder outside any checkout.
 A tampered project file, or a pip that fails half way, leaves nothing at the target.
 
@@ -111,6 +112,18 @@ def test_installed_airlock_deploys_with_no_network(installed: Path, tmp_path: Pa
     result = json.loads(plan.stdout)
     assert result["ok"] and result["needs"]
 
+    audit = offline(airlock, "audit", "verify", cwd=tmp_path)
+    assert audit.returncode == 0 and "audit log intact" in audit.stdout, audit.stderr
+
+    # the example hosts are not there (no network): each command gets as far as SSH to them
+    poc = share / "inventories" / "poc"
+    status = offline(airlock, "status", "-i", poc, cwd=tmp_path)
+    assert status.returncode == 0 and "unreachable" in status.stdout, status.stderr
+    for command in ("preflight", "deploy"):
+        run = offline(airlock, command, "-i", poc, cwd=tmp_path)
+        assert run.returncode == 9, run.stdout[-2000:] + run.stderr[-2000:]
+        assert "Network is unreachable" in run.stdout + run.stderr
+
     matrix = offline(airlock, "network", "matrix", cwd=tmp_path)
     assert matrix.returncode == 0, matrix.stderr
     assert "443" in matrix.stdout
@@ -126,8 +139,8 @@ def test_installed_airlock_deploys_with_no_network(installed: Path, tmp_path: Pa
     assert set(paths) >= COLLECTIONS, sorted(paths)
     assert all(paths[c].startswith(str(installed)) for c in COLLECTIONS), paths
 
-    check = offline(installed / "bin" / "ansible-playbook", "--syntax-check", "-i",
-                    share / "inventories" / "poc", share / "playbooks" / "site.yml",
+    check = offline(installed / "bin" / "ansible-playbook", "--syntax-check", "-i", poc,
+                    share / "playbooks" / "site.yml",
                     cwd=tmp_path, env={"ANSIBLE_CONFIG": str(share / "ansible.cfg")})
     assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
     assert "playbook: " in check.stdout
