@@ -13,7 +13,7 @@ for pair in dockerd:docker.io docker-registry:docker-registry skopeo:skopeo zstd
             ssh-keygen:openssh-client sha256sum:coreutils nginx:nginx-light \
             apt-ftparchive:apt-utils debootstrap:debootstrap gpg:gnupg npm:npm \
             unshare:util-linux curl:curl openssl:openssl chromium:chromium \
-            certutil:libnss3-tools g++:build-essential rg:ripgrep; do
+            certutil:libnss3-tools g++:build-essential rg:ripgrep git:git; do
   command -v "${pair%%:*}" >/dev/null || need_apt+=("${pair##*:}")
 done
 # headers the lab's code-server build compiles its native modules against

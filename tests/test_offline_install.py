@@ -263,3 +263,14 @@ def test_own_wheel_is_reproducible_and_takes_tracked_files_only(bundle: Path,
     pypi = next(a for a in meta["artifacts"] if a["kind"] == "pypi")
     ours = next(f for f in pypi["files"] if f["path"] == again.filename)
     assert ours["digest"] == "sha256:" + again.sha256
+
+
+def test_own_wheel_without_project_files_is_refused(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built where `git ls-files` cannot run, the wheel would install an airlock that cannot
+    deploy: the bundle build refuses it."""
+    from installer.errors import SourceError
+
+    monkeypatch.setenv("PATH", str(tmp_path / "no-git"))
+    with pytest.raises(SourceError, match="without its project files"):
+        self_wheel(tmp_path)

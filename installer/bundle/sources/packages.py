@@ -24,13 +24,14 @@ import subprocess
 import sys
 import tempfile
 import urllib.parse
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from installer.bundle.spec import Located
 from installer.errors import SourceError
-from installer.site import checkout_root
+from installer.site import INSTALLED, checkout_root
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,13 @@ def self_wheel(workdir: Path) -> PackageFile:
          "--disable-pip-version-check", "-w", str(out), str(root)], "building airlock's wheel",
         env=env)
     wheel = next(out.glob("airlock-*.whl"))
+    with zipfile.ZipFile(wheel) as whl:
+        if not any(n.endswith(f".data/data/{INSTALLED.as_posix()}/ansible.cfg")
+                   for n in whl.namelist()):
+            raise SourceError("pypi.self: airlock's wheel was built without its project files "
+                              "(ansible.cfg, roles, playbooks, inventories)",
+                              hint="build from a git checkout with git installed: setup.py "
+                                   "lists them with `git ls-files`")
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
     version = wheel.name.split("-")[1]
     return PackageFile("airlock", version, wheel.name, digest, wheel.as_uri(),
