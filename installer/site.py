@@ -1,7 +1,8 @@
 """The controller's own places, in one module: where airlock's project files are (roles,
-playbooks, inventories, bundle specs), the site folder (CA, apt signing key, trust state,
-known hosts, run records, audit log), the per-inventory lock, and the import marker a repo
-host keeps beside each release.
+playbooks, inventories, bundle specs: the checkout, or PREFIX/share/airlock for an airlock
+installed from its wheel, e.g. by a bundle's install-airlock.py), the site folder (CA, apt
+signing key, trust state, known hosts, run records, audit log), the per-inventory lock, and
+the import marker a repo host keeps beside each release.
 
 Every path is made absolute here, before anything uses it: a relative path handed to
 Ansible would be resolved against the playbooks folder, not where the operator typed it.
@@ -14,6 +15,7 @@ import hashlib
 import json
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,18 +24,53 @@ from installer.errors import BusyError, UsageError
 
 # beside every release on the repo host: name, version and SHA256SUMS digest
 MARKER = ".airlock-import.json"
+# an installed airlock's project files, under its venv (the wheel's data files: setup.py)
+INSTALLED = Path("share", "airlock")
+
+
+def checkout() -> Path | None:
+    """The airlock checkout this package runs from: a parent folder with pyproject.toml,
+    bundles/sample.yaml and roles/; None for an installed airlock."""
+    for parent in Path(__file__).resolve().parents:
+        if ((parent / "pyproject.toml").is_file() and (parent / "roles").is_dir()
+                and (parent / "bundles" / "sample.yaml").is_file()):
+            return parent
+    return None
+
+
+def installed_project() -> Path:
+    """Where an installed airlock's project files are: its wheel's data files, which pip puts
+    in PREFIX/share/airlock (PREFIX: the venv, e.g. /opt/airlock from install-airlock.py)."""
+    return Path(sys.prefix).absolute() / INSTALLED
 
 
 def project_root() -> Path:
     """The folder with ansible.cfg, roles/, playbooks/, inventories/ and bundles/: the
-    checkout airlock runs from, or the copy an offline install carries."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "bundles" / "sample.yaml").is_file() and (parent / "roles").is_dir():
-            return parent
-    raise UsageError("airlock's project files (roles, playbooks, bundles) were not found",
+    checkout airlock runs from, else the copy an installed airlock carries
+    (``installed_project()``)."""
+    root = checkout()
+    if root:
+        return root
+    root = installed_project()
+    if (root / "ansible.cfg").is_file() and (root / "roles").is_dir():
+        return root
+    raise UsageError(f"airlock's project files (ansible.cfg, roles, playbooks) were not found "
+                     f"in a checkout or in {root}",
                      hint="run airlock from a checkout of the airlock repository, or from "
                           "an install made by install-airlock.py")
+
+
+def checkout_root(what: str) -> Path:
+    """The checkout, for WHAT only a checkout has (the sample bundle's sources, the lab,
+    airlock's own wheel); an installed airlock says so."""
+    root = checkout()
+    if root is None:
+        raise UsageError(f"{what} needs a checkout of the airlock repository; this airlock is "
+                         f"installed in {sys.prefix}",
+                         hint="an installed airlock runs plan, preflight, bundle import, "
+                              "deploy, status, audit and network with the project files in "
+                              f"{installed_project()}")
+    return root
 
 
 def site_dir_default() -> Path:

@@ -5,21 +5,121 @@ only; nothing from outside the bundle is used).
     python3 install-airlock.py /opt/airlock      # then /opt/airlock/bin/airlock --version
 
 Check the bundle first (README, "For security reviewers"): this script is one of the files
-SHA256SUMS lists and the signers signed. It finds the bundle's pypi mirror in index.json,
-checks every wheel's sha256 against its OCI digest, links them under their file names in a
-private folder, and runs ``pip install --isolated --no-index --find-links`` into a new venv.
+SHA256SUMS lists and the signers signed. It trusts nothing else: index.json must match its
+line in SHA256SUMS, the pypi mirror's manifest and every wheel their OCI digests. Each wheel
+is copied while it is hashed into a private folder beside the target, and
+``pip install --isolated --no-index --find-links`` installs airlock into a new venv there.
+
+airlock's wheel carries the project files it deploys with (ansible.cfg, roles/, playbooks/,
+the example inventories, the bundle specs and locks, the port matrix): pip puts them in
+TARGET/share/airlock, where airlock finds them. The target must be new or empty; on any
+failure nothing is left in it.
 """
 
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import venv
+from collections.abc import Callable
 from pathlib import Path
 
 TITLE = "org.opencontainers.image.title"
+PROJECT = Path("share", "airlock")  # under the venv: installer.site.project_root() looks here
+
+
+class Refused(Exception):
+    pass
+
+
+def checked(path: Path, digest: str, sink: Callable[[bytes], object]) -> None:
+    """Feed PATH's bytes to SINK; refuse them unless they hash to DIGEST ('sha256:…').
+    A link is refused, never followed."""
+    h = hashlib.sha256()
+    try:
+        src = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+    except OSError as e:
+        raise Refused(f"{path.name}: cannot read it ({e.strerror}); not installing") from None
+    with src:
+        for chunk in iter(lambda: src.read(1 << 20), b""):
+            h.update(chunk)
+            sink(chunk)
+    if "sha256:" + h.hexdigest() != digest:
+        raise Refused(f"{path.name}: damaged (sha256 mismatch); not installing")
+
+
+def read_checked(path: Path, digest: str) -> bytes:
+    data = bytearray()
+    checked(path, digest, data.extend)
+    return bytes(data)
+
+
+def wheels(bundle: Path, into: Path) -> None:
+    """Copy the pypi mirror's files into INTO, each checked against its digest."""
+    sums = {}
+    try:
+        for line in (bundle / "SHA256SUMS").read_text().splitlines():
+            hexd, _, rel = line.partition("  ")
+            sums[rel] = "sha256:" + hexd
+    except OSError as e:
+        raise Refused(f"SHA256SUMS: cannot read ({e.strerror})") from None
+    if "index.json" not in sums:
+        raise Refused("SHA256SUMS does not list index.json")
+    index = json.loads(read_checked(bundle / "index.json", sums["index.json"]))
+    blobs = bundle / "blobs" / "sha256"
+    entry = next((m for m in index["manifests"]
+                  if m.get("annotations", {}).get("dev.airlock.kind") == "pypi"), None)
+    if entry is None:
+        raise Refused("this bundle has no pypi mirror")
+    manifest = json.loads(read_checked(blobs / entry["digest"][7:], entry["digest"]))
+    for layer in manifest["layers"]:
+        name = layer["annotations"][TITLE]
+        if "/" in name or "\0" in name or name.startswith("."):
+            raise Refused(f"refusing file name {name!r}")
+        with open(into / name, "xb") as f:
+            checked(blobs / layer["digest"][7:], layer["digest"], f.write)
+
+
+def clear(target: Path, keep: bool) -> None:
+    """Remove what was installed: TARGET itself, or only its content when it was there."""
+    if not keep:
+        shutil.rmtree(target, ignore_errors=True)
+        return
+    for p in target.iterdir():
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink()
+
+
+def install(bundle: Path, target: Path) -> None:
+    existed = target.exists()
+    if existed and (not target.is_dir() or any(target.iterdir())):
+        raise Refused(f"{target} exists and is not empty; install into a new folder "
+                      f"(e.g. {target}-new) or remove it first")
+    if not target.parent.is_dir():
+        raise Refused(f"{target.parent} does not exist")
+    done = False
+    with tempfile.TemporaryDirectory(prefix=".airlock-wheels-", dir=target.parent) as tmp:
+        try:
+            wheels(bundle, Path(tmp))
+            venv.create(target, with_pip=True)
+            # -I: the caller's PYTHONPATH or user site must not satisfy (and so skip) airlock
+            pip = [str(target / "bin" / "python"), "-I", "-m", "pip", "install", "--isolated",
+                   "--no-index", "--no-cache-dir", "--disable-pip-version-check",
+                   "--find-links", tmp, "airlock"]
+            if subprocess.call(pip) != 0:
+                raise Refused("pip could not install airlock from the bundle")
+            if not (target / PROJECT / "ansible.cfg").is_file():
+                raise Refused(f"airlock's wheel carries no project files ({PROJECT}); "
+                              "build the bundle again with this airlock")
+            done = True
+        finally:
+            if not done:
+                clear(target, keep=existed)
 
 
 def main() -> int:
@@ -27,34 +127,18 @@ def main() -> int:
         print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
         return 2
     target = Path(sys.argv[1]).absolute()
-    bundle = Path(__file__).resolve().parent
-    blobs = bundle / "blobs" / "sha256"
-    index = json.loads((bundle / "index.json").read_text())
-    entry = next((m for m in index["manifests"]
-                  if m.get("annotations", {}).get("dev.airlock.kind") == "pypi"), None)
-    if entry is None:
-        print("this bundle has no pypi mirror", file=sys.stderr)
-        return 1
-    manifest = json.loads((blobs / entry["digest"].split(":")[1]).read_text())
-    with tempfile.TemporaryDirectory(prefix="airlock-wheels-") as tmp:
-        for layer in manifest["layers"]:
-            name = layer["annotations"][TITLE]
-            if "/" in name or name.startswith("."):
-                print(f"refusing file name {name!r}", file=sys.stderr)
-                return 1
-            blob = blobs / layer["digest"].split(":")[1]
-            h = hashlib.sha256()
-            with open(blob, "rb") as f:
-                for chunk in iter(lambda f=f: f.read(1 << 20), b""):
-                    h.update(chunk)
-            if "sha256:" + h.hexdigest() != layer["digest"]:
-                print(f"{name}: damaged (sha256 mismatch); not installing", file=sys.stderr)
-                return 1
-            os.symlink(blob, Path(tmp) / name)
-        venv.create(target, with_pip=True, clear=False)
-        pip = [str(target / "bin" / "python"), "-m", "pip", "install", "--isolated",
-               "--no-index", "--disable-pip-version-check", "--find-links", tmp, "airlock"]
-        return subprocess.call(pip)
+    try:
+        install(Path(__file__).resolve().parent, target)
+    except (Refused, OSError) as e:
+        why = str(e)
+    except (KeyError, TypeError, ValueError) as e:
+        why = f"index.json or the pypi manifest is malformed ({e!r})"
+    else:
+        print(f"installed {target / 'bin' / 'airlock'}; its roles, playbooks and example "
+              f"inventories: {target / PROJECT}")
+        return 0
+    print(f"{why}\nnothing was installed in {target}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

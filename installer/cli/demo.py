@@ -38,7 +38,7 @@ from installer.cli.bundle import inspect_cmd, sample_inputs_cmd
 from installer.console import esc, out, progress
 from installer.errors import IntegrityError
 from installer.fsutil import atomic_write
-from installer.site import project_root
+from installer.site import checkout_root
 
 
 def needs(no_lab: bool) -> tuple[list[str], list[str]]:
@@ -99,7 +99,7 @@ def demo(work: Path, no_lab: bool, passphrase_env: str | None) -> None:
     system_packages.ensure(purposes, lambda m: out.print(f"  {m}"), problems)
     out.print(f"[ok]ready[/]: the Debian packages for {', '.join(purposes)} are installed "
               "(installer/system_packages.py)")
-    root = project_root()
+    root = checkout_root("airlock demo")
     spec = root / "bundles" / "sample.yaml"
     if work.exists():
         shutil.rmtree(work)

@@ -8,7 +8,7 @@ from rich.table import Table
 from installer.cli import emit_json, json_option
 from installer.console import err, esc, out
 from installer.lab import lab as lab_mod
-from installer.site import project_root
+from installer.site import checkout_root
 
 
 @click.group("lab")
@@ -22,7 +22,7 @@ def lab_group() -> None:
 def up_cmd(topology: str, as_json: bool) -> None:
     """Start the topology's hosts and write inventories/lab/hosts.yml."""
     say = (lambda m: err.print(f"[dim]{esc(m)}[/]")) if not as_json else (lambda m: None)
-    state = lab_mod.up(project_root(), topology, say)
+    state = lab_mod.up(checkout_root("airlock lab up"), topology, say)
     if as_json:
         emit_json(lab_mod.status())
         return
@@ -35,7 +35,7 @@ def up_cmd(topology: str, as_json: bool) -> None:
 @json_option
 def down_cmd(as_json: bool) -> None:
     """Remove exactly what lab up made."""
-    result = lab_mod.down(project_root())
+    result = lab_mod.down(checkout_root("airlock lab down"))
     if as_json:
         emit_json(result)
         return

@@ -24,12 +24,14 @@ import subprocess
 import sys
 import tempfile
 import urllib.parse
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from installer.bundle.spec import Located
 from installer.errors import SourceError
+from installer.site import INSTALLED, checkout_root
 from installer.system_packages import require
 
 
@@ -116,11 +118,9 @@ def _from_report(items: list[dict[str, Any]], what: str) -> list[PackageFile]:
 
 
 def self_wheel(workdir: Path) -> PackageFile:
-    """airlock's own wheel, built from this checkout."""
-    root = Path(__file__).resolve().parents[3]
-    if not (root / "pyproject.toml").is_file():
-        raise SourceError("pypi.self: airlock's source checkout (pyproject.toml) is not found "
-                          "beside the installed package", hint="install airlock with pip -e")
+    """airlock's own wheel, built from this checkout; it carries the project files too
+    (setup.py), so an airlock installed from it can deploy."""
+    root = checkout_root("pypi.self (airlock's own wheel)")
     out = workdir / "self"
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH",
@@ -129,6 +129,13 @@ def self_wheel(workdir: Path) -> PackageFile:
          "--disable-pip-version-check", "-w", str(out), str(root)], "building airlock's wheel",
         env=env)
     wheel = next(out.glob("airlock-*.whl"))
+    with zipfile.ZipFile(wheel) as whl:
+        if not any(n.endswith(f".data/data/{INSTALLED.as_posix()}/ansible.cfg")
+                   for n in whl.namelist()):
+            raise SourceError("pypi.self: airlock's wheel was built without its project files "
+                              "(ansible.cfg, roles, playbooks, inventories)",
+                              hint="build from a git checkout with git installed: setup.py "
+                                   "lists them with `git ls-files`")
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
     version = wheel.name.split("-")[1]
     return PackageFile("airlock", version, wheel.name, digest, wheel.as_uri(),
