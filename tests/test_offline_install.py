@@ -59,7 +59,7 @@ def offline(*cmd: str | Path, cwd: Path, env: dict[str, str] | None = None,
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    need("unshare", "util-linux")
+    need("unshare")
     d = tmp_path_factory.mktemp("offline-spec")
     b = build(write_spec(d, SPEC), d / "bundle", BuildOptions()).path
     assert verify(b).ok

@@ -53,6 +53,10 @@ LEFT_OUT = {
     "airlock bundle import": "needs a repo host (test_import.py, on the lab)",
     "airlock plan": "needs a site's hosts (test_deploy.py, on the lab)",
     "airlock lab up": "needs the lab (test_lab.py)",
+    "# 1. each signer, on their own machine": "the key ceremony: several people, each on "
+                                              "their own machine (test_ceremony.py runs "
+                                              "every step, each in its own folder)",
+    "airlock keys new-signer dave": "the ceremony's rotation: as above (test_ceremony.py)",
 }
 SUBSTITUTIONS = {  # README text -> what runs; {tmp} is the test's folder
     "BUNDLE": "out/sample",
