@@ -220,7 +220,8 @@ def skopeo_push(source: str, dest: str, *extra: str) -> None:
 DEMO_PASS = "demo-test-passphrase"
 # Modules that use the one lab `airlock demo` makes, in the order they must run (the
 # deploy tests build on the upgrade the import tests leave behind).
-SHARED_LAB_MODULES = ("test_import.py", "test_deploy.py", "test_ide.py")
+SHARED_LAB_MODULES = ("test_import.py", "test_deploy.py", "test_ide.py",
+                      "test_offline_install.py")
 _shared: dict = {}
 
 

@@ -274,3 +274,42 @@ def test_own_wheel_without_project_files_is_refused(tmp_path: Path,
     monkeypatch.setenv("PATH", str(tmp_path / "no-git"))
     with pytest.raises(SourceError, match="without its project files"):
         self_wheel(tmp_path)
+
+
+def test_the_installed_airlock_drives_the_lab(installed: Path, demo: dict,
+                                              tmp_path: Path) -> None:
+    """The closed network's controller: the airlock installed offline above (no checkout,
+    no PYTHONPATH, cwd outside any checkout) checks the lab's hosts, imports a newer lab
+    bundle to its repo host, deploys it, shows the status and verifies the audit log, with
+    the site folder the demo made (its CA, known_hosts, trust state)."""
+    from conftest import lab_bundle, lab_ssh
+
+    share = installed / "share" / "airlock"
+    airlock = installed / "bin" / "airlock"
+    # an operator's inventory beside the installed example group_vars: the lab's
+    inventory = share / "inventories" / "lab" / "hosts.yml"
+    shutil.copy(demo["inventory"], inventory)
+    served = json.loads(lab_ssh(demo, "repo1", "cat /srv/airlock/current/.airlock-import.json"
+                                ).stdout)["version"]
+    newer = lab_bundle(demo, served + 1, {}, tmp_path / "newer", ("signer-1", "signer-3"))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8",
+           "AIRLOCK_SITE_DIR": str(demo["site"]), "AIRLOCK_SYSLOG": "none"}
+
+    def run(*args: str | Path, timeout: float = 900) -> dict:
+        proc = subprocess.run([str(airlock), *map(str, args), "--json"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+        assert proc.returncode == 0, (args, proc.stdout[-3000:] + proc.stderr[-3000:])
+        return json.loads(proc.stdout)
+
+    assert run("preflight", "-i", inventory)["ok"]
+    doc = run("bundle", "import", newer, "-i", inventory, "--trust", demo["trust"])
+    assert doc["version"] == served + 1 and doc["run"]["failures"] == []
+    doc = run("deploy", "-i", inventory)
+    assert doc["release"]["version"] == served + 1
+    assert all(s["failures"] == 0 for s in doc["run"]["stats"].values())
+    # the playbook that ran is the installed one (ansible-runner keeps the command line)
+    command = json.loads((Path(doc["run"]["log"]).parent / "command").read_text())
+    assert str(share / "playbooks" / "site.yml") in command["command"], command
+    rows = run("status", "-i", inventory)["hosts"]
+    assert all(r["reachable"] and r["current"] for r in rows), rows
+    assert run("audit", "verify")["records"] >= 4
