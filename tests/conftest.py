@@ -116,6 +116,17 @@ def workdir(tmp_path: Path) -> Path:
     return d
 
 
+def small_inputs(d: Path) -> Path:
+    """FULL_SPEC's inputs in D, small: a model, notes twice, a VSIX, two images."""
+    (d / "model").mkdir()
+    (d / "model" / "config.json").write_text("{}\n")
+    (d / "notes.txt").write_text("notes\n")
+    (d / "notes-copy.txt").write_text("notes\n")
+    make_vsix(d / "ext.vsix", "acme", "tool", "1.2.3", "^1.90.0")
+    two_images(d / "images.tar")
+    return d
+
+
 def write_spec(d: Path, body: str, name: str = "test.yaml") -> Path:
     p = d / name
     p.write_text(textwrap.dedent(body).lstrip())

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FULL_SPEC, need, run_airlock, write_spec
+from conftest import FULL_SPEC, need, run_airlock, small_inputs, write_spec
 from installer.deploy.audit import AuditLog
 
 PASSES = {"alice": "alice's own passphrase", "bob": "bob-has-another-one",
@@ -76,6 +76,18 @@ def pass_draft(site: Site, frm: str, to: str, draft: str = "draft") -> None:
     site.carry(frm, draft, to)
 
 
+def sign_in_turn(site: Site, signers: tuple[str, ...], draft: str = "draft") -> str:
+    """The coordinator's draft carried to each signer in turn, signed, and back; returns
+    the last signer (who still has a copy)."""
+    holder = "coord"
+    for who in signers:
+        pass_draft(site, holder, who, draft)
+        sign_root(site, who, draft=draft)
+        holder = who
+    pass_draft(site, holder, "coord", draft)
+    return holder
+
+
 def finalize(site: Site, who: str, out: str, ok: bool = True, draft: str = "draft"
              ) -> subprocess.CompletedProcess:
     return site.run(who, "keys", "finalize-root", draft, "-o", out, "--json", ok=ok)
@@ -97,12 +109,7 @@ def v1_root(site: Site, signed_by: tuple[str, ...] = ("alice", "bob")) -> None:
     site.run("coord", "keys", "propose-root", *(f for w in V1 for f in
                                                 ("--signer", f"{w}={w}.pub")),
              "--threshold", "2", "-o", "draft")
-    holder = "coord"
-    for who in signed_by:
-        pass_draft(site, holder, who)
-        sign_root(site, who)
-        holder = who
-    pass_draft(site, holder, "coord")
+    sign_in_turn(site, tuple(signed_by))
     finalize(site, "coord", "trust")
     for who in V1:
         pass_draft(site, "coord", who)
@@ -111,16 +118,7 @@ def v1_root(site: Site, signed_by: tuple[str, ...] = ("alice", "bob")) -> None:
 
 @pytest.fixture(scope="module")
 def unsigned_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from conftest import two_images
-    from installer.lab.fixtures import make_vsix
-
-    d = tmp_path_factory.mktemp("builder")
-    (d / "model").mkdir()
-    (d / "model" / "config.json").write_text("{}\n")
-    (d / "notes.txt").write_text("notes\n")
-    (d / "notes-copy.txt").write_text("notes\n")
-    make_vsix(d / "ext.vsix", "acme", "tool", "1.2.3", "^1.90.0")
-    two_images(d / "images.tar")
+    d = small_inputs(tmp_path_factory.mktemp("builder"))
     spec = write_spec(d, FULL_SPEC)
     run_airlock("bundle", "build", str(spec), "-o", str(d / "bundle"), cwd=d, check=True)
     return d / "bundle"
@@ -360,13 +358,8 @@ def test_rotation_signed_by_old_and_new_is_followed_by_a_verifier_that_pinned_v1
     doc = json.loads(p.stdout)
     assert doc["rootVersion"] == 2 and doc["changes"]["added"] == ["dave"]
     assert doc["changes"]["removed"] == ["carol"] and doc["previous"]["rootVersion"] == 1
-    holder = "coord"
-    for who in ("dave", "alice"):
-        pass_draft(site, holder, who, V2)
-        sign_root(site, who, draft=V2)
-        holder = who
+    sign_in_turn(site, ("dave", "alice"), V2)
     # the new set has 2 of 2, the old only 1 of 2: refused, naming who can still sign
-    pass_draft(site, holder, "coord", V2)
     error(finalize(site, "coord", "trust", ok=False, draft=V2), 7,
           "1 more from the v1 signers (any of: bob, carol)")
     pass_draft(site, "coord", "bob", V2)
@@ -406,12 +399,7 @@ def test_rotation_signed_only_by_the_new_signers_is_refused(
     site.run("coord", "keys", "propose-root", "--from", "trust", "--remove", "bob",
              "--remove", "carol", "--add", "dave=dave.pub", "--add", "erin=erin.pub",
              "-o", "draft-v2")
-    holder = "coord"
-    for who in ("dave", "erin"):
-        pass_draft(site, holder, who, V2)
-        sign_root(site, who, draft=V2)
-        holder = who
-    pass_draft(site, holder, "coord", V2)
+    holder = sign_in_turn(site, ("dave", "erin"), V2)
     error(finalize(site, "coord", "trust", ok=False, draft=V2), 7,
           "2 more from the v1 signers (any of: alice, bob, carol)")
     # nor can they pass it off on alice with another root v1 under it: she holds the real v1

@@ -468,3 +468,36 @@ def test_lab_down_removes_exactly_what_up_made(lab, client) -> None:
         assert lab_mod.down(REPO) == {"removed": False, "reason": "no lab is up"}
     finally:
         bystander.remove()
+
+
+def test_a_first_bundle_without_the_repo_hosts_packages_is_refused(lab, client,
+                                                                    tmp_path: Path) -> None:
+    """The sample bundle carries no Debian packages: on a repo host that has none of its
+    own yet, import stops before anything is copied, naming what is missing and which
+    bundles can bootstrap a repo host."""
+    env = {"PP": "lab-test-passphrase"}
+
+    def airlock(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "installer.cli", *args], cwd=REPO,
+                              capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "PYTHONPATH": str(REPO), **env})
+
+    assert airlock("bundle", "sample-inputs").returncode == 0
+    bundle, keys = tmp_path / "sample", tmp_path / "keys"
+    for args in (("bundle", "build", str(REPO / "bundles/sample.yaml"), "-o", str(bundle),
+                  "--locked"),
+                 ("keys", "init", str(keys), "--signers", "1", "--threshold", "1",
+                  "--passphrase-env", "PP"),
+                 ("bundle", "sign", str(bundle), "--key", str(keys / "signer-1.key"),
+                  "--passphrase-env", "PP")):
+        r = airlock(*args)
+        assert r.returncode == 0, (args, r.stdout + r.stderr)
+    r = airlock("bundle", "import", str(bundle), "-i", str(REPO / "inventories/lab/hosts.yml"),
+                "--trust", str(keys / "root.json"), "--site", str(tmp_path / "site"), "--json")
+    assert r.returncode == 9, r.stdout + r.stderr
+    error = json.loads(r.stdout)["error"]
+    assert "does not carry nginx, docker-registry, skopeo" in error and "nothing was copied" \
+        in error, error
+    assert "bundles/poc.yaml or bundles/lab.yaml" in json.loads(r.stdout)["hint"]
+    repo1 = client.containers.get(lab.containers["repo1"])
+    assert repo1.exec_run(["test", "-e", "/srv/airlock/incoming"]).exit_code != 0

@@ -35,17 +35,9 @@ def keydir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from conftest import two_images
-    from installer.lab.fixtures import make_vsix
+    from conftest import small_inputs
 
-    d = tmp_path_factory.mktemp("inputs")
-    (d / "model").mkdir()
-    (d / "model" / "config.json").write_text("{}\n")
-    (d / "notes.txt").write_text("notes\n")
-    (d / "notes-copy.txt").write_text("notes\n")
-    make_vsix(d / "ext.vsix", "acme", "tool", "1.2.3", "^1.90.0")
-    two_images(d / "images.tar")
-    return d
+    return small_inputs(tmp_path_factory.mktemp("inputs"))
 
 
 def make_bundle(inputs: Path, out: Path, version: int, signers=("signer-1", "signer-2"),

@@ -40,6 +40,9 @@ from installer.site import MARKER, InventoryLock, ensure_site
 
 RESERVE = 64 << 20  # free space left on the host after the copy
 CHUNK = 1 << 20
+# what the offline_repo role's bootstrap installs from the bundle itself (its default of
+# offline_repo_bootstrap_packages; an inventory may set another list)
+BOOTSTRAP = ("nginx", "docker-registry", "skopeo", "python3-cryptography")
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,29 @@ class _Sync:
         return int(out.strip() or 0)
 
 
+def _bootstrap_check(sync: _Sync, repo: inv_mod.Host, mirror_dir: Path, name: str) -> None:
+    """A repo host that lacks its own packages installs them from the bundle: refuse,
+    before anything changes, a bundle that does not carry the ones it lacks."""
+    wanted = list(repo.vars.get("offline_repo_bootstrap_packages", BOOTSTRAP))
+    out = sync.sh('for p in "$@"; do dpkg-query -W -f=\'${Status}\\n\' "$p" 2>/dev/null '
+                  '| grep -q "install ok installed" || echo "$p"; done', *wanted)
+    lacking = out.split()
+    if not lacking:
+        return
+    carried = set()
+    for index in (mirror_dir / "apt").rglob("Packages"):
+        carried |= {line.split(":", 1)[1].strip() for line in index.read_text().splitlines()
+                    if line.startswith("Package:")}
+    absent = [p for p in lacking if p not in carried]
+    if absent:
+        raise HostError(f"{sync.r.name} does not have {', '.join(lacking)} yet, and bundle "
+                        f"{name} does not carry {', '.join(absent)}: the repo host could not "
+                        "serve it (nothing was copied)",
+                        hint="import first a bundle that carries the repo host's own "
+                             "packages (bundles/poc.yaml or bundles/lab.yaml do: their deb "
+                             f"list has {', '.join(wanted)})")
+
+
 def _check_release_on_host(sync: _Sync, items: list[Item]) -> None:
     """A release already complete on the host must be byte-identical to this bundle."""
     files = [i for i in items if i.link is None and i.rel.startswith("bundle/")]
@@ -352,6 +378,7 @@ def _import(root: Path, bundle: Path, inventory: Path, inv: inv_mod.Inventory, *
         pub = stage / "mirror" / "apt" / "site-key.gpg"
         if pub.exists():  # the common role gives it to every host for apt's signed-by
             atomic_write(site / "apt-site-key.gpg", pub.read_bytes())
+        _bootstrap_check(sync, repo, stage / "mirror", meta["name"])
         items = _items(bundle, stage / "mirror", omitted)
         say(f"copying {release} to {repo.name}:{repo_root}"
             + (f" (delta on {delta['base']['version']}: {len(omitted)} blobs from the base)"
