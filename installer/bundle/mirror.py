@@ -28,6 +28,7 @@ import hashlib
 import html
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -249,9 +250,19 @@ def make_site_key(home: Path, name: str) -> dict[str, str]:
         raise UsageError(f"{home} is not empty")
     home.mkdir(parents=True, exist_ok=True)
     os.chmod(home, 0o700)
-    _gpg(home, "--quick-generate-key", "--passphrase", "", "--pinentry-mode", "loopback",
-         f"{name} <repo-signing@airlock.invalid>", "ed25519", "sign", "3y")
-    return {"home": str(home), "fingerprint": _fingerprint(home)}
+    try:
+        _gpg(home, "--quick-generate-key", "--passphrase", "", "--pinentry-mode", "loopback",
+             f"{name} <repo-signing@airlock.invalid>", "ed25519", "sign", "3y")
+        return {"home": str(home), "fingerprint": _fingerprint(home)}
+    finally:
+        _stop_agent(home)
+
+
+def _stop_agent(home: Path) -> None:
+    """gpg starts an agent for HOME that outlives it: stop that one (only that one)."""
+    if shutil.which("gpgconf"):
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"],
+                       capture_output=True)
 
 
 def _gpg(home: Path, *args: str, stdin: bytes | None = None) -> bytes:
@@ -294,12 +305,16 @@ def _apt(put: _Out, manifest: dict[str, Any], root: Path, home: Path) -> dict[st
                          check=True, capture_output=True).stdout
     dist = root / "dists" / release
     (dist / "Release").write_bytes(rel)
-    (dist / "InRelease").write_bytes(_gpg(home, "--local-user", fpr, "--clearsign",
-                                          "--digest-algo", "SHA512", stdin=rel))
-    (dist / "Release.gpg").write_bytes(_gpg(home, "--local-user", fpr, "--detach-sign",
-                                            "--armor", "--digest-algo", "SHA512", stdin=rel))
-    (root / "site-key.gpg").write_bytes(_gpg(home, "--export", fpr))
-    (root / "site-key.asc").write_bytes(_gpg(home, "--export", "--armor", fpr))
+    try:
+        (dist / "InRelease").write_bytes(_gpg(home, "--local-user", fpr, "--clearsign",
+                                              "--digest-algo", "SHA512", stdin=rel))
+        (dist / "Release.gpg").write_bytes(_gpg(home, "--local-user", fpr, "--detach-sign",
+                                                "--armor", "--digest-algo", "SHA512",
+                                                stdin=rel))
+        (root / "site-key.gpg").write_bytes(_gpg(home, "--export", fpr))
+        (root / "site-key.asc").write_bytes(_gpg(home, "--export", "--armor", fpr))
+    finally:
+        _stop_agent(home)
     return {"release": release, "architecture": arch, "packages": len(manifest["layers"]),
             "signedBy": fpr}
 
