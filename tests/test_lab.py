@@ -453,23 +453,6 @@ def test_every_flow_connects_and_every_other_pair_is_refused(lab, client) -> Non
     assert sum(got.values()) == len(allowed) >= 8
 
 
-def test_lab_down_removes_exactly_what_up_made(lab, client) -> None:
-    from docker.types import IPAMConfig, IPAMPool
-
-    bystander = client.networks.create("bystander", ipam=IPAMConfig(
-        pool_configs=[IPAMPool(subnet="10.99.0.0/24")]))
-    try:
-        result = lab_mod.down(REPO)
-        assert result["removed"] and result["containers"] == 6 and result["networks"] == 5
-        assert labelled(client) == ([], [])
-        assert not (REPO / "inventories/lab/hosts.yml").exists()
-        client.networks.get(bystander.id)
-        assert lab_mod.status() == {"up": False}
-        assert lab_mod.down(REPO) == {"removed": False, "reason": "no lab is up"}
-    finally:
-        bystander.remove()
-
-
 def test_a_first_bundle_without_the_repo_hosts_packages_is_refused(lab, client,
                                                                     tmp_path: Path) -> None:
     """The sample bundle carries no Debian packages: on a repo host that has none of its
@@ -501,3 +484,21 @@ def test_a_first_bundle_without_the_repo_hosts_packages_is_refused(lab, client,
     assert "bundles/poc.yaml or bundles/lab.yaml" in json.loads(r.stdout)["hint"]
     repo1 = client.containers.get(lab.containers["repo1"])
     assert repo1.exec_run(["test", "-e", "/srv/airlock/incoming"]).exit_code != 0
+
+
+def test_lab_down_removes_exactly_what_up_made(lab, client) -> None:
+    from docker.types import IPAMConfig, IPAMPool
+
+    bystander = client.networks.create("bystander", ipam=IPAMConfig(
+        pool_configs=[IPAMPool(subnet="10.99.0.0/24")]))
+    try:
+        result = lab_mod.down(REPO)
+        assert result["removed"] and result["containers"] == 6 and result["networks"] == 5
+        assert labelled(client) == ([], [])
+        assert not (REPO / "inventories/lab/hosts.yml").exists()
+        client.networks.get(bystander.id)
+        assert lab_mod.status() == {"up": False}
+        assert lab_mod.down(REPO) == {"removed": False, "reason": "no lab is up"}
+    finally:
+        bystander.remove()
+

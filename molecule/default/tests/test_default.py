@@ -29,7 +29,8 @@ def test_journal_persistent_and_ca_folder(host):
 
 def test_names_resolve_through_the_sites_dns_only(host):
     assert "nameserver 10.0.1.53" in host.file("/etc/resolv.conf").content_string
-    assert host.run("getent hosts node1").stdout.split()[0] == "10.0.5.20"
+    # (the bare name is the host's own, in /etc/hosts; the site's name is asked of DNS)
+    assert host.run("getent hosts node1.lab.airlock.test").stdout.split()[0] == "10.0.5.20"
     assert host.run("getent hosts deb.debian.org").rc != 0
 
 
