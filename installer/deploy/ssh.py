@@ -79,7 +79,8 @@ class Remote:
             raise HostError(f"{self.name}: {self.host.user} cannot use sudo without a "
                             f"password: {err.strip()[:200]}",
                             hint=f"give {self.host.user} passwordless sudo on {self.name} "
-                                 "(/etc/sudoers.d), as Ansible's become needs too")
+                                 "(/etc/sudoers.d): airlock's own SSH commands and copies run "
+                                 "unattended through sudo -n")
         if check and rc != 0:
             raise HostError(f"{self.name}: `{cmd[:120]}` failed ({rc}): {err.strip()[-400:]}")
         return rc, out, err
