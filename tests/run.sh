@@ -48,4 +48,4 @@ echo "== yamllint, ansible-lint (production profile)"
 .venv/bin/yamllint -s roles playbooks inventories .yamllint
 PATH="$PWD/.venv/bin:$PATH" .venv/bin/ansible-lint --offline --profile production roles playbooks molecule
 echo "== pytest"
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest --durations=25 "$@"

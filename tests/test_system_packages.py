@@ -181,7 +181,7 @@ def test_demo_stops_before_anything(monkeypatch: pytest.MonkeyPatch, lacking: se
     """`airlock demo --no-lab` as a user, without ssh-keygen: exit 8 with the apt-get line,
     and nothing made (not the output folder, not the sample's inputs)."""
     monkeypatch.setattr(sp.os, "geteuid", lambda: 1000)
-    monkeypatch.setattr(demo_mod, "project_root", lambda: pytest.fail("the demo went on"))
+    monkeypatch.setattr(demo_mod, "checkout_root", lambda what: pytest.fail("the demo went on"))
     lacking.add("ssh-keygen")
     result = CliRunner().invoke(main, ["demo", "--no-lab", "-o", str(tmp_path / "demo")])
     assert result.exit_code == 8, result.output
