@@ -29,7 +29,7 @@ SFTP_SERVERS = ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-serve
 
 class Remote:
     def __init__(self, host: Host, site: Path, timeout: float = 20) -> None:
-        self.host, self.site = host, site
+        self.host = host
         self.sudo = host.become
         self.client = paramiko.SSHClient()
         if hostkeys.path(site).exists():

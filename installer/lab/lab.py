@@ -262,9 +262,9 @@ def up(root: Path, topo_name: str = "poc", say=print) -> LabState:  # type: igno
             known.append(f"{state.hosts[h.name]['mgmt_address']} {pub_key}\n")
             if h.site_services:
                 say(f"starting the site's DNS and NTP stand-in on {h.name}")
-                _site_services(c, topo, zones, state)
+                _site_services(c, topo, zones, state.hosts[h.name]["mgmt_address"])
         # as a site's base build does: every host resolves through the site's DNS
-        ns = next(state.hosts[h.name]["mgmt_address"] for h in topo.hosts if h.site_services)
+        ns = services_address(topo, state)
         for h in topo.hosts:
             if not h.site_services:
                 _resolver(client.containers.get(state.containers[h.name]), ns)
@@ -289,12 +289,19 @@ def names(topo: Topology, zones: dict[str, Zone]) -> dict[str, str]:
             for h in topo.hosts}
 
 
+def services_address(topo: Topology, state: LabState) -> str:
+    """The management address of the topology's stand-in for the site's DNS and NTP."""
+    found = [state.hosts[h.name]["mgmt_address"] for h in topo.hosts if h.site_services]
+    if not found:
+        raise LabError(f"topology {topo.name} has no site DNS and NTP server (ns1)")
+    return found[0]
+
+
 def _site_services(container: Any, topo: Topology, zones: dict[str, Zone],
-                   state: LabState) -> None:
-    """dnsmasq with the lab's names and nothing else (no upstream: names outside the site
-    are refused), and chrony serving its clock to every zone (-x: it never sets the
-    clock, which the containers share with the build machine)."""
-    address = state.hosts[next(h.name for h in topo.hosts if h.site_services)]["mgmt_address"]
+                   address: str) -> None:
+    """dnsmasq at ADDRESS with the lab's names and nothing else (no upstream: names outside
+    the site are refused), and chrony serving its clock to every zone (-x: it never sets
+    the clock, which the containers share with the build machine)."""
     records = "".join(f"host-record={n},{n}.{DOMAIN},{a}\n"
                       for n, a in sorted(names(topo, zones).items()))
     dns = (f"# airlock lab: the site's DNS server (stand-in)\nno-resolv\nno-hosts\n"
@@ -363,10 +370,7 @@ def write_inventory(root: Path, topo: Topology, zones: dict[str, Zone],
                     state: LabState) -> Path:
     from installer.network import GROUPS
 
-    services = next((state.hosts[h.name]["mgmt_address"] for h in topo.hosts
-                     if h.site_services), None)
-    if services is None:
-        raise LabError(f"topology {topo.name} has no site DNS and NTP server (ns1)")
+    services = services_address(topo, state)
     # every component group exists in every inventory, empty where the topology has none
     groups: dict[str, dict[str, Any]] = {g: {} for g in sorted(GROUPS)}
     hostvars = {}
