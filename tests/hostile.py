@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 AIRLOCK = [sys.executable, "-m", "installer.cli"]
+ROOT = Path(__file__).resolve().parent.parent  # this checkout's installer, wherever cwd is
 MiB = 1 << 20
 
 
@@ -44,7 +45,8 @@ def run_bounded(args: list[str], *, mem_mib: int = 1024, timeout: float = 120,
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (mem_mib * MiB, mem_mib * MiB))
 
-    full_env = {**os.environ, "MALLOC_ARENA_MAX": "2", "COLUMNS": "200", **(env or {})}
+    full_env = {**os.environ, "MALLOC_ARENA_MAX": "2", "COLUMNS": "200",
+                "PYTHONPATH": str(ROOT), **(env or {})}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.monotonic()
         p = subprocess.Popen([*AIRLOCK, *args], cwd=cwd, env=full_env,
