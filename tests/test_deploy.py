@@ -162,8 +162,8 @@ def test_stopped_and_killed_deploys_finish_when_run_again(demo) -> None:
     for h in HOSTS:
         assert lab_ssh(demo, h, "test -s /etc/airlock/deployment.json").returncode == 0, h
     assert lab_ssh(demo, "ide1", "grep -q repo1 /etc/pip.conf").returncode == 0
-    rc, doc, out = airlock_json(demo, "deploy")
-    assert rc == 0 and doc["run"]["changed"] == 0, out
+    # (that nothing is left to do after it is the next deploy's changed=0, in the tests
+    # below: each full site.yml run costs a minute of CI)
 
 
 def test_preflight_names_the_host_that_is_short(demo) -> None:
@@ -368,9 +368,8 @@ def test_a_forced_renewal_is_served_with_no_failed_request(demo, tmp_path: Path)
     for out, err in results:
         ok, failed = map(int, out.split()[:2])
         assert ok > 20 and failed == 0, out + err
-    # and the next deploy changes nothing: the new certificates are far from renewal
-    rc, doc, text = airlock_json(demo, "deploy")
-    assert rc == 0 and doc["run"]["changed"] == 0, text
+    # that the new certificates are far from renewal (the next deploy changes nothing) is
+    # the last deploy of the root-of-trust test below, which runs after this one
 
 
 def test_the_sites_root_of_trust_never_changes_by_accident(demo, tmp_path: Path) -> None:

@@ -190,3 +190,24 @@ def test_demo_stops_before_anything(monkeypatch: pytest.MonkeyPatch, lacking: se
         " ".join(result.output.split())
     assert not (tmp_path / "demo").exists()
     assert apt == []
+
+
+def test_demo_with_a_lab_up_stops_before_anything(monkeypatch: pytest.MonkeyPatch,
+                                                  apt: list, tmp_path: Path) -> None:
+    """Run again while its lab is up, the demo stops at step 0 (before it would remove the
+    running lab's site folder in its output), saying how to go on."""
+    from installer.lab.lab import LabState
+
+    lab_dir = tmp_path / "lab"
+    lab_dir.mkdir()
+    LabState("poc", "unix:///x.sock", None, "img", "key").save(lab_dir)
+    monkeypatch.setenv("AIRLOCK_LAB_DIR", str(lab_dir))
+    monkeypatch.setattr(demo_mod, "checkout_root", lambda what: pytest.fail("the demo went on"))
+    work = tmp_path / "demo"
+    (work / "site").mkdir(parents=True)
+    result = CliRunner().invoke(main, ["demo", "-o", str(work)])
+    assert result.exit_code == 8, result.output
+    text = " ".join(result.output.split())
+    assert "a lab (poc) is already up" in text and "airlock lab down" in text, text
+    assert (work / "site").is_dir()
+    assert apt == []

@@ -95,6 +95,11 @@ def demo(work: Path, no_lab: bool, passphrase_env: str | None) -> None:
     First, before anything else, what it needs from this machine is checked, and the
     Debian packages missing are installed (as root on Debian), or it stops naming them."""
     out.rule("[key]0. what this machine needs")
+    if not no_lab:
+        # before anything is made or removed: the running lab's site folder may be in WORK
+        from installer.lab import lab
+        lab.refuse_if_up("`airlock lab down` removes it; then run the demo again (or "
+                         "`airlock demo --no-lab` for the sample bundle alone)")
     purposes, problems = needs(no_lab)
     system_packages.ensure(purposes, lambda m: out.print(f"  {m}"), problems)
     out.print(f"[ok]ready[/]: the Debian packages for {', '.join(purposes)} are installed "

@@ -182,6 +182,15 @@ def _route_via_router(container: Any, zone: str, zones: dict[str, Zone],
             raise LabError(f"cannot route {other} via {via}: {r.output.decode().strip()}")
 
 
+def refuse_if_up(hint: str) -> None:
+    """A lab is up (its state file says so): refuse to start another over it."""
+    d = state_dir()
+    old = LabState.load(d)
+    if old:
+        raise LabError(f"a lab ({old.topology}) is already up; state in {d / 'state.json'}",
+                       hint=hint)
+
+
 def up(root: Path, topo_name: str = "poc", say=print) -> LabState:  # type: ignore[no-untyped-def]
     from docker.errors import APIError
 
@@ -189,10 +198,7 @@ def up(root: Path, topo_name: str = "poc", say=print) -> LabState:  # type: igno
     topo = topology(topo_name, zones)
     d = state_dir()
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
-    old = LabState.load(d)
-    if old:
-        raise LabError(f"a lab ({old.topology}) is already up; state in {d / 'state.json'}",
-                       hint="airlock lab down first")
+    refuse_if_up("airlock lab down first")
     eng = engine_mod.find_or_start(d, say)
     img = image.ensure(eng, d / "image-work", say)
     key, pub = _key(d)
