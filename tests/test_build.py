@@ -161,7 +161,7 @@ def test_vsix_engine_outside_the_target_is_refused(workdir: Path, tmp_path: Path
 
 def test_a_zip_that_is_not_a_vsix_is_refused(workdir: Path, tmp_path: Path) -> None:
     (workdir / "ext.vsix").write_bytes(b"PK\x03\x04 this is not really a zip")
-    with pytest.raises(SpecError, match="not a valid VSIX"):
+    with pytest.raises(SourceError, match="not a valid zip archive"):
         build(write_spec(workdir, FULL_SPEC), tmp_path / "b", BuildOptions())
 
 

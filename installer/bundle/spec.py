@@ -16,7 +16,7 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from installer.errors import SpecError
+from installer.errors import SourceError, SpecError
 
 Path_t = tuple[str | int, ...]
 
@@ -130,6 +130,10 @@ class Located:
 
     def error(self, message: str, hint: str | None = None) -> SpecError:
         return SpecError(message, file=self.file, line=self.line, field=self.field, hint=hint)
+
+    def source_error(self, message: str, hint: str | None = None) -> SourceError:
+        """What the entry names is bad (a VSIX, an archive): exit 4, said at the entry."""
+        return SourceError(str(self.error(message)), hint=hint)
 
 
 @dataclass(frozen=True)
