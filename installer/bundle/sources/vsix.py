@@ -47,54 +47,54 @@ def read_vsix(path: Path, at: Located, label: str) -> VsixInfo:
         pkg_raw = zf.read("extension/package.json", MAX_META)
         manifest_raw = zf.read("extension.vsixmanifest", MAX_META)
         if pkg_raw is None:
-            raise error(f"{label} has no extension/package.json, so it is not a VSIX package",
+            raise error(f"{what} has no extension/package.json, so it is not a VSIX package",
                         hint="a .vsix is a zip with extension/package.json")
         zf.verify()  # the IDE hosts unpack every member: each is inflated once here
     pkg = parse_json(pkg_raw, f"{what}: extension/package.json", error=error)
     if not isinstance(pkg, dict):
-        raise error(f"{label}: extension/package.json is not a JSON object")
+        raise error(f"{what}: extension/package.json is not a JSON object")
     try:
         publisher, name, version = pkg["publisher"], pkg["name"], pkg["version"]
         engine = (pkg.get("engines") or {})["vscode"]
     except (KeyError, TypeError) as e:
-        raise error(f"{label}: extension/package.json lacks {e} (publisher, name, version "
+        raise error(f"{what}: extension/package.json lacks {e} (publisher, name, version "
                     "and engines.vscode are required)") from None
     display = pkg.get("displayName")
     for key, value in (("publisher", publisher), ("name", name), ("version", version),
                        ("engines.vscode", engine)):
         if not isinstance(value, str):
-            raise error(f"{label}: extension/package.json's {key} is not a string "
+            raise error(f"{what}: extension/package.json's {key} is not a string "
                         f"({type(value).__name__})")
     if display is not None and not isinstance(display, str):
-        raise error(f"{label}: extension/package.json's displayName is not a string")
+        raise error(f"{what}: extension/package.json's displayName is not a string")
     if manifest_raw is not None:
-        _check_manifest(manifest_raw, (publisher, name, version), label, error)
+        _check_manifest(manifest_raw, (publisher, name, version), what, error)
     for key, value in (("publisher", publisher), ("name", name)):
         if not IDENT.match(value):
-            raise error(f"{label}: {key} {value[:200]!r} is not a valid extension identifier")
+            raise error(f"{what}: {key} {value[:200]!r} is not a valid extension identifier")
     if not SEMVER.match(version):
-        raise error(f"{label}: version {version[:200]!r} is not a semantic version "
+        raise error(f"{what}: version {version[:200]!r} is not a semantic version "
                     "(such as 1.2.3)")
     return VsixInfo(publisher, name, version, engine, display)
 
 
-def _check_manifest(raw: bytes, ident: tuple[str, str, str], label: str, error: Err) -> None:
+def _check_manifest(raw: bytes, ident: tuple[str, str, str], what: str, error: Err) -> None:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         # UTF-16 would hide a DTD from the check below; vsce writes UTF-8
-        raise error(f"{label}: extension.vsixmanifest is not UTF-8 (byte {e.start})") from None
+        raise error(f"{what}: extension.vsixmanifest is not UTF-8 (byte {e.start})") from None
     upper = text.upper()
     if "<!DOCTYPE" in upper or "<!ENTITY" in upper:
-        raise error(f"{label}: extension.vsixmanifest carries a DTD; refused")
+        raise error(f"{what}: extension.vsixmanifest carries a DTD; refused")
     try:
         found = ET.fromstring(text).find(f"{NS}Metadata/{NS}Identity")  # noqa: S314
     except ET.ParseError as e:
-        raise error(f"{label}: extension.vsixmanifest is not valid XML ({e})") from None
+        raise error(f"{what}: extension.vsixmanifest is not valid XML ({e})") from None
     if found is not None:
         m = (found.get("Publisher"), found.get("Id"), found.get("Version"))
         if m != ident:
-            raise error(f"{label}: extension.vsixmanifest says {m[0]}.{m[1]}@{m[2]} "
+            raise error(f"{what}: extension.vsixmanifest says {m[0]}.{m[1]}@{m[2]} "
                         f"but package.json says {ident[0]}.{ident[1]}@{ident[2]}")
 
 
