@@ -172,6 +172,9 @@ def _lock_doc() -> dict:
                                                                     "non-empty string"),
     (lambda d: next(iter(next(e for k, e in d["entries"].items() if k.startswith("deb/"))
                          ["packages"].values())).update(self="yes"), ".self must be true"),
+    (lambda d: d["entries"].update({"npm/mirror": {"source": "x", "files": {
+        "a-1.tgz": "sha256:" + "a" * 64}, "packages": {"a-1.tgz": {"name": "a", "version": "1"}}}}),
+     "entries['npm/mirror'].packages['a-1.tgz'].integrity must be an npm sha512-"),
 ])
 def test_a_damaged_lock_is_refused_naming_the_field(tmp_path: Path, change, words: str
                                                     ) -> None:

@@ -143,6 +143,9 @@ def _check_entry(key: str, entry: Any, error: Err) -> None:
         for field_ in ("integrity", "architecture"):
             if field_ in info and not isinstance(info[field_], str):
                 raise error(f"{at}.{field_} must be a string, got {_show(info[field_])}")
+        if kind == "npm" and not str(info.get("integrity", "")).startswith("sha512-"):
+            raise error(f"{at}.integrity must be an npm sha512- integrity value, got "
+                        f"{_show(info.get('integrity'))}")
         if info.get("self", False) is not True and "self" in info:
             raise error(f"{at}.self must be true when present, got {_show(info['self'])}")
         if not info.get("self") and name not in files:
