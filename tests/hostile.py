@@ -2,8 +2,8 @@
 
 ``run_bounded`` starts ``airlock`` in a subprocess with RLIMIT_AS set, so a reader that
 trusts a size it was told fails the test (MemoryError, exit 1) instead of swapping the
-machine. It reports the child's own peak resident memory (from ``wait4``, not the whole
-test session's) and its wall time; tests assert the exit code, the message and both bounds.
+machine. It reports the child's own peak resident memory (its VmHWM at exit, not the test
+session's) and its wall time; tests assert the exit code, the message and both bounds.
 """
 
 from __future__ import annotations
@@ -21,6 +21,21 @@ from pathlib import Path
 AIRLOCK = [sys.executable, "-m", "installer.cli"]
 ROOT = Path(__file__).resolve().parent.parent  # this checkout's installer, wherever cwd is
 MiB = 1 << 20
+
+# The child reports its own peak at exit: VmHWM, which exec resets. wait4's ru_maxrss is
+# no good here: a forked child's exec carries over the high-water mark of the process it
+# was forked from, so it would report pytest's own resident size (hundreds of MiB) or more.
+_CHILD = """\
+import atexit, os, runpy, sys
+def _hwm(path=os.environ.pop("AIRLOCK_TEST_HWM")):
+    with open("/proc/self/status") as f:
+        kib = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
+    with open(path, "w") as f:
+        f.write(kib)
+atexit.register(_hwm)
+sys.argv[0] = "airlock"
+runpy.run_module("installer.cli", run_name="__main__", alter_sys=True)
+"""
 
 
 @dataclass
@@ -45,11 +60,12 @@ def run_bounded(args: list[str], *, mem_mib: int = 1024, timeout: float = 120,
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (mem_mib * MiB, mem_mib * MiB))
 
+    hwm = tempfile.NamedTemporaryFile(prefix="airlock-hwm-")  # noqa: SIM115
     full_env = {**os.environ, "MALLOC_ARENA_MAX": "2", "COLUMNS": "200",
-                "PYTHONPATH": str(ROOT), **(env or {})}
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+                "PYTHONPATH": str(ROOT), "AIRLOCK_TEST_HWM": hwm.name, **(env or {})}
+    with hwm, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.monotonic()
-        p = subprocess.Popen([*AIRLOCK, *args], cwd=cwd, env=full_env,
+        p = subprocess.Popen([sys.executable, "-c", _CHILD, *args], cwd=cwd, env=full_env,
                              preexec_fn=limit, stdin=subprocess.DEVNULL,
                              stdout=out, stderr=err)
         signalled = None
@@ -72,6 +88,8 @@ def run_bounded(args: list[str], *, mem_mib: int = 1024, timeout: float = 120,
         end = time.monotonic()
         out.seek(0)
         err.seek(0)
+        reported = Path(hwm.name).read_text().strip()  # empty if it died by a signal
+        peak_kib = int(reported) if reported.isdigit() else usage.ru_maxrss
         return Bounded(p.returncode, out.read().decode(errors="replace"),
-                       err.read().decode(errors="replace"), usage.ru_maxrss / 1024,
+                       err.read().decode(errors="replace"), peak_kib / 1024,
                        end - (signalled if signalled is not None else start))

@@ -7,6 +7,7 @@ import functools
 import http.server
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -140,6 +141,65 @@ def test_locked_refuses_a_spec_change(workdir: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "two").exists()
 
 
+def _lock_doc() -> dict:
+    return json.loads((REPO / "bundles" / "lab.lock.json").read_text())
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    (lambda d: d.update(lockVersion=True), "lockVersion must be an integer from 1"),
+    (lambda d: d.update(lockVersion=1.0), "lockVersion must be an integer from 1"),
+    (lambda d: d.pop("lockVersion"), "lockVersion must be an integer from 1"),
+    (lambda d: d.update(created="yesterday"), "created must be a UTC time"),
+    (lambda d: d.update(entries=[]), "entries must be an object"),
+    (lambda d: d["entries"].update({"thing/x": {"source": "x"}}), "unknown entry"),
+    (lambda d: d["entries"].update({"image/x": []}), "entries['image/x'] must be an object"),
+    (lambda d: d["entries"].update({"image/x": {"digest": "sha256:" + "a" * 64}}),
+     "entries['image/x'].source must be a string"),
+    (lambda d: d["entries"].update({"image/x": {"source": "x", "digest": "sha256:" + "A" * 64}}),
+     "entries['image/x'].digest must be sha256: and 64 lower-case hex digits"),
+    (lambda d: d["entries"].update({"image/x": {"source": "x", "digest": "sha256:" + "a" * 64,
+                                                "indexDigest": None}}),
+     "entries['image/x'].indexDigest must be sha256:"),
+    (lambda d: d["entries"].update({"file/x": {"source": "x", "files": {"/etc/x": "sha256:"
+                                                                        + "a" * 64}}}),
+     "'/etc/x' is not a relative path"),
+    (lambda d: d["entries"].update({"model/x": {"source": "x", "files": ["a"]}}),
+     "entries['model/x'].files must be an object"),
+    (lambda d: next(e for k, e in d["entries"].items() if k.startswith("pypi/"))
+     ["packages"].clear(), "has no package in"),
+    (lambda d: next(iter(next(e for k, e in d["entries"].items() if k.startswith("deb/"))
+                         ["packages"].values())).update(version=2), ".version must be a "
+                                                                    "non-empty string"),
+    (lambda d: next(iter(next(e for k, e in d["entries"].items() if k.startswith("deb/"))
+                         ["packages"].values())).update(self="yes"), ".self must be true"),
+    (lambda d: d["entries"].update({"npm/mirror": {"source": "x", "files": {
+        "a-1.tgz": "sha256:" + "a" * 64}, "packages": {"a-1.tgz": {"name": "a", "version": "1"}}}}),
+     "entries['npm/mirror'].packages['a-1.tgz'].integrity must be an npm sha512-"),
+])
+def test_a_damaged_lock_is_refused_naming_the_field(tmp_path: Path, change, words: str
+                                                    ) -> None:
+    from installer.bundle.lock import Lock
+
+    doc = _lock_doc()
+    assert Lock.read(REPO / "bundles" / "lab.lock.json").entries == doc["entries"]
+    change(doc)
+    path = tmp_path / "t.lock.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(SpecError, match=re.escape(words)) as e:
+        Lock.read(path)
+    assert str(e.value).startswith(f"{path}: ") and "--update-lock" in (e.value.hint or "")
+
+
+def test_a_lock_that_is_a_symbolic_link_is_refused(tmp_path: Path) -> None:
+    from installer.bundle.lock import Lock
+
+    link = tmp_path / "t.lock.json"
+    link.symlink_to(REPO / "bundles" / "lab.lock.json")
+    with pytest.raises(SpecError, match="is a symbolic link"):
+        Lock.read(link)
+    assert not Lock.read(tmp_path / "none.lock.json").existed
+
+
 def test_vsix_identity_and_engine_are_read_from_the_package(workdir: Path,
                                                             tmp_path: Path) -> None:
     b = build(write_spec(workdir, FULL_SPEC), tmp_path / "b", BuildOptions()).path
@@ -161,7 +221,7 @@ def test_vsix_engine_outside_the_target_is_refused(workdir: Path, tmp_path: Path
 
 def test_a_zip_that_is_not_a_vsix_is_refused(workdir: Path, tmp_path: Path) -> None:
     (workdir / "ext.vsix").write_bytes(b"PK\x03\x04 this is not really a zip")
-    with pytest.raises(SpecError, match="not a valid VSIX"):
+    with pytest.raises(SourceError, match="not a valid zip archive"):
         build(write_spec(workdir, FULL_SPEC), tmp_path / "b", BuildOptions())
 
 

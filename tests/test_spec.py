@@ -3,6 +3,7 @@ expected; the CLI maps it to exit code 3 and writes nothing."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,21 @@ def test_unknown_key_names_file_line_and_allowed_keys(tmp_path: Path) -> None:
      "    path: m\n    url: https://x.example/m\n    sha256: " + "a" * 64 + "\n", 6, "models[0]",
      "exactly one of"),
     ("name: [unclosed\n", 2, None, "not valid YAML"),
+    ("apiVersion: airlock/v1\nname: &n t\nversion: 1\nphase: poc\n", 2, None,
+     "YAML anchors and aliases (&name, *name) are not accepted"),
+    ("apiVersion: airlock/v1\nname: t\nversion: 1\nphase: poc\ndescription: *d\n", 5, None,
+     "YAML anchors and aliases"),
+    ("apiVersion: airlock/v1\nimages: [{<<: *base}]\n", 2, None, "YAML anchors and aliases"),
+    ("apiVersion: airlock/v1\nname: " + "[" * 40 + "\n", 2, None,
+     "YAML nested deeper than 32 levels"),
+    ("apiVersion: airlock/v1\nname: t\nversion: 3.0\nphase: poc\n", 3, "version",
+     "expected integer, got float 3.0"),
+    ("apiVersion: airlock/v1\nname: t\nversion: yes\nphase: poc\n", 3, "version",
+     "expected integer, got bool True"),
+    ("apiVersion: airlock/v1\nname: t\nversion: 9007199254740993\nphase: poc\n", 3,
+     "version", "a whole number from 1 to 2^53"),
+    ("apiVersion: airlock/v1\nname: !!python/object:os.system id\n", 2, None,
+     "could not determine a constructor for the tag"),
 ])
 def test_bad_specs(tmp_path: Path, body: str, line: int, field: str | None, words: str) -> None:
     p = tmp_path / "bad.yaml"
@@ -118,3 +134,26 @@ def test_every_committed_spec_is_valid_and_has_its_lock(spec: Path) -> None:
     s = spec_mod.load(spec)
     assert s.name == spec.stem
     assert spec.with_name(f"{spec.stem}.lock.json").is_file()
+
+
+def test_a_spec_past_the_value_budget_is_refused_while_composing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spec_mod, "MAX_NODES", 50)
+    e = error_of(tmp_path, "apiVersion: airlock/v1\nx:\n" + "  - 1\n" * 60)
+    assert "more than 50 YAML values" in str(e) and e.line == 48  # the 51st: 5 + 46 items
+
+
+def test_a_spec_past_1_mib_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    p = tmp_path / "big.yaml"
+    p.write_bytes(b"#" * (1 << 20) + b"\n")
+    with pytest.raises(SpecError, match=r"big\.yaml: spec is larger than the 1 MiB"):
+        spec_mod.load(p)
+
+
+def test_a_spec_that_is_a_fifo_or_a_link_is_refused(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo.yaml")
+    with pytest.raises(SpecError, match=r"fifo\.yaml: spec is a FIFO"):
+        spec_mod.load(tmp_path / "fifo.yaml")
+    (tmp_path / "link.yaml").symlink_to(write_spec(tmp_path, FULL_SPEC))
+    with pytest.raises(SpecError, match=r"link\.yaml: spec is a symbolic link"):
+        spec_mod.load(tmp_path / "link.yaml")

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 
-from installer.errors import SpecError
+from installer.errors import SourceError, SpecError
+from installer.untrusted import LIMITS, read_bytes
 
 Path_t = tuple[str | int, ...]
 
@@ -27,22 +28,69 @@ def schema() -> dict:
 
 # --------------------------------------------------------------------------- YAML with lines
 
+# A spec is a page or two of YAML: a few hundred values, nested five levels. These bounds
+# are far above that and keep a hostile spec (1 MiB at most) to a few seconds and ~100 MiB.
+MAX_NODES = 100_000
+MAX_DEPTH = 32
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses, while composing and so before anything is built, anchors
+    and aliases (a few hundred bytes of aliases expand to gigabytes: specs use none), more
+    than MAX_NODES values and collections nested deeper than MAX_DEPTH."""
+
+    def __init__(self, text: str, file: str):
+        super().__init__(text)
+        self.file, self.nodes, self.depth = file, 0, 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise SpecError("YAML anchors and aliases (&name, *name) are not accepted in a "
+                            "bundle spec", file=self.file, line=line,
+                            hint="write the value out where it is needed")
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise SpecError(f"more than {MAX_NODES} YAML values; a bundle spec has far "
+                            "fewer", file=self.file, line=line)
+        if not isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
+            return super().compose_node(parent, index)
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise SpecError(f"YAML nested deeper than {MAX_DEPTH} levels; a bundle spec "
+                            "nests five", file=self.file, line=line)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
 def load_yaml_with_lines(text: str, file: str) -> tuple[Any, dict[Path_t, int]]:
-    """Parse YAML into plain data plus {json path: 1-based line}. Duplicate keys are errors."""
+    """Parse YAML into plain data plus {json path: 1-based line}. Duplicate keys are errors;
+    so are anchors and aliases, and more than MAX_NODES values or MAX_DEPTH levels."""
+    loader = _SpecLoader(text, file)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise SpecError(f"not valid YAML: {getattr(e, 'problem', e)}", file=file,
-                        line=mark.line + 1 if mark else None) from None
-    lines: dict[Path_t, int] = {}
-    if node is None:
-        return None, lines
-    loader = yaml.SafeLoader("")
-    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            raise SpecError(f"not valid YAML: {getattr(e, 'problem', e)}", file=file,
+                            line=mark.line + 1 if mark else None) from None
+        lines: dict[Path_t, int] = {}
+        if node is None:
+            return None, lines
         return _convert(node, (), lines, file, loader), lines
     finally:
         loader.dispose()
+
+
+def _construct(loader: yaml.SafeLoader, node: yaml.Node, file: str) -> Any:
+    try:
+        return loader.construct_object(node)
+    except yaml.YAMLError as e:
+        raise SpecError(f"not valid YAML: {getattr(e, 'problem', None) or e}", file=file,
+                        line=node.start_mark.line + 1) from None
 
 
 def _convert(node: yaml.Node, path: Path_t, lines: dict[Path_t, int], file: str,
@@ -54,7 +102,7 @@ def _convert(node: yaml.Node, path: Path_t, lines: dict[Path_t, int], file: str,
             if not isinstance(knode, yaml.ScalarNode):
                 raise SpecError("keys must be plain scalars", file=file,
                                 line=knode.start_mark.line + 1)
-            key = loader.construct_object(knode)
+            key = _construct(loader, knode, file)
             if key in out:
                 raise SpecError(f"duplicate key {key!r}", file=file,
                                 line=knode.start_mark.line + 1)
@@ -63,7 +111,7 @@ def _convert(node: yaml.Node, path: Path_t, lines: dict[Path_t, int], file: str,
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_convert(v, (*path, i), lines, file, loader) for i, v in enumerate(node.value)]
-    return loader.construct_object(node)
+    return _construct(loader, node, file)
 
 
 # --------------------------------------------------------------------------- validation
@@ -106,11 +154,22 @@ def _describe(err: ValidationError) -> tuple[Path_t, str]:
     return path, err.message
 
 
+def _whole(checker: Any, instance: Any) -> bool:
+    """JSON Schema's "integer" as airlock means it: an int, never a bool (Python's bool is
+    an int) nor a float with no fraction (jsonschema accepts 3.0)."""
+    return type(instance) is int
+
+
+_Validator = validators.extend(
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _whole))
+
+
 def validate(data: Any, lines: dict[Path_t, int], file: str) -> None:
     if not isinstance(data, dict):
         raise SpecError("a bundle spec must be a YAML mapping (name:, version:, phase:, ...)",
                         file=file, line=1)
-    errors = list(Draft202012Validator(schema()).iter_errors(data))
+    errors = list(_Validator(schema()).iter_errors(data))
     if errors:
         # One error, the first a person meets reading top to bottom.
         described = [_describe(e) for e in errors]
@@ -130,6 +189,10 @@ class Located:
 
     def error(self, message: str, hint: str | None = None) -> SpecError:
         return SpecError(message, file=self.file, line=self.line, field=self.field, hint=hint)
+
+    def source_error(self, message: str, hint: str | None = None) -> SourceError:
+        """What the entry names is bad (a VSIX, an archive): exit 4, said at the entry."""
+        return SourceError(str(self.error(message)), hint=hint)
 
 
 @dataclass(frozen=True)
@@ -190,11 +253,12 @@ class Spec:
 
 def load(path: str | Path) -> Spec:
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise SpecError(f"cannot read spec: {e.strerror}", file=str(path)) from None
     file = str(path)
+
+    def error(message: str, hint: str | None = None) -> SpecError:
+        return SpecError(message, file=file, hint=hint)
+
+    raw = read_bytes(path, LIMITS["spec"], what="spec", error=error)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

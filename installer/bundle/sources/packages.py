@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import urllib.parse
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from installer.bundle.spec import Located
 from installer.errors import SourceError
 from installer.site import INSTALLED, checkout_root
 from installer.system_packages import require
+from installer.untrusted_zip import BoundedZip
 
 
 @dataclass(frozen=True)
@@ -129,9 +129,9 @@ def self_wheel(workdir: Path) -> PackageFile:
          "--disable-pip-version-check", "-w", str(out), str(root)], "building airlock's wheel",
         env=env)
     wheel = next(out.glob("airlock-*.whl"))
-    with zipfile.ZipFile(wheel) as whl:
+    with BoundedZip(wheel, what=f"airlock's wheel {wheel.name}", error=SourceError) as whl:
         if not any(n.endswith(f".data/data/{INSTALLED.as_posix()}/ansible.cfg")
-                   for n in whl.namelist()):
+                   for n in whl.names()):
             raise SourceError("pypi.self: airlock's wheel was built without its project files "
                               "(ansible.cfg, roles, playbooks, inventories)",
                               hint="build from a git checkout with git installed: setup.py "

@@ -1,21 +1,28 @@
 """VSIX packages: identity and ``engines.vscode`` read from the zip without extracting it,
-and the engine range checked against the VS Code version the bundle targets."""
+and the engine range checked against the VS Code version the bundle targets.
+
+The zip is read by :class:`installer.untrusted_zip.BoundedZip`, and every member is
+inflated (streamed) once, so that no VSIX the IDE hosts will unpack passes its bounds. A
+VSIX that is not what it claims is a bad source (exit 4), said at its spec entry."""
 
 from __future__ import annotations
 
-import json
 import re
 import xml.etree.ElementTree as ET
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import semantic_version
 
 from installer.bundle.spec import Located
+from installer.errors import AirlockError
+from installer.untrusted import Err, parse_json
+from installer.untrusted_zip import BoundedZip
 
-MAX_META = 1024 * 1024
+MAX_META = 1024 * 1024  # extension/package.json and extension.vsixmanifest, each
 NS = "{http://schemas.microsoft.com/developer/vsx-schema/2011}"
+IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+SEMVER = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.+-]{1,100})?$")
 
 
 @dataclass(frozen=True)
@@ -31,50 +38,64 @@ class VsixInfo:
         return f"{self.publisher}.{self.name}"
 
 
-def _read(zf: zipfile.ZipFile, name: str) -> bytes | None:
-    try:
-        info = zf.getinfo(name)
-    except KeyError:
-        return None
-    if info.file_size > MAX_META:
-        raise ValueError(f"{name} is larger than {MAX_META} bytes")
-    return zf.read(info)
-
-
 def read_vsix(path: Path, at: Located, label: str) -> VsixInfo:
+    def error(message: str, hint: str | None = None) -> AirlockError:
+        return at.source_error(message, hint=hint)
+
+    what = f"VSIX {label}"
+    with BoundedZip(path, what=what, error=error) as zf:
+        pkg_raw = zf.read("extension/package.json", MAX_META)
+        manifest_raw = zf.read("extension.vsixmanifest", MAX_META)
+        if pkg_raw is None:
+            raise error(f"{what} has no extension/package.json, so it is not a VSIX package",
+                        hint="a .vsix is a zip with extension/package.json")
+        zf.verify()  # the IDE hosts unpack every member: each is inflated once here
+    pkg = parse_json(pkg_raw, f"{what}: extension/package.json", error=error)
+    if not isinstance(pkg, dict):
+        raise error(f"{what}: extension/package.json is not a JSON object")
     try:
-        with zipfile.ZipFile(path) as zf:
-            pkg_raw = _read(zf, "extension/package.json")
-            manifest_raw = _read(zf, "extension.vsixmanifest")
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise at.error(f"{label} is not a valid VSIX package ({e})",
-                       hint="a .vsix is a zip with extension/package.json") from None
-    if pkg_raw is None:
-        raise at.error(f"{label} has no extension/package.json, so it is not a VSIX package")
-    try:
-        pkg = json.loads(pkg_raw)
         publisher, name, version = pkg["publisher"], pkg["name"], pkg["version"]
         engine = (pkg.get("engines") or {})["vscode"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise at.error(f"{label}: extension/package.json lacks {e} (publisher, name, version "
-                       "and engines.vscode are required)") from None
+    except (KeyError, TypeError) as e:
+        raise error(f"{what}: extension/package.json lacks {e} (publisher, name, version "
+                    "and engines.vscode are required)") from None
+    display = pkg.get("displayName")
+    for key, value in (("publisher", publisher), ("name", name), ("version", version),
+                       ("engines.vscode", engine)):
+        if not isinstance(value, str):
+            raise error(f"{what}: extension/package.json's {key} is not a string "
+                        f"({type(value).__name__})")
+    if display is not None and not isinstance(display, str):
+        raise error(f"{what}: extension/package.json's displayName is not a string")
     if manifest_raw is not None:
-        if b"<!DOCTYPE" in manifest_raw or b"<!ENTITY" in manifest_raw:
-            raise at.error(f"{label}: extension.vsixmanifest carries a DTD; refused")
-        try:
-            ident = ET.fromstring(manifest_raw).find(f"{NS}Metadata/{NS}Identity")  # noqa: S314
-        except ET.ParseError as e:
-            raise at.error(f"{label}: extension.vsixmanifest is not valid XML ({e})") from None
-        if ident is not None:
-            m = (ident.get("Publisher"), ident.get("Id"), ident.get("Version"))
-            if m != (publisher, name, version):
-                raise at.error(f"{label}: extension.vsixmanifest says {m[0]}.{m[1]}@{m[2]} "
-                               f"but package.json says {publisher}.{name}@{version}")
-    for what, value in (("publisher", publisher), ("name", name)):
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", str(value)):
-            raise at.error(f"{label}: {what} {value!r} is not a valid extension identifier")
-    return VsixInfo(str(publisher), str(name), str(version), str(engine),
-                    pkg.get("displayName"))
+        _check_manifest(manifest_raw, (publisher, name, version), what, error)
+    for key, value in (("publisher", publisher), ("name", name)):
+        if not IDENT.match(value):
+            raise error(f"{what}: {key} {value[:200]!r} is not a valid extension identifier")
+    if not SEMVER.match(version):
+        raise error(f"{what}: version {version[:200]!r} is not a semantic version "
+                    "(such as 1.2.3)")
+    return VsixInfo(publisher, name, version, engine, display)
+
+
+def _check_manifest(raw: bytes, ident: tuple[str, str, str], what: str, error: Err) -> None:
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        # UTF-16 would hide a DTD from the check below; vsce writes UTF-8
+        raise error(f"{what}: extension.vsixmanifest is not UTF-8 (byte {e.start})") from None
+    upper = text.upper()
+    if "<!DOCTYPE" in upper or "<!ENTITY" in upper:
+        raise error(f"{what}: extension.vsixmanifest carries a DTD; refused")
+    try:
+        found = ET.fromstring(text).find(f"{NS}Metadata/{NS}Identity")  # noqa: S314
+    except ET.ParseError as e:
+        raise error(f"{what}: extension.vsixmanifest is not valid XML ({e})") from None
+    if found is not None:
+        m = (found.get("Publisher"), found.get("Id"), found.get("Version"))
+        if m != ident:
+            raise error(f"{what}: extension.vsixmanifest says {m[0]}.{m[1]}@{m[2]} "
+                        f"but package.json says {ident[0]}.{ident[1]}@{ident[2]}")
 
 
 def engine_allows(engine: str, vscode: str) -> bool:
