@@ -99,9 +99,11 @@ def read_bytes(path: Path | str, limit: int, *, what: str | None = None,
         size = os.fstat(f.fileno()).st_size
         if size > limit:
             raise _too_big(error, label, limit, size)
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise _too_big(error, label, limit, None)
+        data = f.read(size + 1)  # one byte more than fstat said: did it grow?
+    if len(data) != size:
+        raise _refuse(error, f"{label} changed size while being read ({size} bytes, then "
+                             f"{len(data)}{'+' if len(data) > size else ''})",
+                      "read it again once nothing writes to it")
     return data
 
 
@@ -123,8 +125,8 @@ def read_json(path: Path | str, limit: int, *, what: str | None = None,
                       max_depth=max_depth, max_items=max_items)
 
 
-def _too_big(error: Err, label: str, limit: int, size: int | None) -> AirlockError:
-    got = f" ({size} bytes)" if size is not None else " (it grew while being read)"
+def _too_big(error: Err, label: str, limit: int, size: int) -> AirlockError:
+    got = f" ({size} bytes)"
     return _refuse(error, f"{label} is larger than the {human(limit)} airlock accepts for "
                           f"it{got}", "a file this large is not one airlock wrote; "
                                       "check where it came from")

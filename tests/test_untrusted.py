@@ -127,3 +127,23 @@ def test_run_bounded_measures_the_childs_own_peak():
     assert r.rc == 0, r.output
     assert "airlock" in r.stdout
     assert 5 < r.peak_mib < 512
+
+
+def test_a_file_that_grows_while_read_is_refused(tmp_path, monkeypatch):
+    p = tmp_path / "SHA256SUMS"
+    p.write_bytes(b"a" * 100)
+    real_fstat = os.fstat
+    calls = []
+
+    def fstat_then_grow(fd):  # the size is taken, then a writer appends
+        st = real_fstat(fd)
+        calls.append(st)
+        if len(calls) == 2:  # the size check after the regular-file check
+            with open(p, "ab") as f:
+                f.write(b"b" * 10)
+        return st
+
+    monkeypatch.setattr("installer.untrusted.os.fstat", fstat_then_grow)
+    with pytest.raises(IntegrityError,
+                       match=r"changed size while being read \(100 bytes, then 101\+\)"):
+        read_bytes(p, 1000)
