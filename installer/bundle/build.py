@@ -5,12 +5,12 @@ from __future__ import annotations
 import errno
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from installer.bundle import spec as spec_mod
+from installer.bundle import transfer
 from installer.bundle.artifacts import (
     A_PACKAGE,
     A_PACKAGE_VERSION,
@@ -79,12 +79,20 @@ def build(spec_path: Path, out: Path, opts: BuildOptions, progress: Any = None) 
     new_lock = Lock(lock_path)
     new_lock.created = source_date_epoch() or old_lock.created or now_created()
 
+    transfer.reset()
     try:
         with staged_dir(out, force=opts.force) as tmp:
             store = Layout(tmp)
-            artifacts = _pull_images(spec, store, old_lock, new_lock, opts, progress)
-            artifacts += _collect_content(spec, store, old_lock, new_lock, opts, progress)
-            artifacts += _collect_mirrors(spec, store, old_lock, new_lock, opts, progress)
+            try:
+                artifacts = _pull_images(spec, store, old_lock, new_lock, opts, progress)
+                artifacts += _collect_content(spec, store, old_lock, new_lock, opts, progress)
+                artifacts += _collect_mirrors(spec, store, old_lock, new_lock, opts, progress)
+            except BaseException:
+                # downloads still running on other threads write nothing more here: the
+                # staging folder is removed next (Ctrl-C, SIGTERM, the first failure)
+                transfer.cancel()
+                store.close()
+                raise
             artifacts.sort(key=Artifact.sort_key)
             lock_changed = new_lock.to_json() != old_lock.to_json()
             if lock_changed and opts.locked:
@@ -137,6 +145,17 @@ def _collect_content(spec: Spec, store: Layout, old: Lock, new: Lock, opts: Buil
                      progress: Any) -> list[Artifact]:
     entries = [*spec.models, *spec.vsix, *spec.files]
     plan = [(entry, jobs_for(entry)) for entry in entries]
+    keys = {id(e): f"{e.kind}/{e.name if e.kind != 'vsix' else e.source}" for e in entries}
+    # the size each download must have: the spec's, else the one the lock recorded
+    sizes: dict[Job, int] = {}
+    for entry, jobs in plan:
+        recorded = _recorded_sizes(old.get(keys[id(entry)], entry.source), old)
+        for job in jobs:
+            if job.remote is not None:
+                size = job.remote.size if job.remote.size is not None \
+                    else recorded.get(job.relpath)
+                if size is not None:
+                    sizes[job] = size
     total = sum(j.local.stat().st_size for _, jobs in plan for j in jobs if j.local)
     task = progress.add_task("copy and hash", total=total or None)
 
@@ -145,7 +164,8 @@ def _collect_content(spec: Spec, store: Layout, old: Lock, new: Lock, opts: Buil
 
     def run(job: Job) -> tuple[str, int]:
         if job.remote:
-            return download(job.remote.url, job.remote.sha256, store, opts.fetch, advance)
+            return download(job.remote.url, job.remote.sha256, store, opts.fetch, advance,
+                            size=sizes.get(job))
         try:
             return store.put_file(job.local, advance)  # type: ignore[arg-type]
         except OSError as e:
@@ -154,15 +174,14 @@ def _collect_content(spec: Spec, store: Layout, old: Lock, new: Lock, opts: Buil
             raise SourceError(f"{job.local}: cannot read ({e.strerror})") from None
 
     flat = [job for _, jobs in plan for job in jobs]
-    with ThreadPoolExecutor(max_workers=workers()) as pool:
-        results = dict(zip(flat, pool.map(run, flat), strict=True))
+    results = dict(zip(flat, transfer.parallel(run, flat, workers()), strict=True))
 
     artifacts = []
     vsix_ids: dict[str, int | None] = {}
     for entry, jobs in plan:
         files = [StoredFile(j.relpath, *results[j]) for j in jobs]
         source = entry.source
-        key = f"{entry.kind}/{entry.name if entry.kind != 'vsix' else source}"
+        key = keys[id(entry)]
         digests = {f.relpath: f.digest for f in files}
         pinned = old.get(key, source)
         if pinned and entry.local is not None and pinned["files"] != digests:
@@ -173,6 +192,10 @@ def _collect_content(spec: Spec, store: Layout, old: Lock, new: Lock, opts: Buil
                               + (" ..." if len(changed) > 5 else ""),
                               hint="rebuild with --update-lock to accept the new content")
         new.entries[key] = {"source": source, "files": digests}
+        if entry.remote and (pinned is None or "sizes" in pinned):
+            # a lock written before sizes were recorded keeps its shape (--locked passes);
+            # --update-lock or a new entry records them
+            new.entries[key]["sizes"] = {f.relpath: f.size for f in files}
         name, version, annotations, extra = entry.name, entry.version, {}, {}
         if entry.kind == "vsix":
             label = str(entry.local or entry.remote[0].url)
@@ -193,6 +216,15 @@ def _collect_content(spec: Spec, store: Layout, old: Lock, new: Lock, opts: Buil
         art.extra.update(extra)
         artifacts.append(art)
     return artifacts
+
+
+def _recorded_sizes(pinned: dict[str, Any] | None, lock: Lock) -> dict[str, int]:
+    sizes = (pinned or {}).get("sizes") or {}
+    if not isinstance(sizes, dict) or not all(
+            type(v) is int and v >= 0 for v in sizes.values()):
+        raise SpecError("lock file is damaged (a size is not a whole number of bytes)",
+                        file=str(lock.path), hint="rebuild with --update-lock")
+    return sizes
 
 
 # --------------------------------------------------------------------------- metadata
@@ -280,10 +312,9 @@ def _collect_mirrors(spec: Spec, store: Layout, old: Lock, new: Lock, opts: Buil
             def fetch(f: PackageFile, task: int = dl) -> tuple[str, int]:
                 return download(f.url, f.sha256 or None, store, opts.fetch,
                                 lambda n: progress.advance(task, n),
-                                sri=f.attr.get("integrity"))
+                                sri=f.attr.get("integrity"), size=f.size)
 
-            with ThreadPoolExecutor(max_workers=min(8, 2 * workers())) as pool:
-                stored = list(pool.map(fetch, files))
+            stored = transfer.parallel(fetch, files, min(8, 2 * workers()))
         new_files, packages, layer_files = {}, {}, []
         for f, (digest, size) in zip(files, stored, strict=True):
             info = {"name": f.name, "version": f.version,

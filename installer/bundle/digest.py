@@ -53,15 +53,20 @@ def sha256_file(path: Path, advance: Advance | None = None) -> tuple[str, int]:
 
 
 def copy_hashing(src: BinaryIO, dst: BinaryIO, advance: Advance | None = None,
-                 limit: int | None = None, also: list[Any] | None = None) -> tuple[str, int]:
-    """Copy a stream while hashing it, one pass. ``limit`` caps the bytes accepted; ``also``
-    are further hashlib objects fed the same bytes (e.g. sha512 for npm's integrity)."""
+                 limit: int | None = None, also: list[Any] | None = None,
+                 check: Callable[[], None] | None = None) -> tuple[str, int]:
+    """Copy a stream while hashing it, one pass. ``limit`` caps the bytes accepted (never
+    more than ``limit + 1`` are read); ``also`` are further hashlib objects fed the same
+    bytes (e.g. sha512 for npm's integrity); ``check`` is called before each chunk is
+    written (it raises to stop the copy: a build being cancelled)."""
     h = hashlib.sha256()
     size = 0
-    while chunk := src.read(CHUNK):
+    while chunk := src.read(CHUNK if limit is None else min(CHUNK, limit - size + 1)):
         size += len(chunk)
         if limit is not None and size > limit:
             raise OverflowError(f"stream exceeds {limit} bytes")
+        if check:
+            check()
         h.update(chunk)
         for other in also or ():
             other.update(chunk)

@@ -213,6 +213,7 @@ class RemoteFile:
     path: str
     url: str
     sha256: str
+    size: int | None = None  # bytes, when the spec states it (else the lock, else a cap)
 
 
 @dataclass(frozen=True)
@@ -329,12 +330,15 @@ def _content_entry(kind: str, ent: dict, base: Path, loc: Located) -> ContentEnt
         raise loc.error("a 'url' needs its 'sha256', so the download can be checked")
     if "sha256" in ent and not has_url:
         raise loc.error("'sha256' goes with 'url' (local files are hashed and pinned in the lock)")
+    if "size" in ent and not has_url:
+        raise loc.error("'size' goes with 'url': the size in bytes a download must have")
     remote: tuple[RemoteFile, ...] = ()
     if has_url:
         fname = ent.get("filename") or ent["url"].rstrip("/").rsplit("/", 1)[-1] or kind
-        remote = (RemoteFile(fname, ent["url"], ent["sha256"]),)
+        remote = (RemoteFile(fname, ent["url"], ent["sha256"], _size(ent)),)
     elif has_files:
-        remote = tuple(RemoteFile(f["path"], f["url"], f["sha256"]) for f in ent["files"])
+        remote = tuple(RemoteFile(f["path"], f["url"], f["sha256"], _size(f))
+                       for f in ent["files"])
     name = ent.get("name")
     if kind == "vsix":
         name = None  # read from the package itself
@@ -343,6 +347,11 @@ def _content_entry(kind: str, ent: dict, base: Path, loc: Located) -> ContentEnt
                         at=loc, family=ent.get("family"),
                         source=ent["path"] if has_path else
                         " ".join(f"{r.path}={r.url}#{r.sha256}" for r in remote))
+
+
+def _size(ent: dict) -> int | None:
+    # the schema took a whole number: YAML's 1e9 or 1000.0 arrive as a float
+    return int(ent["size"]) if "size" in ent else None
 
 
 def _default_image_name(ref: str, loc: Located) -> str:

@@ -13,10 +13,12 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from installer.bundle import transfer
 from installer.bundle.digest import Advance, copy_hashing, hex_of, sha256_bytes
 
 OCI_LAYOUT = {"imageLayoutVersion": "1.0.0"}
@@ -80,7 +82,12 @@ class Descriptor:
 
 
 class Layout:
-    """Writes blobs into ``root/blobs/sha256``. Safe to call from many threads."""
+    """Writes blobs into ``root/blobs/sha256``. Safe to call from many threads.
+
+    ``close()`` (a build failing or interrupted, before its staging folder is removed)
+    makes every later write refuse, under the lock that creating and committing a file
+    take: a worker that has not noticed the cancel yet cannot add a file to a folder being
+    removed (a file it is still writing is unlinked with the folder)."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -88,6 +95,23 @@ class Layout:
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.tmp = root / ".incoming"
         self.tmp.mkdir(exist_ok=True)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def close(self) -> None:
+        """No file is created or committed here from now on."""
+        with self._lock:
+            self._closed = True
+
+    def _check(self) -> None:
+        if self._closed:
+            raise transfer.Cancelled
+        transfer.check_cancelled()
+
+    def _mkstemp(self) -> tuple[int, str]:
+        with self._lock:
+            self._check()
+            return tempfile.mkstemp(dir=self.tmp)
 
     def blob_path(self, digest: str) -> Path:
         return self.blobs / hex_of(digest)
@@ -98,7 +122,7 @@ class Layout:
     def put_bytes(self, data: bytes) -> tuple[str, int]:
         digest = sha256_bytes(data)
         if not self.has(digest):
-            fd, tmp = tempfile.mkstemp(dir=self.tmp)
+            fd, tmp = self._mkstemp()
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             self._commit(Path(tmp), digest)
@@ -114,13 +138,13 @@ class Layout:
         if sri:
             algo, _, b64 = sri.partition("-")
             sri_hash = hashlib.new(algo)
-        fd, tmp = tempfile.mkstemp(dir=self.tmp)
+        fd, tmp = self._mkstemp()
         try:
             with os.fdopen(fd, "wb") as f:
                 digest, size = copy_hashing(src, f, advance, limit,
-                                            [sri_hash] if sri_hash else None)
+                                            [sri_hash] if sri_hash else None, self._check)
         except BaseException:
-            os.unlink(tmp)
+            Path(tmp).unlink(missing_ok=True)  # gone already when the folder was removed
             raise
         if expected and digest != expected:
             os.unlink(tmp)
@@ -140,12 +164,18 @@ class Layout:
         return self.put_bytes(canonical_json(obj))
 
     def _commit(self, tmp: Path, digest: str) -> None:
-        os.chmod(tmp, 0o644)
-        final = self.blob_path(digest)
-        if final.exists():
-            tmp.unlink()  # identical bytes are stored once
-        else:
-            os.replace(tmp, final)
+        with self._lock:
+            try:
+                self._check()
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            os.chmod(tmp, 0o644)
+            final = self.blob_path(digest)
+            if final.exists():
+                tmp.unlink()  # identical bytes are stored once
+            else:
+                os.replace(tmp, final)
 
     def finish(self, manifests: list[Descriptor]) -> None:
         """Write ``oci-layout`` and ``index.json`` and drop the private incoming folder."""

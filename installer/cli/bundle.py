@@ -34,14 +34,23 @@ def bundle() -> None:
 @click.option("--update-lock", is_flag=True, help="Resolve every input again and rewrite the lock.")
 @click.option("--locked", is_flag=True, help="Fail if the lock would change (CI, rebuilds).")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
-@click.option("--timeout", default=30.0, show_default=True, help="Network timeout, seconds.")
+@click.option("--timeout", default=30.0, show_default=True,
+              help="Network timeout, seconds: to connect, and for each byte to come.")
+@click.option("--deadline", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS", help="Most time one download may take in all "
+              "[default: 5 min plus 1 s per MiB expected].")
+@click.option("--max-size", "max_size", default="64G", show_default=True, metavar="SIZE",
+              help="Largest download whose size neither the spec, the lock nor an index "
+                   "states (e.g. 700M, 64G).")
 @click.option("--retries", default=4, show_default=True, help="Retries for network requests.")
 @json_option
 def build_cmd(spec: Path, out_dir: Path, update_lock: bool, locked: bool, force: bool,
-              timeout: float, retries: int, as_json: bool) -> None:
+              timeout: float, deadline: float | None, max_size: str, retries: int,
+              as_json: bool) -> None:
     """Build a bundle from SPEC (a bundles/*.yaml file) and its lock file."""
     opts = BuildOptions(update_lock=update_lock, locked=locked, force=force,
-                        fetch=FetchOptions(timeout=timeout, retries=retries))
+                        fetch=FetchOptions(timeout=timeout, retries=retries, deadline=deadline,
+                                           max_size=_size_option("--max-size", max_size)))
     with progress(not as_json) as bar:
         try:
             result = build(spec, out_dir, opts, bar)
@@ -59,6 +68,18 @@ def build_cmd(spec: Path, out_dir: Path, update_lock: bool, locked: bool, force:
     out.print(f"  digest {result.digest}")
     if result.lock_written:
         out.print(f"  [warn]lock written[/] {esc(result.lock_path)} (review and commit it)")
+
+
+def _size_option(name: str, text: str) -> int:
+    import re
+
+    from installer.bundle.pack import UNITS
+
+    m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(i?B)?\s*", text.upper().replace("IB", "B"))
+    if not m or int(m.group(1)) == 0:
+        raise click.BadParameter(f"{text!r}: expected a size such as 700M, 64G or 1048576",
+                                 param_hint=name)
+    return int(m.group(1)) * UNITS[m.group(2)]
 
 
 @bundle.command("sample-inputs")

@@ -26,12 +26,16 @@ from typing import IO, Any
 
 import requests
 
+from installer.bundle import transfer
 from installer.bundle.digest import DIGEST_RE, Advance, sha256_bytes
 from installer.bundle.sources.http import (
+    TOKEN_LIMIT,
     FetchOptions,
     _root,
     describe_request_error,
     env_secret,
+    open_body,
+    read_limited,
     session,
 )
 from installer.bundle.spec import ImageEntry, Located
@@ -55,6 +59,7 @@ from installer.bundle.store import (
     canonical_json,
 )
 from installer.errors import SourceError
+from installer.untrusted import LIMITS, parse_json
 
 ACCEPT = ", ".join([MT_OCI_INDEX, MT_OCI_MANIFEST, MT_DOCKER_LIST, MT_DOCKER_MANIFEST])
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
@@ -359,18 +364,23 @@ class Registry:
             query = {"scope": f"repository:{repo}:pull"}
             if "service" in fields:
                 query["service"] = fields["service"]
+            service = f"token service {fields['realm']}"
             try:
-                r = self.http.get(fields["realm"], params=query, auth=self.creds,
-                                  timeout=self.opts.timeout)
+                with self.http.get(fields["realm"], params=query, auth=self.creds,
+                                   timeout=self.opts.timeout, stream=True) as r:
+                    if r.status_code != 200:
+                        raise SourceError(f"registry {self.host}: token service refused "
+                                          f"(HTTP {r.status_code})",
+                                          hint="check the username and password for this "
+                                               "registry")
+                    raw = read_limited(r, service, TOKEN_LIMIT, self.opts,
+                                       "a token service's answer")
             except requests.RequestException as e:
-                raise describe_request_error(f"token service {fields['realm']}", e) from None
-            if r.status_code != 200:
-                raise SourceError(f"registry {self.host}: token service refused "
-                                  f"(HTTP {r.status_code})",
-                                  hint="check the username and password for this registry")
-            body = r.json()
-            token = body.get("token") or body.get("access_token")
-            if not token:
+                raise describe_request_error(service, e) from None
+            body = parse_json(raw, service, error=SourceError)
+            token = body.get("token") or body.get("access_token") \
+                if isinstance(body, dict) else None
+            if not isinstance(token, str) or not token:
                 raise SourceError(f"registry {self.host}: token service gave no token")
             return f"Bearer {token}"
         raise SourceError(f"registry {self.host}: unsupported auth challenge {challenge!r}")
@@ -378,9 +388,11 @@ class Registry:
     def manifest(self, repo: str, reference: str) -> tuple[bytes, str]:
         what = f"{self.host}/{repo}:{reference}" if not reference.startswith("sha256:") \
             else f"{self.host}/{repo}@{reference}"
+        limit = LIMITS["manifest"]
         try:
-            with self.request(f"{repo}/manifests/{reference}", repo,
-                              headers={"Accept": ACCEPT}, stream=True) as r:
+            with transfer.transfer(what, self.opts.seconds_for(limit)), \
+                    self.request(f"{repo}/manifests/{reference}", repo,
+                                 headers={"Accept": ACCEPT}, stream=True) as r:
                 if r.status_code == 404:
                     raise SourceError(f"{what}: not found in the registry "
                                       f"(no such tag, digest or repository)")
@@ -390,9 +402,7 @@ class Registry:
                                       hint="check the credentials in auth:")
                 if r.status_code != 200:
                     raise SourceError(f"{what}: the registry answered HTTP {r.status_code}")
-                data = r.raw.read(MAX_MANIFEST + 1, decode_content=True)
-                if len(data) > MAX_MANIFEST:
-                    raise SourceError(f"{what}: manifest larger than {MAX_MANIFEST} bytes")
+                data = read_limited(r, what, limit, self.opts, "a manifest")
                 media_type = r.headers.get("Content-Type", "").split(";")[0]
         except requests.RequestException as e:
             raise describe_request_error(what, e) from None
@@ -404,11 +414,12 @@ class Registry:
     def blob(self, repo: str, desc: Descriptor) -> Iterator[IO[bytes]]:
         what = f"{self.host}/{repo}@{desc.digest}"
         try:
-            with self.request(f"{repo}/blobs/{desc.digest}", repo, stream=True) as r:
+            with transfer.transfer(what, self.opts.seconds_for(desc.size)) as t, \
+                    self.request(f"{repo}/blobs/{desc.digest}", repo, stream=True) as r:
                 if r.status_code != 200:
                     raise SourceError(f"{what}: the registry answered HTTP {r.status_code}")
-                r.raw.decode_content = False
-                yield r.raw
+                # the descriptor's size bounds the body: stopped at the first byte past it
+                yield open_body(r, t, what, desc.size, desc.size, self.opts, decode=False)
         except requests.RequestException as e:
             raise describe_request_error(what, e) from None
         except Exception as e:  # urllib3 errors while streaming

@@ -43,6 +43,7 @@ class PackageFile:
     sha256: str  # hex
     url: str  # where to fetch it now; never written to the lock
     attrs: tuple[tuple[str, str], ...] = ()
+    size: int | None = None  # bytes, where the index states it (deb); the download stops past it
 
     @property
     def attr(self) -> dict[str, str]:
@@ -328,9 +329,11 @@ def resolve_deb(entry: MirrorEntry, pins: dict[str, str], workdir: Path) -> list
         basename = fields.get("Filename", "").rsplit("/", 1)[-1]
         if basename not in uris or not re.fullmatch(r"[0-9a-f]{64}", fields.get("SHA256", "")):
             continue
+        size = fields.get("Size", "").strip()
         out.append(PackageFile(fields["Package"], fields["Version"], basename,
                                fields["SHA256"], uris.pop(basename),
-                               (("architecture", fields.get("Architecture", "")),)))
+                               (("architecture", fields.get("Architecture", "")),),
+                               int(size) if re.fullmatch(r"[0-9]{1,16}", size) else None))
     if uris:
         raise SourceError("deb: no SHA256 in the Packages index for " + ", ".join(sorted(uris)))
     have = {f.name for f in out}
