@@ -69,7 +69,13 @@ class _SpecLoader(yaml.SafeLoader):
 def load_yaml_with_lines(text: str, file: str) -> tuple[Any, dict[Path_t, int]]:
     """Parse YAML into plain data plus {json path: 1-based line}. Duplicate keys are errors;
     so are anchors and aliases, and more than MAX_NODES values or MAX_DEPTH levels."""
-    loader = _SpecLoader(text, file)
+    try:
+        loader = _SpecLoader(text, file)  # its reader refuses control characters here
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        raise SpecError(f"not valid YAML: character {e.character:#06x} is not allowed "
+                        "(control characters are not YAML text)", file=file, line=line) \
+            from None
     try:
         try:
             node = loader.get_single_node()
