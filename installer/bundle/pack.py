@@ -400,21 +400,21 @@ def _safe_name(name: str) -> str | None:
     return "/".join(parts)
 
 
-class _HeaderRefused(Exception):
+class HeaderRefused(Exception):
     pass
 
 
-class _BoundedInfo(tarfile.TarInfo):
+class BoundedTarInfo(tarfile.TarInfo):
     """Refuses, before tarfile reads its data whole into memory, a pax or GNU long-name
     header past MAX_HEADER bytes, and a global pax header (it would pile up for the rest of
     the stream); airlock's own archives (GNU format, short names) have neither."""
 
     def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
         if self.type == tarfile.XGLTYPE:
-            raise _HeaderRefused("a global pax header (airlock's archives have none)")
+            raise HeaderRefused("a global pax header (airlock's archives have none)")
         if self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
                          tarfile.SOLARIS_XHDTYPE) and self.size > MAX_HEADER:
-            raise _HeaderRefused(f"an extended header of {self.size} bytes, more than the "
+            raise HeaderRefused(f"an extended header of {self.size} bytes, more than the "
                                  f"{MAX_HEADER} airlock accepts")
         return super()._proc_member(tar)  # type: ignore[misc]
 
@@ -457,11 +457,11 @@ def _extract(stream: BinaryIO, dest: Path, label: str, progress: Any
     task = progress.add_task("unpack", total=None)
     count = 0
     listed: _Listed | None = None
-    with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK, tarinfo=_BoundedInfo) as tar:
+    with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK, tarinfo=BoundedTarInfo) as tar:
         while True:
             try:
                 m = tar.next()
-            except _HeaderRefused as e:
+            except HeaderRefused as e:
                 raise IntegrityError(f"{label}: member {count + 1} has {e}; refused") from None
             if m is None:
                 break
