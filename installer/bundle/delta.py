@@ -61,11 +61,8 @@ def read_delta(bundle: Path) -> dict[str, Any] | None:
             if not isinstance(o, dict) or type(o.get("path")) is not str:
                 raise ValueError(f"omitted[{i}] needs a path")
             if not _BLOB.fullmatch(o["path"]):
-                raise IntegrityError(f"{path}: a delta may omit blobs only, not "
-                                     f"{o['path'][:200]!r}")
+                raise IntegrityError(f"a delta may omit blobs only, not {o['path'][:200]!r}")
             omitted[o["path"]] = non_negative_int(o.get("size"), f"omitted[{i}].size")
-    except IntegrityError:
-        raise
     except (ValueError, AirlockError) as e:
         raise IntegrityError(f"{path}: not a delta description ({e})") from None
     return {"base": base, "omitted": omitted}

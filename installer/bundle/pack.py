@@ -457,7 +457,12 @@ def _extract(stream: BinaryIO, dest: Path, label: str, progress: Any
     task = progress.add_task("unpack", total=None)
     count = 0
     listed: _Listed | None = None
-    with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK, tarinfo=BoundedTarInfo) as tar:
+    try:
+        tar = tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK,  # noqa: SIM115 - below
+                           tarinfo=BoundedTarInfo)
+    except HeaderRefused as e:  # the first header is read on opening
+        raise IntegrityError(f"{label}: member 1 has {e}; refused") from None
+    with tar:
         while True:
             try:
                 m = tar.next()

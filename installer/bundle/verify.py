@@ -175,6 +175,7 @@ def verify(root: Path, progress: Any = None,
     if isinstance(index, dict):
         structure.walk_index(index)
     structure.name_from()
+    present = [rel for rel in present if rel not in structure.refused]
     todo = [root / rel for rel in present if rel not in hashed]
     progress.advance(task, sum(hashed[rel][1] for rel in present if rel in hashed))
     try:
@@ -213,6 +214,7 @@ class _Structure:
         self.docs: dict[str, Any] = {}
         self.problems: list[tuple[str, str]] = []  # reported when every file hashed right
         self.seen: set[str] = set()
+        self.refused: set[str] = set()
 
     def later(self, file: str, problem: str) -> None:
         self.problems.append((file, problem))
@@ -227,6 +229,7 @@ class _Structure:
             data = read_bytes(self.root / rel, LIMITS[kind], what=rel)
         except AirlockError as e:
             self.report.add(rel, str(e))
+            self.refused.add(rel)  # not read again to be hashed
             return None
         self.raw[rel] = data
         self.hashed[rel] = (sha256_bytes(data), len(data))
