@@ -24,7 +24,7 @@ import re
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from installer.errors import AirlockError, IntegrityError
 
@@ -46,6 +46,11 @@ LIMITS: dict[str, int] = {
     "key": 64 * KiB,             # an OpenSSH key or allowed_signers line set
     "state": 1 * MiB,            # small JSON state files (resume state, markers)
     "mirror-index": 256 * MiB,   # a package index (apt Packages, PEP 691 page)
+    # a bundle's own: its manifests (a package mirror's lists every package: ~400 bytes
+    # each), its part index (one entry per part), a delta's list of the blobs it omits
+    "bundle-manifest": 64 * MiB,
+    "parts": 4 * MiB,
+    "delta": 64 * MiB,
 }
 MAX_DEPTH = 64           # JSON nesting: airlock's own documents nest fewer than 10 levels
 MAX_ITEMS = 2_000_000    # JSON values and keys in one document (~0.5 GiB at worst in Python)
@@ -88,6 +93,13 @@ def open_regular(path: Path | str, *, what: str | None = None,
         os.close(fd)
         raise
     return fd
+
+
+def open_stream(path: Path | str, *, what: str | None = None,
+                error: Err = IntegrityError) -> BinaryIO:
+    """PATH opened for reading in chunks (a large blob that is hashed or copied, never held
+    whole), only if it is a regular file; unbuffered, so ``readinto`` goes straight in."""
+    return os.fdopen(open_regular(path, what=what, error=error), "rb", buffering=0)
 
 
 def read_bytes(path: Path | str, limit: int, *, what: str | None = None,
@@ -201,8 +213,34 @@ def positive_int(value: Any, what: str, *, error: Err = IntegrityError,
     """VALUE as an integer 1..MAXIMUM; a boolean, a float or a string is refused."""
     if type(value) is not int or not 1 <= value <= maximum:
         raise _refuse(error, f"{what} must be an integer from 1 to {maximum}, "
-                             f"got {value!r}", None)
+                             f"got {_short(value)}", None)
     return value
+
+
+def non_negative_int(value: Any, what: str, *, error: Err = IntegrityError,
+                     maximum: int = 2**53) -> int:
+    """VALUE as an integer 0..MAXIMUM (a size, a count); a boolean, a float or a string is
+    refused."""
+    if type(value) is not int or not 0 <= value <= maximum:
+        raise _refuse(error, f"{what} must be an integer from 0 to {maximum}, "
+                             f"got {_short(value)}", None)
+    return value
+
+
+SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def sha256_digest(value: Any, what: str, *, error: Err = IntegrityError) -> str:
+    """VALUE as ``sha256:`` and 64 lowercase hex digits, nothing else (it becomes a path)."""
+    if type(value) is not str or not SHA256.fullmatch(value):
+        raise _refuse(error, f"{what} must be a digest 'sha256:' + 64 hex digits, "
+                             f"got {_short(value)}", None)
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def human(n: int) -> str:

@@ -434,6 +434,58 @@ def test_readme_reviewer_commands_fail_on_attacks(signed: Path, keydir: Path,
     assert run_reviewer_script(signed, keydir).returncode != 0
 
 
+SUCCESS = "BUNDLE VERIFIED: "
+
+
+def run_reviewer_block(bundle: Path, keydir: Path, shell: str) -> subprocess.CompletedProcess:
+    """README's reviewer block as a reviewer pastes it: into SHELL, on its stdin, no options
+    (no -e, no pipefail), bounded in time (a FIFO must not make it hang)."""
+    need("ssh-keygen")
+    (bundle.parent / "allowed_signers").write_text(keys.allowed_signers(keydir))
+    script = _reviewer_script().replace("cd BUNDLE", f"cd {bundle}")
+    return subprocess.run([shell], input=script, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("shell", ["/bin/sh", "bash"])
+def test_readme_reviewer_block_runs_in_posix_sh_and_bash(signed: Path, keydir: Path,
+                                                          shell: str) -> None:
+    proc = run_reviewer_block(signed, keydir, shell)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].startswith(SUCCESS), proc.stdout
+    assert proc.stdout.count(SUCCESS) == 1 and "FAILED" not in proc.stdout + proc.stderr
+    assert (proc.stdout + proc.stderr).count('Good "airlock-bundle@v1" signature') == 2
+
+
+@pytest.mark.parametrize("shell", ["/bin/sh", "bash"])
+@pytest.mark.parametrize("attack", ["flip-blob", "extra", "no-signature", "fifo-blob",
+                                    "link-blob"])
+def test_readme_reviewer_block_stops_at_the_first_failure(signed: Path, keydir: Path,
+                                                          shell: str, attack: str) -> None:
+    meta = json.loads((signed / "bundle.json").read_text())
+    blob = signed / "blobs/sha256" / meta["artifacts"][0]["digest"][7:]
+    if attack == "flip-blob":
+        data = bytearray(blob.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        blob.write_bytes(bytes(data))
+    elif attack == "extra":
+        (signed / "blobs/sha256" / ("e" * 64)).write_bytes(b"x")
+    elif attack == "no-signature":
+        (signed / "SHA256SUMS.signer-2.sig").unlink()
+    elif attack == "fifo-blob":
+        blob.unlink()
+        os.mkfifo(blob)
+    else:
+        blob.unlink()
+        blob.symlink_to("/dev/zero")
+    proc = run_reviewer_block(signed, keydir, shell)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert SUCCESS not in proc.stdout + proc.stderr
+    said = {"flip-blob": "FAILED", "extra": "FAILED: not listed in SHA256SUMS",
+            "no-signature": "FAILED: 1 valid signature(s), 2 needed",
+            "fifo-blob": "FAILED: not regular files", "link-blob": "FAILED: not regular files"}
+    assert said[attack] in proc.stdout + proc.stderr
+
+
 def test_unpack_with_trust_refuses_an_unsigned_bundle_before_it_appears(
         inputs: Path, keydir: Path, tmp_path: Path) -> None:
     from installer.bundle.pack import pack, unpack

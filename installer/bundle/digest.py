@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from installer.untrusted import open_stream
+
 CHUNK = 4 * 1024 * 1024
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -37,13 +39,16 @@ def hex_of(digest: str) -> str:
     return digest.split(":", 1)[1]
 
 
-def sha256_file(path: Path, advance: Advance | None = None) -> tuple[str, int]:
-    """Digest and size of a file, read in chunks into one reused buffer."""
+def sha256_file(path: Path, advance: Advance | None = None, *,
+                what: str | None = None) -> tuple[str, int]:
+    """Digest and size of a file, read in chunks into one reused buffer. Only a regular file
+    is read (no link followed; a FIFO or a device is refused at once with an
+    IntegrityError naming WHAT, instead of blocking or reading for ever)."""
     h = hashlib.sha256()
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     size = 0
-    with open(path, "rb", buffering=0) as f:
+    with open_stream(path, what=what) as f:
         while n := f.readinto(buf):
             h.update(view[:n])
             size += n

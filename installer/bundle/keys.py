@@ -29,6 +29,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -38,8 +39,18 @@ from tuf.api.metadata import Metadata, Root
 from tuf.api.serialization.json import JSONSerializer
 
 from installer.bundle import sshsig
-from installer.errors import TrustError, UsageError
+from installer.errors import AirlockError, IntegrityError, TrustError, UsageError
 from installer.fsutil import atomic_write
+from installer.untrusted import (
+    LIMITS,
+    KiB,
+    MiB,
+    non_negative_int,
+    parse_json,
+    positive_int,
+    read_bytes,
+    read_json,
+)
 
 NAMESPACE = "airlock-bundle@v1"
 NAME_FIELD = "x-airlock-name"
@@ -57,7 +68,15 @@ class Policy:
     @classmethod
     def read(cls, d: Path) -> Policy:
         p = d / "policy.json"
-        return cls(**json.loads(p.read_text())) if p.exists() else cls()
+        if not p.exists():
+            return cls()
+        doc = read_json(p, LIMITS["state"], error=TrustError)
+        if not isinstance(doc, dict) or not doc.keys() <= set(asdict(cls())):
+            raise TrustError(f"{p}: expected the four *_days periods only")
+        for k, v in doc.items():  # days; below 1 only makes metadata that has expired
+            if type(v) is not int or abs(v) > 36500:
+                raise TrustError(f"{p}: {k} must be a whole number of days, got {v!r:.40}")
+        return cls(**doc)
 
     def to_bytes(self) -> bytes:
         return (json.dumps(asdict(self), indent=2) + "\n").encode()
@@ -123,10 +142,7 @@ def read_public_key(path: Path) -> Ed25519PublicKey:
 
 
 def load_private_key(path: Path, passphrase: str) -> Ed25519PrivateKey:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise TrustError(f"{path}: cannot read the key ({e.strerror})") from None
+    data = read_bytes(path, LIMITS["key"], error=TrustError)
     if path.stat().st_mode & 0o077:
         raise TrustError(f"{path}: the key file is readable by others (mode "
                         f"{path.stat().st_mode & 0o777:o})", hint=f"chmod 600 {path}")
@@ -162,11 +178,53 @@ def ed25519_public(key: SSlibKey) -> Ed25519PublicKey:
 
 # --------------------------------------------------------------------------- roots
 
+# TUF metadata read from outside, by role: bounds far above what airlock writes (a root of
+# a few dozen signers is ~10 KiB; targets lists every file of the bundle)
+TUF_LIMITS = {"root": 1 * MiB, "timestamp": 64 * KiB, "snapshot": 1 * MiB,
+              "targets": LIMITS["tuf"]}
+
+
+def check_tuf(data: bytes, what: str, *, error: Any = IntegrityError) -> Any:
+    """TUF metadata bytes, parsed within the JSON bounds (no duplicate keys: python-tuf
+    would keep the last one, and the signature covers its own canonical form), with every
+    number python-tuf trusts checked first: it compares them with ``<=`` only, so
+    ``"version": true`` would be version 1 and ``1.5`` a version. Returns the parsed doc."""
+    doc = parse_json(data, what, error=error)
+    signed = doc.get("signed") if isinstance(doc, dict) else None
+    if not isinstance(signed, dict) or not isinstance(doc.get("signatures"), list):
+        raise error(f"{what}: not TUF metadata (no signed and signatures)")
+    positive_int(signed.get("version"), f"{what}: signed.version", error=error)
+    for name, meta in _dict(signed.get("meta"), what, "meta", error).items():
+        meta = _dict(meta, what, f"meta[{name}]", error)
+        positive_int(meta.get("version"), f"{what}: meta[{name}].version", error=error)
+        if "length" in meta:
+            non_negative_int(meta["length"], f"{what}: meta[{name}].length", error=error)
+    for name, target in _dict(signed.get("targets"), what, "targets", error).items():
+        target = _dict(target, what, f"targets[{name}]", error)
+        non_negative_int(target.get("length"), f"{what}: targets[{name}].length",
+                         error=error)
+    for name, role in _dict(signed.get("roles"), what, "roles", error).items():
+        role = _dict(role, what, f"roles[{name}]", error)
+        positive_int(role.get("threshold"), f"{what}: roles[{name}].threshold",
+                     error=error, maximum=1000)
+    return doc
+
+
+def _dict(value: Any, what: str, field: str, error: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise error(f"{what}: {field} must be an object")
+    return value
+
+
 def load_root(path: Path) -> Metadata[Root]:
+    data = read_bytes(path, TUF_LIMITS["root"], error=TrustError)
     try:
-        md = Metadata[Root].from_bytes(path.read_bytes())
-    except OSError as e:
-        raise TrustError(f"{path}: cannot read ({e.strerror})") from None
+        check_tuf(data, str(path), error=TrustError)
+        md = Metadata[Root].from_bytes(data)
+    except AirlockError as e:
+        raise TrustError(f"{path}: not TUF root metadata ({e})") from None
     except Exception as e:
         raise TrustError(f"{path}: not TUF root metadata ({e})") from None
     if md.signed.type != Root.type:

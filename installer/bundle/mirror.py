@@ -34,11 +34,19 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from installer.bundle.digest import copy_hashing
+from installer.bundle.digest import copy_hashing, sha256_bytes
 from installer.bundle.sources.packages import canonical_name
 from installer.errors import IntegrityError, SourceError, UsageError
 from installer.fsutil import staged_dir
 from installer.system_packages import require
+from installer.untrusted import (
+    LIMITS,
+    open_stream,
+    parse_json,
+    read_bytes,
+    read_json,
+    sha256_digest,
+)
 
 TITLE = "org.opencontainers.image.title"
 
@@ -47,30 +55,58 @@ MIRROR_KINDS = ("pypi", "npm", "deb")
 CONTENT_KINDS = ("model", "vsix", "file")
 
 
+def _real(path: Path) -> Path:
+    """PATH with links resolved: ``bundle import``'s view of a delta bundle is airlock's own
+    links to the delta's files. What it names is then read only if it is a regular file
+    (a link to /dev/zero or to a FIFO is refused, not read)."""
+    return Path(os.path.realpath(path))
+
+
 def _served(bundle: Path) -> tuple[dict[str, dict[str, Any]], list[tuple[str, dict[str, Any]]]]:
-    """The bundle's package mirrors by kind, and its models, VSIX and files in order."""
-    try:
-        index = json.loads((bundle / "index.json").read_bytes())
-    except (OSError, ValueError) as e:
-        raise IntegrityError(f"{bundle}: not a readable bundle ({e})") from None
+    """The bundle's package mirrors by kind, and its models, VSIX and files in order.
+    index.json and every manifest are read once, bounded; a manifest's bytes must hash to
+    the digest index.json gives it, and its layers be objects with a digest."""
+    index = read_json(_real(bundle / "index.json"), LIMITS["index.json"],
+                      what=f"{bundle}/index.json")
     mirrors, content = {}, []
-    for m in index.get("manifests", []):
+    for m in _objects(index, "manifests", "index.json"):
         ann = m.get("annotations") or {}
-        kind = ann.get("dev.airlock.kind")
-        if kind in MIRROR_KINDS:
-            mirrors[kind] = json.loads(_blob(bundle, m["digest"]).read_bytes())
-        elif kind in CONTENT_KINDS:
-            manifest = json.loads(_blob(bundle, m["digest"]).read_bytes())
-            manifest["annotations"] = {**manifest.get("annotations", {}), **ann}
-            content.append((kind, manifest))
+        kind = ann.get("dev.airlock.kind") if isinstance(ann, dict) else None
+        if kind in MIRROR_KINDS or kind in CONTENT_KINDS:
+            manifest = _manifest(bundle, m.get("digest"))
+            if kind in MIRROR_KINDS:
+                mirrors[kind] = manifest
+            else:
+                manifest["annotations"] = {**manifest.get("annotations", {}), **ann}
+                content.append((kind, manifest))
     return mirrors, content
 
 
-def _blob(bundle: Path, digest: str) -> Path:
-    algo, _, hexd = digest.partition(":")
-    if algo != "sha256" or len(hexd) != 64 or not all(c in "0123456789abcdef" for c in hexd):
-        raise IntegrityError(f"bad digest {digest!r}")
-    return bundle / "blobs" / "sha256" / hexd
+def _manifest(bundle: Path, digest: Any) -> dict[str, Any]:
+    blob = _blob(bundle, digest)
+    data = read_bytes(_real(blob), LIMITS["bundle-manifest"], what=f"manifest {digest}")
+    if sha256_bytes(data) != digest:
+        raise IntegrityError(f"manifest {digest}: the bundle's blob is damaged (run bundle "
+                             "verify)")
+    manifest = parse_json(data, f"manifest {digest}")
+    for layer in _objects(manifest, "layers", f"manifest {digest}"):
+        sha256_digest(layer.get("digest"), f"manifest {digest}: a layer's digest")
+        if not isinstance(layer.get("annotations", {}), dict):
+            raise IntegrityError(f"manifest {digest}: a layer's annotations are not an object")
+    if not isinstance(manifest.get("annotations", {}), dict):
+        raise IntegrityError(f"manifest {digest}: annotations are not an object")
+    return manifest
+
+
+def _objects(doc: Any, key: str, what: str) -> list[dict[str, Any]]:
+    items = doc.get(key, []) if isinstance(doc, dict) else None
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise IntegrityError(f"{what}: {key} must be a list of objects")
+    return items
+
+
+def _blob(bundle: Path, digest: Any) -> Path:
+    return bundle / "blobs" / "sha256" / sha256_digest(digest, "a blob's digest")[7:]
 
 
 def _safe_rel(name: str) -> str:
@@ -93,7 +129,7 @@ class _Out:
             depth = len(dest.relative_to(self.root).parts) - 1
             os.symlink("../" * depth + f"{self.link}/blobs/sha256/{blob.name}", dest)
             return
-        with open(blob, "rb") as src, open(dest, "wb") as dst:
+        with open_stream(_real(blob)) as src, open(dest, "wb") as dst:
             digest, _ = copy_hashing(src, dst)
         if digest != layer["digest"]:
             raise IntegrityError(f"{dest.name}: the bundle's blob is damaged (run bundle verify)")
@@ -114,6 +150,18 @@ def export(bundle: Path, out: Path, *, base_url: str | None, site_key: Path | No
         raise UsageError("the apt repository must be signed: give --site-key DIR",
                          hint="make one with: airlock mirror site-key DIR")
     summary: dict[str, Any] = {"path": str(out.absolute())}
+    try:
+        _write(bundle, out, summary, mirrors, content, base_url=base_url, site_key=site_key,
+               force=force, link=link)
+    except KeyError as e:  # what _served checked is there; an annotation is not
+        raise IntegrityError(f"{bundle}: a manifest lacks {e} (not a bundle airlock built)") \
+            from None
+    return summary
+
+
+def _write(bundle: Path, out: Path, summary: dict[str, Any], mirrors: dict[str, Any],
+           content: list[tuple[str, dict[str, Any]]], *, base_url: str | None,
+           site_key: Path | None, force: bool, link: str | None) -> None:
     with staged_dir(out, force=force) as tmp:
         put = _Out(bundle, tmp, link)
         if "pypi" in mirrors:
@@ -127,7 +175,6 @@ def export(bundle: Path, out: Path, *, base_url: str | None, site_key: Path | No
             summary["content"] = _content(put, content, tmp)
         (tmp / "nginx-http.conf").write_text(NGINX_HTTP)
         (tmp / "nginx-locations.conf").write_text(NGINX_LOCATIONS)
-    return summary
 
 
 NGINX_HTTP = """\
@@ -197,16 +244,37 @@ MANIFEST_FIELDS = ("dependencies", "optionalDependencies", "peerDependencies",
                    "bundleDependencies", "directories")
 
 
+NPM_MEMBERS = 100_000  # members looked at for package/package.json (npm pack puts it early)
+PACKAGE_JSON = 4 << 20
+
+
 def _package_json(tgz: Path) -> dict[str, Any]:
     try:
-        with tarfile.open(tgz, "r:gz") as tar:
-            for m in tar:
+        with open_stream(_real(tgz), what=tgz.name) as raw, \
+                tarfile.open(fileobj=raw, mode="r|gz") as tar:
+            for i, m in enumerate(tar):
+                tar.members.clear()
+                if i >= NPM_MEMBERS:
+                    break
                 if m.isfile() and m.name.count("/") == 1 and m.name.endswith("/package.json"):
+                    if m.size > PACKAGE_JSON:
+                        raise IntegrityError(f"{tgz.name}: its package.json has {m.size} "
+                                             "bytes, more than the 4 MiB airlock accepts")
                     f = tar.extractfile(m)
-                    return json.loads(f.read(4 << 20)) if f else {}
-    except (tarfile.TarError, OSError, ValueError) as e:
+                    pkg = parse_json(f.read(PACKAGE_JSON), f"{tgz.name}: package.json") \
+                        if f else {}
+                    return pkg if isinstance(pkg, dict) else {}
+    except (tarfile.TarError, OSError, EOFError) as e:
         raise IntegrityError(f"{tgz.name}: not a readable npm tarball ({e})") from None
     raise IntegrityError(f"{tgz.name}: has no package.json")
+
+
+def _sha1(path: Path) -> str:
+    h = hashlib.sha1(usedforsecurity=False)
+    with open_stream(_real(path), what=path.name) as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _npm(put: _Out, manifest: dict[str, Any], root: Path, base: str) -> dict[str, int]:
@@ -223,7 +291,7 @@ def _npm(put: _Out, manifest: dict[str, Any], root: Path, base: str) -> dict[str
         if pkg.get("name") != name or pkg.get("version") != version:
             raise IntegrityError(f"{rel}: package.json says {pkg.get('name')}@"
                                  f"{pkg.get('version')}, the bundle says {name}@{version}")
-        sha1 = hashlib.sha1(dest.read_bytes(), usedforsecurity=False).hexdigest()
+        sha1 = _sha1(dest)
         entry = {k: pkg[k] for k in MANIFEST_FIELDS if k in pkg}
         entry.update(name=name, version=version,
                      dist={"tarball": base + rel, "shasum": sha1,

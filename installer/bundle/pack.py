@@ -9,6 +9,15 @@ Unpack never trusts the archive: only regular files and folders, no absolute pat
 is written into a private folder beside the target, the result is verified against
 SHA256SUMS, and only then renamed into place. Parts already checked are remembered beside
 the target, so a re-run after replacing a bad part re-reads only what changed.
+
+Bounds, so that hostile media is refused in bounded memory and time: the part index is read
+once within ``LIMITS["parts"]``, names at most MAX_PARTS parts, named FILE.part001… in
+order, sizes integers from 0; parts, the archive and the resume state are read only if they
+are regular files. In the tar stream, pax and GNU long-name headers are refused past
+MAX_HEADER bytes (tarfile would read them whole), global pax headers and sparse members
+always; SHA256SUMS (what ``pack`` writes first) must come within the first BEFORE_SUMS
+members, and after it every file must be one it lists (or a signature / TUF file) and every
+folder one of theirs: a stream of members that are not the bundle's stops there.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,16 +39,29 @@ import zstandard
 
 from installer.bundle.digest import CHUNK, sha256_file
 from installer.bundle.inspect import load_meta
-from installer.bundle.meta import bundle_files
+from installer.bundle.meta import SUMS, SumsError, bundle_files, excluded_from_sums, parse_sums
 from installer.bundle.verify import verify
 from installer.console import NullProgress
-from installer.errors import IntegrityError, StorageError, UsageError
+from installer.errors import AirlockError, IntegrityError, StorageError, UsageError
 from installer.fsutil import TMP_MARK, atomic_write, disk_full, staged_dir
+from installer.untrusted import (
+    LIMITS,
+    KiB,
+    non_negative_int,
+    open_stream,
+    positive_int,
+    read_json,
+)
 
 INDEX_FORMAT = "airlock-parts/v1"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 PART_RE = re.compile(r"^(?P<base>.+)\.part(?P<n>\d{3,})$")
 MAX_MEMBERS = 1_000_000
+MAX_PARTS = 100_000        # 700 MB parts of a 70 TB bundle
+MAX_HEADER = 64 * KiB      # one pax or GNU long-name header's data
+MAX_NAME = 1024            # a member's path, in characters
+BEFORE_SUMS = 16           # members (folders) before SHA256SUMS, what pack writes first
+MAX_UNLISTED = 2048        # files SHA256SUMS cannot list: signatures, TUF metadata, delta
 UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -137,7 +160,7 @@ def pack(bundle: Path, out_file: Path, *, zstd: bool, level: int, split: int | N
                 tar.addfile(_info(d, tarfile.DIRTYPE, 0, 0o755, epoch))
             for rel in files:
                 size = (bundle / rel).stat().st_size
-                with open(bundle / rel, "rb") as f:
+                with open_stream(bundle / rel) as f:
                     tar.addfile(_info(rel, tarfile.REGTYPE, size, 0o644, epoch),
                                 _Counting(f, lambda n: progress.advance(task, n)))
         if zstd:
@@ -210,50 +233,85 @@ def _locate(source: Path) -> tuple[Path | None, list[Path]]:
         index = source
     elif m := PART_RE.match(source.name):
         index = source.with_name(m.group("base") + ".parts.json")
-        if not index.exists():
+        if not os.path.lexists(index):
             raise IntegrityError(f"{index} is missing: it lists the parts and their hashes",
                                  hint="copy the .parts.json file from the media too")
     else:
         candidate = source.with_name(source.name + ".parts.json")
-        index = candidate if candidate.exists() else None
+        index = candidate if os.path.lexists(candidate) else None
     if index is None:
-        if not source.is_file():
+        if not os.path.lexists(source):
             raise IntegrityError(f"{source}: no such file")
         return None, [source]
     return index, []
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
 def _read_index(index: Path) -> dict[str, Any]:
+    """The part index, read once within LIMITS["parts"], every field checked: at most
+    MAX_PARTS parts named BASE.part001, BASE.part002, … in order (a name is not taken from
+    the file as it is: it becomes a path), sizes integers from 0, sha256 64 hex digits."""
+    doc = read_json(index, LIMITS["parts"])
     try:
-        doc = json.loads(index.read_bytes())
-        assert doc["format"] == INDEX_FORMAT
-        for p in doc["parts"]:
-            if "/" in p["name"] or p["name"].startswith("."):
-                raise ValueError(f"unsafe part name {p['name']!r}")
-            int(p["size"])
-            bytes.fromhex(p["sha256"])
+        if not isinstance(doc, dict) or doc.get("format") != INDEX_FORMAT:
+            raise ValueError(f"format is not {INDEX_FORMAT}")
+        parts = doc.get("parts")
+        if not isinstance(parts, list) or not 1 <= len(parts) <= MAX_PARTS:
+            raise ValueError(f"parts must list 1 to {MAX_PARTS} parts")
+        first = parts[0].get("name") if isinstance(parts[0], dict) else None
+        m = PART_RE.match(first) if isinstance(first, str) else None
+        base = m.group("base") if m else ""
+        if not base or "/" in base or "\0" in base or base.startswith("."):
+            raise ValueError(f"unsafe part name {first!r}"[:200])
+        total = 0
+        for i, p in enumerate(parts, 1):
+            want = f"{base}.part{i:03d}"
+            if not isinstance(p, dict) or p.get("name") != want:
+                got = p.get("name") if isinstance(p, dict) else p
+                raise ValueError(f"part {i} must be named {want!r}, not {got!r}"[:200])
+            total += non_negative_int(p.get("size"), f"part {i}: size")
+            if type(p.get("sha256")) is not str or not _HEX64.fullmatch(p["sha256"]):
+                raise ValueError(f"part {i}: sha256 must be 64 hex digits")
+        if "size" in doc and non_negative_int(doc["size"], "size") != total:
+            raise ValueError(f"size {doc['size']} is not the sum of the parts' ({total})")
+        if isinstance(doc.get("bundle"), dict) and "version" in doc["bundle"]:
+            positive_int(doc["bundle"]["version"], "bundle.version")
         return doc
-    except (OSError, ValueError, KeyError, TypeError, AssertionError) as e:
+    except (ValueError, AirlockError) as e:
         raise IntegrityError(f"{index}: not a valid part index ({e})") from None
+
+
+def _read_state(state_file: Path) -> dict[str, Any]:
+    """Parts checked before (a cache beside the output): anything unreadable, a link, a
+    FIFO or not what this wrote is no cache at all (the parts are hashed again)."""
+    if not os.path.lexists(state_file):
+        return {}
+    try:
+        state = read_json(state_file, LIMITS["state"])
+    except AirlockError:
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 def _check_parts(index: Path, doc: dict[str, Any], state_file: Path,
                  progress: Any) -> list[Path]:
-    state: dict[str, Any] = {}
-    if state_file.exists():
-        try:
-            state = json.loads(state_file.read_text())
-        except ValueError:
-            state = {}
+    state = _read_state(state_file)
     problems, paths = [], []
     task = progress.add_task("check parts", total=sum(p["size"] for p in doc["parts"]))
     for p in doc["parts"]:
         path = index.parent / p["name"]
         paths.append(path)
         try:
-            st = path.stat()
+            st = os.lstat(path)
         except FileNotFoundError:
             problems.append({"file": p["name"], "problem": "missing"})
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+            problems.append({"file": p["name"], "problem": f"is {kind}; parts must be "
+                             "regular files"})
             continue
         if st.st_size != p["size"]:
             problems.append({"file": p["name"], "problem": f"has {st.st_size} bytes, the "
@@ -261,10 +319,11 @@ def _check_parts(index: Path, doc: dict[str, Any], state_file: Path,
             continue
         key = [st.st_size, st.st_mtime_ns, st.st_ino]
         cached = state.get(p["name"])
-        if cached and cached["key"] == key and cached["sha256"] == p["sha256"]:
+        if isinstance(cached, dict) and cached.get("key") == key \
+                and cached.get("sha256") == p["sha256"]:
             progress.advance(task, st.st_size)
             continue
-        digest, _ = sha256_file(path, lambda n: progress.advance(task, n))
+        digest, _ = sha256_file(path, lambda n: progress.advance(task, n), what=p["name"])
         if digest[7:] != p["sha256"]:
             problems.append({"file": p["name"], "problem": "sha256 differs from the index "
                              "(damaged copy)"})
@@ -280,7 +339,7 @@ def _check_parts(index: Path, doc: dict[str, Any], state_file: Path,
 
 
 class _Concat:
-    """Read several files as one stream."""
+    """Read several files as one stream (each opened only if it is a regular file)."""
 
     def __init__(self, paths: list[Path]):
         self.paths = list(paths)
@@ -292,7 +351,7 @@ class _Concat:
             if self.f is None:
                 if not self.paths:
                     return b""
-                self.f = open(self.paths.pop(0), "rb")  # noqa: SIM115 - closed below
+                self.f = open_stream(self.paths.pop(0))
             data = self.f.read(n if n and n > 0 else CHUNK)
             if data:
                 self.pos += len(data)
@@ -333,7 +392,7 @@ class _Prefixed:
 
 
 def _safe_name(name: str) -> str | None:
-    if name.startswith("/") or "\\" in name or "\x00" in name:
+    if name.startswith("/") or "\\" in name or "\x00" in name or len(name) > MAX_NAME:
         return None
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if not parts or any(p == ".." for p in parts):
@@ -341,29 +400,102 @@ def _safe_name(name: str) -> str | None:
     return "/".join(parts)
 
 
+class HeaderRefused(Exception):
+    pass
+
+
+class BoundedTarInfo(tarfile.TarInfo):
+    """Refuses, before tarfile reads its data whole into memory, a pax or GNU long-name
+    header past MAX_HEADER bytes, and a global pax header (it would pile up for the rest of
+    the stream); airlock's own archives (GNU format, short names) have neither."""
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
+        if self.type == tarfile.XGLTYPE:
+            raise HeaderRefused("a global pax header (airlock's archives have none)")
+        if self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
+                         tarfile.SOLARIS_XHDTYPE) and self.size > MAX_HEADER:
+            raise HeaderRefused(f"an extended header of {self.size} bytes, more than the "
+                                 f"{MAX_HEADER} airlock accepts")
+        return super()._proc_member(tar)  # type: ignore[misc]
+
+
+class _Listed:
+    """What may follow SHA256SUMS in the stream: the files it lists, a few it cannot list
+    (signatures, TUF metadata, delta.json), and the folders they are in."""
+
+    def __init__(self, sums: bytes, label: str) -> None:
+        try:
+            self.files = parse_sums(sums.decode("utf-8"))
+        except (SumsError, UnicodeDecodeError) as e:
+            raise IntegrityError(f"{label}: its SHA256SUMS is malformed ({e})") from None
+        self.dirs = {"tuf"}
+        for rel in self.files:
+            parts = rel.split("/")[:-1]
+            self.dirs.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+        self.unlisted = 0
+
+    def check(self, rel: str, is_dir: bool, label: str, name: str) -> None:
+        if is_dir:
+            if rel not in self.dirs:
+                raise IntegrityError(f"{label}: member {name!r} is a folder no file of "
+                                     "SHA256SUMS is in; refused")
+            return
+        if rel in self.files:
+            return
+        if rel == SUMS or not excluded_from_sums(rel):
+            raise IntegrityError(f"{label}: member {name!r} is not listed in SHA256SUMS; "
+                                 "refused")
+        self.unlisted += 1
+        if self.unlisted > MAX_UNLISTED:
+            raise IntegrityError(f"{label}: more than {MAX_UNLISTED} signature and TUF "
+                                 "files; refused")
+
+
 def _extract(stream: BinaryIO, dest: Path, label: str, progress: Any
              ) -> dict[str, tuple[str, int]]:
     hashed: dict[str, tuple[str, int]] = {}
     task = progress.add_task("unpack", total=None)
     count = 0
-    with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as tar:
-        for m in tar:
+    listed: _Listed | None = None
+    try:
+        tar = tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK,  # noqa: SIM115 - below
+                           tarinfo=BoundedTarInfo)
+    except HeaderRefused as e:  # the first header is read on opening
+        raise IntegrityError(f"{label}: member 1 has {e}; refused") from None
+    with tar:
+        while True:
+            try:
+                m = tar.next()
+            except HeaderRefused as e:
+                raise IntegrityError(f"{label}: member {count + 1} has {e}; refused") from None
+            if m is None:
+                break
+            tar.members.clear()  # a stream needs no list of what passed: memory stays flat
             count += 1
             if count > MAX_MEMBERS:
                 raise IntegrityError(f"{label}: more than {MAX_MEMBERS} members; refused")
+            if listed is None and count > BEFORE_SUMS:
+                raise IntegrityError(f"{label}: no SHA256SUMS among its first {BEFORE_SUMS} "
+                                     "members (airlock pack writes it first): not a packed "
+                                     "bundle; refused")
             rel = _safe_name(m.name)
             if rel is None:
-                raise IntegrityError(f"{label}: member {m.name!r} has an unsafe path "
-                                     "(absolute or '..'); refused")
+                raise IntegrityError(f"{label}: member {m.name[:200]!r} has an unsafe path "
+                                     "(absolute, '..' or too long); refused")
+            if listed is not None:
+                listed.check(rel, m.isdir(), label, m.name)
             if m.isdir():
                 (dest / rel).mkdir(parents=True, exist_ok=True)
                 continue
-            if not m.isfile():
+            if not m.isfile() or m.issparse():
                 kind = "link" if m.issym() or m.islnk() else "special file"
                 raise IntegrityError(f"{label}: member {m.name!r} is a {kind}; bundles hold "
                                      "regular files only")
             if rel in hashed:
                 raise IntegrityError(f"{label}: member {m.name!r} appears twice; refused")
+            if rel == SUMS and m.size > LIMITS[SUMS]:
+                raise IntegrityError(f"{label}: its SHA256SUMS has {m.size} bytes, more than "
+                                     f"the {LIMITS[SUMS] >> 20} MiB airlock accepts; refused")
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             if shutil.disk_usage(dest).free < m.size + (64 << 20):
@@ -374,15 +506,20 @@ def _extract(stream: BinaryIO, dest: Path, label: str, progress: Any
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             h = hashlib.sha256()
             n = 0
+            kept = bytearray() if rel == SUMS else None
             with os.fdopen(fd, "wb") as f:
                 while chunk := src.read(CHUNK):
                     h.update(chunk)
                     f.write(chunk)
+                    if kept is not None:
+                        kept += chunk
                     n += len(chunk)
                     progress.advance(task, len(chunk))
             if n != m.size:
                 raise IntegrityError(f"{label}: member {rel} is truncated")
             hashed[rel] = ("sha256:" + h.hexdigest(), n)
+            if kept is not None:
+                listed = _Listed(bytes(kept), label)
     return hashed
 
 

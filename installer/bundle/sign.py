@@ -9,6 +9,7 @@ signatures, so earlier ones stay valid. The whole root chain travels in ``tuf/N.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,24 +17,24 @@ from tuf.api.metadata import Metadata, MetaFile, Snapshot, TargetFile, Targets, 
 from tuf.api.serialization.json import JSONSerializer
 
 from installer.bundle import keys, sshsig
-from installer.bundle.inspect import load_meta
-from installer.bundle.meta import SUMS, TUF_DIR, parse_sums
-from installer.bundle.verify import verify
-from installer.errors import IntegrityError, TrustError
+from installer.bundle.meta import SUMS, TUF_DIR
+from installer.bundle.verify import Report, verify
+from installer.errors import AirlockError, IntegrityError, TrustError
 from installer.fsutil import atomic_write
+from installer.untrusted import read_bytes
 
 SERIALIZER = JSONSerializer(compact=False)
 
 
-def expected_targets(bundle: Path, sizes: dict[str, int] | None = None
+def expected_targets(report: Report, sizes: dict[str, int] | None = None
                      ) -> dict[str, TargetFile]:
-    """The TUF target set a bundle's SHA256SUMS stands for: each listed file, its length
-    and sha256. ``sizes``: lengths of files a delta bundle leaves to its base."""
-    listed = parse_sums((bundle / SUMS).read_text())
+    """The TUF target set a verified bundle's SHA256SUMS stands for: each listed file, its
+    length (as verify hashed it) and sha256. ``sizes``: lengths of files a delta bundle
+    leaves to its base."""
     sizes = sizes or {}
-    return {path: TargetFile(sizes[path] if path in sizes else (bundle / path).stat().st_size,
+    return {path: TargetFile(sizes[path] if path in sizes else report.hashed[path][1],
                              {"sha256": digest[7:]}, path)
-            for path, digest in listed.items()}
+            for path, digest in report.listed.items()}
 
 
 def same_targets(a: dict[str, TargetFile], b: dict[str, TargetFile]) -> bool:
@@ -58,16 +59,18 @@ def sign_bundle(bundle: Path, key_file: Path, passphrase: str,
     if not report.ok:
         raise IntegrityError(f"{bundle}: refusing to sign a bundle that does not verify",
                              report.problems)
-    version = int(load_meta(bundle)["version"])
+    version = report.meta["version"]  # an int from 1: verify checked bundle.json
     policy = keys.Policy.read(trust_dir)
-    want = expected_targets(bundle)
+    want = expected_targets(report)
 
     tuf = bundle / TUF_DIR
-    if (tuf / "targets.json").exists():
+    if os.path.lexists(tuf / "targets.json"):
         try:
-            targets = Metadata[Targets].from_file(str(tuf / "targets.json"))
-            snapshot = Metadata[Snapshot].from_file(str(tuf / "snapshot.json"))
-            timestamp = Metadata[Timestamp].from_file(str(tuf / "timestamp.json"))
+            targets = Metadata[Targets].from_bytes(_tuf_bytes(tuf, "targets"))
+            snapshot = Metadata[Snapshot].from_bytes(_tuf_bytes(tuf, "snapshot"))
+            timestamp = Metadata[Timestamp].from_bytes(_tuf_bytes(tuf, "timestamp"))
+        except AirlockError:
+            raise
         except Exception as e:
             raise IntegrityError(f"{tuf}: existing TUF metadata is damaged ({e})") from None
         if not same_targets(targets.signed.targets, want) or targets.signed.version != version:
@@ -89,14 +92,23 @@ def sign_bundle(bundle: Path, key_file: Path, passphrase: str,
 
     tuf.mkdir(exist_ok=True)
     for p in chain:
-        if not (tuf / p.name).exists():
-            atomic_write(tuf / p.name, p.read_bytes())
+        if not os.path.lexists(tuf / p.name):
+            atomic_write(tuf / p.name, read_bytes(p, keys.TUF_LIMITS["root"], error=TrustError))
     for role, md in (("targets", targets), ("snapshot", snapshot), ("timestamp", timestamp)):
         atomic_write(tuf / f"{role}.json", md.to_bytes(SERIALIZER))
     atomic_write(bundle / f"{SUMS}.{name}.sig",
-                 sshsig.sign(private, (bundle / SUMS).read_bytes(), keys.NAMESPACE).encode())
+                 sshsig.sign(private, report.sums, keys.NAMESPACE).encode())
     result = root.get_verification_result("targets", targets.signed_bytes, targets.signatures)
     return {"signer": name, "keyid": keyid, "bundle": str(bundle), "version": version,
             "signed": sorted(keys.key_name(k) for k in result.signed.values()),
             "threshold": result.threshold, "complete": result.verified,
             "expires": timestamp.signed.expires.isoformat()}
+
+
+def _tuf_bytes(tuf: Path, role: str) -> bytes:
+    """A role's metadata already in the bundle (earlier signers'), read once, bounded, its
+    numbers checked: python-tuf would take ``"version": true`` for 1."""
+    what = f"{TUF_DIR}/{role}.json"
+    data = read_bytes(tuf / f"{role}.json", keys.TUF_LIMITS[role], what=what)
+    keys.check_tuf(data, what)
+    return data

@@ -5,6 +5,12 @@ network; it enforces signature thresholds, root chaining, expiry (freeze) and ve
 rollback against the trust state kept per bundle name. Then SHA256SUMS must list exactly
 the signed targets, and every file must hash to its line. The trust state is updated only
 when everything passed: checks run on a private copy that replaces it at the end.
+
+Every file this reads is from outside and read once, bounded, only if it is a regular file
+(``installer.untrusted``): each TUF metadata file (within ``keys.TUF_LIMITS`` for its role,
+its numbers checked before python-tuf sees them), the ``.sig`` files, the trust state's
+files (copied into the private copy that way, never linked or copied blindly). SHA256SUMS
+is the very bytes ``verify`` checked, not a second read.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,18 +27,34 @@ from typing import Any
 from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import Metadata, Root, Targets, Timestamp
 from tuf.api.serialization import DeserializationError
-from tuf.ngclient import Updater
+from tuf.ngclient import Updater, UpdaterConfig
 from tuf.ngclient.fetcher import FetcherInterface
 
 from installer.bundle import keys, sshsig
+from installer.bundle.keys import TUF_LIMITS, check_tuf
 from installer.bundle.meta import SUMS, TUF_DIR
 from installer.bundle.sign import expected_targets
 from installer.bundle.verify import Report, verify
-from installer.errors import TrustError
+from installer.errors import AirlockError, TrustError
+from installer.fsutil import atomic_write
+from installer.untrusted import LIMITS, read_bytes, read_text
 
 BASE_URL = "https://bundle.airlock.invalid/tuf/"
 META_NAME = re.compile(r"^(\d{1,6}\.root|timestamp|snapshot|targets)\.json$")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+# python-tuf's own caps on what it accepts per role, set to ours (its default 5 MB for
+# targets is too small for a large mirror; the fetcher enforces ours either way)
+CONFIG = UpdaterConfig(max_root_rotations=256, root_max_length=TUF_LIMITS["root"],
+                       timestamp_max_length=TUF_LIMITS["timestamp"],
+                       snapshot_max_length=TUF_LIMITS["snapshot"],
+                       targets_max_length=TUF_LIMITS["targets"])
+STATE_FILES = ("timestamp.json", "snapshot.json", "targets.json")
+STATE_ROOT = re.compile(r"^\d{1,6}\.root\.json$")
+MAX_STATE_ROOTS = 1024
+
+
+def _role(name: str) -> str:
+    return name[:-len(".json")].rsplit(".", 1)[-1]
 
 
 def default_state_dir() -> Path:
@@ -40,24 +63,34 @@ def default_state_dir() -> Path:
     return Path(user_state_dir("airlock")) / "trust"
 
 
+class Refused(tuf_errors.DownloadError):
+    """A TUF metadata file of the bundle that airlock will not read or pass on (a link, a
+    FIFO, a device, past its bound, malformed JSON, a number that is not one)."""
+
+    def __init__(self, file: str, message: str):
+        super().__init__(message)
+        self.file = file
+
+
 class BundleFetcher(FetcherInterface):
-    """Serves the bundle's tuf/ folder to the Updater; anything else is 'not found'."""
+    """Serves the bundle's tuf/ folder to the Updater; anything else is 'not found'. Each
+    file is read once, only if regular, within its role's bound, and checked (JSON bounds,
+    numbers) before python-tuf parses it."""
 
     def __init__(self, tuf_dir: Path):
         self.tuf_dir = tuf_dir
 
     def _fetch(self, url: str) -> Iterator[bytes]:
         name = url[len(BASE_URL):] if url.startswith(BASE_URL) else ""
-        path = self.tuf_dir / name
-        if not META_NAME.match(name) or path.is_symlink() or not path.is_file():
+        if not META_NAME.match(name) or not os.path.lexists(self.tuf_dir / name):
             raise tuf_errors.DownloadHTTPError(f"{name or url} is not in the bundle", 404)
-        return self._chunks(path)
-
-    @staticmethod
-    def _chunks(path: Path) -> Iterator[bytes]:
-        with open(path, "rb") as f:
-            while chunk := f.read(64 * 1024):
-                yield chunk
+        what = f"{TUF_DIR}/{name}"
+        try:
+            data = read_bytes(self.tuf_dir / name, TUF_LIMITS[_role(name)], what=what)
+            check_tuf(data, what)
+        except AirlockError as e:
+            raise Refused(what, str(e)) from None
+        return iter([data])
 
 
 @dataclass
@@ -88,6 +121,8 @@ class TrustReport:
 
 
 def _reason(e: Exception, threshold: int) -> str:
+    if isinstance(e, Refused):
+        return str(e)
     if isinstance(e, tuf_errors.DownloadHTTPError) and "timestamp.json" in str(e):
         return (f"unsigned: the bundle carries no TUF metadata (tuf/timestamp.json); found 0 "
                 f"valid signatures, {threshold} needed")
@@ -127,13 +162,17 @@ def verify_signed(bundle: Path, trust_root: Path, state_base: Path | None = None
     pinned = keys.load_root(trust_root)  # a clear error if it is not a root
     report = TrustReport(verify(bundle, progress, hashed, set(omitted or {})))
     tuf = bundle / TUF_DIR
-    if tuf.is_dir():
-        for p in sorted(tuf.iterdir()):
+    if tuf.is_dir() and not tuf.is_symlink():
+        for i, p in enumerate(sorted(tuf.iterdir())):
+            if i >= MAX_STATE_ROOTS:
+                report.add(f"{TUF_DIR}/", f"more than {MAX_STATE_ROOTS} files")
+                break
             if not META_NAME.match(p.name) or p.is_symlink() or not p.is_file():
                 report.add(f"{TUF_DIR}/{p.name}", "unexpected file in the TUF metadata folder")
-    name = str(report.integrity.meta.get("name") or _name_from(bundle))
+    name = str(report.integrity.meta.get("name") or report.integrity.name or "")
     if not NAME_RE.match(name):
-        report.add("bundle.json", f"bundle name {name!r} is not valid")
+        report.add("bundle.json", f"bundle name {name!r} is not valid" if name else
+                   "no readable bundle name: the trust state to check against is unknown")
         return report
     state_base = state_base or default_state_dir()
     state = state_base / name
@@ -143,14 +182,12 @@ def verify_signed(bundle: Path, trust_root: Path, state_base: Path | None = None
         state_base.mkdir(parents=True, exist_ok=True, mode=0o700)
         if tmp.exists():
             shutil.rmtree(tmp)
-        if state.exists():
-            shutil.copytree(state, tmp, symlinks=True)
-        else:
-            tmp.mkdir(mode=0o700)
+        tmp.mkdir(mode=0o700)
     except OSError as e:
         raise TrustError(f"cannot use the trust state folder {state_base}: {e.strerror}",
                          hint="--state DIR chooses another") from None
     try:
+        _copy_state(state, tmp)
         _tuf_checks(bundle, tmp, pinned.to_bytes(), report, omitted or {})
         if report.ok:
             _swap_in(tmp, state)
@@ -159,20 +196,50 @@ def verify_signed(bundle: Path, trust_root: Path, state_base: Path | None = None
     return report
 
 
-def _name_from(bundle: Path) -> str:
-    import json
-
+def _copy_state(state: Path, tmp: Path) -> None:
+    """The trust state's files into TMP, each read once, bounded, only if regular, and
+    checked like the bundle's; a state that is not what airlock wrote is refused (a bad
+    state must not quietly become an empty one: that would undo rollback protection).
+    ``root.json`` there is python-tuf's link to the newest of ``root_history/``; the
+    Updater makes it again."""
     try:
-        return str(json.loads((bundle / "bundle.json").read_bytes()).get("name", ""))
-    except (OSError, ValueError, AttributeError):
-        return ""
+        st = os.lstat(state)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise TrustError(f"cannot use the trust state {state}: {e.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise TrustError(f"the trust state {state} is not a folder",
+                         hint="--state DIR chooses another")
+    for name in STATE_FILES:
+        if os.path.lexists(state / name):
+            _copy_state_file(state / name, tmp / name, _role(name))
+    history = state / "root_history"
+    if not os.path.lexists(history):
+        return
+    if not stat.S_ISDIR(os.lstat(history).st_mode):
+        raise TrustError(f"the trust state's {history} is not a folder")
+    (tmp / "root_history").mkdir(mode=0o700)
+    with os.scandir(history) as it:
+        for i, e in enumerate(it):
+            if i >= MAX_STATE_ROOTS:
+                raise TrustError(f"{history}: more than {MAX_STATE_ROOTS} root versions")
+            if STATE_ROOT.match(e.name):
+                _copy_state_file(Path(e.path), tmp / "root_history" / e.name, "root")
+
+
+def _copy_state_file(src: Path, dest: Path, role: str) -> None:
+    data = read_bytes(src, TUF_LIMITS[role], error=TrustError)
+    check_tuf(data, str(src), error=TrustError)
+    atomic_write(dest, data)
 
 
 def _tuf_checks(bundle: Path, state: Path, pinned: bytes, report: TrustReport,
                 omitted: dict[str, int]) -> None:
     tuf = bundle / TUF_DIR
     try:
-        updater = Updater(str(state), BASE_URL, fetcher=BundleFetcher(tuf), bootstrap=pinned)
+        updater = Updater(str(state), BASE_URL, fetcher=BundleFetcher(tuf), config=CONFIG,
+                          bootstrap=pinned)
         updater.refresh()
         root = Metadata[Root].from_file(str(state / "root.json"))
         targets = Metadata[Targets].from_file(str(state / "targets.json"))
@@ -180,7 +247,8 @@ def _tuf_checks(bundle: Path, state: Path, pinned: bytes, report: TrustReport,
     except (tuf_errors.RepositoryError, tuf_errors.DownloadError, ValueError) as e:
         # still tell what the reviewers' stock-tool path would say, against the pinned root
         pinned_root = Metadata[Root].from_bytes(pinned).signed
-        report.add(f"{TUF_DIR}/", _reason(e, pinned_root.roles["targets"].threshold))
+        report.add(e.file if isinstance(e, Refused) else f"{TUF_DIR}/",
+                   _reason(e, pinned_root.roles["targets"].threshold))
         _check_sshsig(bundle, pinned_root, pinned_root.roles["targets"].threshold, report)
         return
     r = root.signed
@@ -191,15 +259,15 @@ def _tuf_checks(bundle: Path, state: Path, pinned: bytes, report: TrustReport,
                        "timestamp": timestamp.signed.version}
     report.expires = {"root": r.expires.isoformat(), "targets": targets.signed.expires.isoformat(),
                       "timestamp": timestamp.signed.expires.isoformat()}
-    meta_version = report.integrity.meta.get("version")
+    meta_version = report.integrity.meta.get("version")  # an int from 1: verify checked it
     if meta_version is not None and targets.signed.version != meta_version:
         report.add("bundle.json", f"version {meta_version} but the trusted targets are "
                    f"version {targets.signed.version}: a different bundle with that version "
                    "was accepted before, or the metadata was mixed from two bundles")
 
     # SHA256SUMS must be exactly the signed target set
-    if (bundle / SUMS).is_file() and report.integrity.ok:
-        listed = expected_targets(bundle, omitted)
+    if report.integrity.ok:
+        listed = expected_targets(report.integrity, omitted)
         signed = targets.signed.targets
         for path in sorted(listed.keys() - signed.keys()):
             report.add(path, "listed in SHA256SUMS but not in the signed targets")
@@ -216,14 +284,20 @@ def _tuf_checks(bundle: Path, state: Path, pinned: bytes, report: TrustReport,
 def _check_sshsig(bundle: Path, r: Root, threshold: int, report: TrustReport) -> None:
     """The reviewers' path: one SSHSIG per signer over SHA256SUMS."""
     signers = keys.signers_of(r)
-    sums = (bundle / SUMS).read_bytes() if (bundle / SUMS).is_file() else b""
+    sums = report.integrity.sums  # the bytes verify checked (empty if it could not)
     for p in sorted(bundle.glob(f"{SUMS}.*.sig")):
         who = p.name[len(SUMS) + 1:-len(".sig")]
         if who not in signers:
             report.add(p.name, f"signature by {who!r}, whom root v{r.version} does not list")
             continue
         try:
-            sshsig.verify(p.read_text(), sums, keys.NAMESPACE, keys.ed25519_public(signers[who]))
+            text = read_text(p, LIMITS["signature"], what=p.name)
+        except AirlockError as e:
+            report.sshsig[who] = f"invalid: {e}"
+            report.add(p.name, str(e))
+            continue
+        try:
+            sshsig.verify(text, sums, keys.NAMESPACE, keys.ed25519_public(signers[who]))
             report.sshsig[who] = "valid"
         except (ValueError, UnicodeDecodeError) as e:
             report.sshsig[who] = f"invalid: {e}"

@@ -193,12 +193,13 @@ def inspect_cmd(directory: Path, as_json: bool) -> None:
     """Show what a bundle holds (reads bundle.json; `verify` checks the bytes)."""
     from installer.bundle.inspect import load_meta
 
-    meta = load_meta(directory)
+    meta = load_meta(directory)  # bounded, and its fields' types checked
     if as_json:
         emit_json(meta)
         return
     out.print(f"[key]{esc(meta['name'])}[/] version {meta['version']} · phase "
-              f"{esc(meta['phase'])} · created {esc(meta['created'])} · {esc(meta['platform'])}")
+              f"{esc(meta.get('phase', '?'))} · created {esc(meta.get('created', '?'))} · "
+              f"{esc(meta.get('platform', '?'))}")
     if meta.get("description"):
         out.print(f"  {esc(meta['description'])}")
     table = Table(show_edge=False, header_style="bold")
@@ -206,15 +207,16 @@ def inspect_cmd(directory: Path, as_json: bool) -> None:
         table.add_column(col, no_wrap=col in ("digest", "size"))
     for a in meta["artifacts"]:
         if a["kind"] == "image":
-            detail = f"{a['platform']}, {a['layers']} layers"
+            detail = f"{a.get('platform', '?')}, {a.get('layers', '?')} layers"
         elif a["kind"] == "vsix":
-            detail = f"engine {a['engine']}"
+            detail = f"engine {a.get('engine', '?')}"
         else:
-            detail = f"{len(a['files'])} file(s)"
-        table.add_row(*map(esc, (a["kind"], a["name"], a.get("version") or "-", human(a["size"]),
-                                a["digest"][7:19], detail)))
+            detail = f"{len(a.get('files', []))} file(s)"
+        table.add_row(*map(esc, (a["kind"], a["name"], str(a.get("version") or "-"),
+                                human(a["size"]), a["digest"][7:19], detail)))
     out.print(table)
-    out.print(f"  spec {meta['specDigest']}\n  lock {meta['lockDigest']}")
+    out.print(f"  spec {esc(meta.get('specDigest', '?'))}\n"
+              f"  lock {esc(meta.get('lockDigest', '?'))}")
     sigs = sorted(p.name[len("SHA256SUMS."):-len(".sig")]
                   for p in directory.glob("SHA256SUMS.*.sig"))
     if sigs:

@@ -26,7 +26,7 @@ from typing import Any
 
 from installer.bundle import mirror
 from installer.bundle.delta import read_delta
-from installer.bundle.meta import DELTA, SUMS, parse_sums
+from installer.bundle.meta import DELTA
 from installer.bundle.trust import verify_signed
 from installer.console import NullProgress
 from installer.deploy import hostkeys
@@ -37,6 +37,7 @@ from installer.deploy.ssh import Remote
 from installer.errors import HostError, IntegrityError, UsageError
 from installer.fsutil import atomic_write
 from installer.site import MARKER, InventoryLock, ensure_site
+from installer.untrusted import LIMITS, open_stream, read_json, sha256_digest
 
 RESERVE = 64 << 20  # free space left on the host after the copy
 CHUNK = 1 << 20
@@ -55,15 +56,17 @@ class Item:
 
 
 def _sha256(path: Path) -> str:
+    """A file's sha256 (hex), read in chunks, only if it is a regular file."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_stream(path) as f:
         while chunk := f.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()
 
 
-def _items(bundle: Path, mirror_dir: Path, omitted: dict[str, int]) -> list[Item]:
-    sums = parse_sums((bundle / SUMS).read_text())
+def _items(bundle: Path, mirror_dir: Path, omitted: dict[str, int],
+           sums: dict[str, str]) -> list[Item]:
+    """SUMS: the lines of the SHA256SUMS that verify checked (not the file read again)."""
     items = [Item("bundle/" + rel, size, sums[rel][7:], from_base=True)
              for rel, size in sorted(omitted.items())]
     for p in sorted(bundle.rglob("*")):
@@ -84,12 +87,13 @@ def _items(bundle: Path, mirror_dir: Path, omitted: dict[str, int]) -> list[Item
     return items
 
 
-def _delta_view(bundle: Path, view: Path, omitted: dict[str, int], sync: _Sync) -> None:
+def _delta_view(bundle: Path, view: Path, omitted: dict[str, int], sync: _Sync,
+                sums: dict[str, str]) -> None:
     """The full bundle as the mirror export reads it: links to the delta's files, plus the
     few base blobs the package indexes are made from (manifests, .deb, wheels, npm
     tarballs), fetched back from the base release and checked. Model weights and image
-    layers stay on the host."""
-    sums = parse_sums((bundle / SUMS).read_text())
+    layers stay on the host. SUMS: the checked lines of SHA256SUMS; index.json and the
+    manifests are read bounded, only if regular files, their digests checked."""
     view.mkdir()
     for p in sorted(bundle.rglob("*")):
         rel = p.relative_to(bundle).as_posix()
@@ -97,20 +101,31 @@ def _delta_view(bundle: Path, view: Path, omitted: dict[str, int], sync: _Sync) 
             (view / rel).parent.mkdir(parents=True, exist_ok=True)
             (view / rel).symlink_to(p)
 
-    def need(digest: str) -> Path:
-        rel = "blobs/sha256/" + digest[7:]
-        if rel in omitted and not (view / rel).exists():
+    def need(digest: Any) -> Path:
+        """The blob (the delta's own file, or the base's fetched back and checked)."""
+        rel = "blobs/sha256/" + sha256_digest(digest, "a descriptor's digest")[7:]
+        if rel not in omitted:
+            return bundle / rel
+        if not (view / rel).exists():
             sync.fetch_from_base(rel, view / rel, sums[rel][7:])
         return view / rel
 
-    index = json.loads((view / "index.json").read_bytes())
-    for m in index.get("manifests", []):
+    index = read_json(bundle / "index.json", LIMITS["index.json"])
+    for m in _list(index, "manifests"):
         kind = (m.get("annotations") or {}).get("dev.airlock.kind")
         if kind in mirror.MIRROR_KINDS or kind in mirror.CONTENT_KINDS:
-            manifest = json.loads(need(m["digest"]).read_bytes())
+            manifest = read_json(need(m.get("digest")), LIMITS["bundle-manifest"])
             if kind in mirror.MIRROR_KINDS:
-                for layer in manifest.get("layers", []):
-                    need(layer["digest"])
+                for layer in _list(manifest, "layers"):
+                    need(layer.get("digest"))
+
+
+def _list(doc: Any, key: str) -> list[dict[str, Any]]:
+    """DOC[KEY] as a list of objects, or an IntegrityError (a bundle's JSON, checked)."""
+    items = doc.get(key, []) if isinstance(doc, dict) else None
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise IntegrityError(f"{key} must be a list of objects")
+    return items
 
 
 def _local(bundle: Path, stage: Path, item: Item) -> Path:
@@ -346,7 +361,7 @@ def _import(root: Path, bundle: Path, inventory: Path, inv: inv_mod.Inventory, *
                              "sent to the repo host)", report.to_json()["problems"])
     meta = report.integrity.meta
     release = f"{meta['name']}-{meta['version']}"
-    digest = hashlib.sha256((bundle / SUMS).read_bytes()).hexdigest()
+    digest = str(report.integrity.digest)[7:]  # of the very SHA256SUMS bytes verify checked
     home = ensure_site(site, say)
     repo_root = repo_root or repo.repo_root
     if not posixpath.isabs(repo_root):
@@ -370,7 +385,7 @@ def _import(root: Path, bundle: Path, inventory: Path, inv: inv_mod.Inventory, *
                             hint="import a newer bundle")
         if delta:
             sync.use_base(delta, meta["name"])
-            _delta_view(bundle, view, omitted, sync)
+            _delta_view(bundle, view, omitted, sync, report.integrity.listed)
         else:
             view.symlink_to(bundle)
         exported = mirror.export(view, stage / "mirror", base_url=f"https://{server}/",
@@ -379,7 +394,7 @@ def _import(root: Path, bundle: Path, inventory: Path, inv: inv_mod.Inventory, *
         if pub.exists():  # the common role gives it to every host for apt's signed-by
             atomic_write(site / "apt-site-key.gpg", pub.read_bytes())
         _bootstrap_check(sync, repo, stage / "mirror", meta["name"])
-        items = _items(bundle, stage / "mirror", omitted)
+        items = _items(bundle, stage / "mirror", omitted, report.integrity.listed)
         say(f"copying {release} to {repo.name}:{repo_root}"
             + (f" (delta on {delta['base']['version']}: {len(omitted)} blobs from the base)"
                if delta else ""))

@@ -15,6 +15,7 @@ Every blob is streamed and checked against its digest while it is copied.
 from __future__ import annotations
 
 import json
+import os
 import re
 import tarfile
 import tempfile
@@ -28,6 +29,7 @@ import requests
 
 from installer.bundle import transfer
 from installer.bundle.digest import DIGEST_RE, Advance, sha256_bytes
+from installer.bundle.pack import BoundedTarInfo, HeaderRefused
 from installer.bundle.sources.http import (
     TOKEN_LIMIT,
     FetchOptions,
@@ -59,13 +61,21 @@ from installer.bundle.store import (
     canonical_json,
 )
 from installer.errors import SourceError
-from installer.untrusted import LIMITS, parse_json
+from installer.untrusted import (
+    LIMITS,
+    open_stream,
+    parse_json,
+    read_bytes,
+    read_json,
+    sha256_digest,
+)
 
 ACCEPT = ", ".join([MT_OCI_INDEX, MT_OCI_MANIFEST, MT_DOCKER_LIST, MT_DOCKER_MANIFEST])
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 REPO_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 MAX_MANIFEST = 4 * 1024 * 1024
+MAX_ARCHIVE_MEMBERS = 100_000  # docker save: a few per layer (a 127-layer image: ~400)
 
 
 # --------------------------------------------------------------------------- references
@@ -260,7 +270,8 @@ def _copy_manifest_tree(store: Layout, raw: bytes, media_type: str, want: str,
         progress.advance(task, n)
 
     _copy_blob(store, config, opener, what, adv)
-    conf = _parse_json(store.blob_path(config.digest).read_bytes(), what + " config")
+    conf = _parse_json(read_bytes(store.blob_path(config.digest), MAX_MANIFEST,
+                                  what=f"{what} config", error=SourceError), what + " config")
     have = {"os": conf.get("os"), "architecture": conf.get("architecture"),
             "variant": conf.get("variant")}
     if not _platform_matches(have, want):
@@ -447,13 +458,17 @@ def _pull_registry(ref: ImageRef, entry: ImageEntry, pinned: str | None, store: 
 
 def _pull_oci(ref: ImageRef, entry: ImageEntry, base: Path, store: Layout,
               progress: Any) -> PulledImage:
+    """An OCI layout folder: index.json and manifests read once, bounded, only if regular
+    files; digests checked before they become paths; blobs streamed from regular files."""
     root = (base / ref.path)
     what = f"oci:{ref.path}" + (f":{ref.ref}" if ref.ref else "")
-    try:
-        index = json.loads((root / "index.json").read_bytes())
-    except (OSError, ValueError) as e:
-        raise SourceError(f"{what}: not a readable OCI layout ({e})") from None
-    entries = index.get("manifests", [])
+    if not os.path.lexists(root / "index.json"):
+        raise SourceError(f"{what}: not a readable OCI layout (no index.json)")
+    index = read_json(root / "index.json", LIMITS["index.json"], what=f"{what}: index.json",
+                      error=SourceError)
+    entries = index.get("manifests", []) if isinstance(index, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(m, dict) for m in entries):
+        raise SourceError(f"{what}: index.json: manifests must be a list of objects")
     if ref.ref:
         entries = [m for m in entries
                    if (m.get("annotations") or {}).get(A_REF) == ref.ref]
@@ -461,26 +476,29 @@ def _pull_oci(ref: ImageRef, entry: ImageEntry, base: Path, store: Layout,
         raise SourceError(f"{what}: found {len(entries)} matching manifests, expected 1",
                           hint="name the image: oci:DIR:REF")
 
-    def blob_path(digest: str) -> Path:
-        algo, _, hexd = digest.partition(":")
-        return root / "blobs" / algo / hexd
+    def blob_path(digest: Any) -> Path:
+        return root / "blobs" / "sha256" / sha256_digest(digest, f"{what}: a digest",
+                                                         error=SourceError)[7:]
 
     def fetch(digest: str) -> tuple[bytes, str]:
-        try:
-            return blob_path(digest).read_bytes(), ""
-        except OSError as e:
-            raise SourceError(f"{what}: missing blob {digest} ({e.strerror})") from None
+        path = blob_path(digest)
+        if not os.path.lexists(path):
+            raise SourceError(f"{what}: missing blob {digest}")
+        return read_bytes(path, MAX_MANIFEST, what=f"{what}: manifest {digest}",
+                          error=SourceError), ""
 
     @contextmanager
     def opener(d: Descriptor) -> Iterator[IO[bytes]]:
-        try:
-            f = open(blob_path(d.digest), "rb")  # noqa: SIM115 - closed below
-        except OSError as e:
-            raise SourceError(f"{what}: missing blob {d.digest} ({e.strerror})") from None
-        with f:
+        path = blob_path(d.digest)
+        if not os.path.lexists(path):
+            raise SourceError(f"{what}: missing blob {d.digest}")
+        with open_stream(path, what=f"{what}: blob {d.digest}", error=SourceError) as f:
             yield f
 
-    top = Descriptor.from_json(entries[0])
+    try:
+        top = Descriptor.from_json(entries[0])
+    except (KeyError, TypeError, ValueError) as e:
+        raise SourceError(f"{what}: index.json: a bad descriptor ({e})") from None
     raw, _ = fetch(top.digest)
     if sha256_bytes(raw) != top.digest:
         raise SourceError(f"{what}: manifest {top.digest} is damaged")
@@ -501,74 +519,98 @@ def _layer_media_type(head: bytes) -> str:
 def convert_docker_archive(path: Path, wanted: str | None, platform: str, store: Layout,
                            what: str, progress: Any) -> PulledImage:
     """A ``docker save`` tarball -> OCI manifest + config + layers (layer bytes unchanged)."""
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(4)
-    except OSError as e:
-        raise SourceError(f"{what}: cannot read ({e.strerror})") from None
-    if magic[:2] == b"\x1f\x8b" or magic == b"\x28\xb5\x2f\xfd":
-        raise SourceError(f"{what}: the archive is compressed",
-                          hint="decompress it first (gunzip / unzstd): layers are read by "
-                               "random access, which a compressed stream does not allow")
-    try:
-        tar = tarfile.open(path, "r:")  # noqa: SIM115 - closed below
-    except (OSError, tarfile.TarError) as e:
-        raise SourceError(f"{what}: not a readable tar archive ({e})",
-                          hint="the archive is corrupt or not made by docker save") from None
-    with tar:
+    raw = open_stream(path, what=what, error=SourceError)  # a regular file, opened once
+    with raw:
+        magic = raw.read(4)
+        raw.seek(0)
+        if magic[:2] == b"\x1f\x8b" or magic == b"\x28\xb5\x2f\xfd":
+            raise SourceError(f"{what}: the archive is compressed",
+                              hint="decompress it first (gunzip / unzstd): layers are read "
+                                   "by random access, which a compressed stream does not "
+                                   "allow")
         try:
-            def member_bytes(name: str, cap: int = MAX_MANIFEST) -> bytes:
-                m = tar.getmember(name)
-                if not m.isfile() or m.size > cap:
-                    raise SourceError(f"{what}: {name} is not a small regular file")
-                f = tar.extractfile(m)
-                assert f is not None
-                return f.read()
+            tar = tarfile.open(fileobj=raw, mode="r:",  # noqa: SIM115 - closed below
+                               tarinfo=BoundedTarInfo)
+        except (OSError, tarfile.TarError, HeaderRefused) as e:
+            raise SourceError(f"{what}: not a readable tar archive ({e})",
+                              hint="the archive is corrupt or not made by docker save") \
+                from None
+        with tar:
+            return _convert(tar, wanted, platform, store, what, progress)
 
-            manifest = json.loads(member_bytes("manifest.json"))
-            if wanted:
-                chosen = [m for m in manifest if wanted in (m.get("RepoTags") or [])]
-            else:
-                chosen = manifest
-            if len(chosen) != 1:
-                tags = sorted(t for m in manifest for t in (m.get("RepoTags") or []))
-                raise SourceError(f"{what}: {len(chosen)} images match; the archive has "
-                                  + (", ".join(tags) or "untagged images"),
-                                  hint="name one: docker-archive:FILE:REPO:TAG")
-            entry = chosen[0]
-            config_raw = member_bytes(entry["Config"])
-            config = json.loads(config_raw)
-            have = {"os": config.get("os"), "architecture": config.get("architecture"),
-                    "variant": config.get("variant")}
-            if not _platform_matches(have, platform):
-                raise SourceError(f"{what}: image is {platform_of(have)}, the spec wants "
-                                  f"{platform}")
-            diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
-            if len(diff_ids) != len(entry["Layers"]):
-                raise SourceError(f"{what}: config lists {len(diff_ids)} layers, the archive "
-                                  f"{len(entry['Layers'])}")
-            members = [tar.getmember(name) for name in entry["Layers"]]
-            task = progress.add_task(f"convert {what}", total=sum(m.size for m in members))
-            layers = []
-            for m, diff_id in zip(members, diff_ids, strict=True):
-                f = tar.extractfile(m)
-                if f is None:
-                    raise SourceError(f"{what}: layer {m.name} is not a regular file")
-                head = f.read(4)
-                f.seek(0)
-                digest, size = store.put_stream(f, advance=lambda n: progress.advance(task, n))
-                mt = _layer_media_type(head)
-                if mt == MT_OCI_LAYER and digest != diff_id:
-                    raise SourceError(f"{what}: layer {m.name} hashes to {digest}, its config "
-                                      f"says {diff_id}", hint="the archive is damaged")
-                layers.append(Descriptor(mt, digest, size))
-        except KeyError as e:
-            raise SourceError(f"{what}: archive lacks {e}",
-                              hint="the archive is corrupt or not made by docker save") from None
-        except (tarfile.TarError, EOFError, OSError, ValueError) as e:
-            if isinstance(e, OSError) and e.errno is not None:
-                raise
-            raise SourceError(f"{what}: archive is truncated or corrupt ({e})") from None
+
+def _convert(tar: tarfile.TarFile, wanted: str | None, platform: str, store: Layout,
+             what: str, progress: Any) -> PulledImage:
+    try:
+        members: dict[str, tarfile.TarInfo] = {}
+        for i, m in enumerate(tar):  # headers only; bounded in count
+            if i >= MAX_ARCHIVE_MEMBERS:
+                raise SourceError(f"{what}: more than {MAX_ARCHIVE_MEMBERS} members; not "
+                                  "an archive docker save wrote")
+            members[m.name] = m
+
+        def member_bytes(name: str, cap: int = MAX_MANIFEST) -> bytes:
+            m = members[name]
+            if not m.isfile() or m.size > cap:
+                raise SourceError(f"{what}: {name} is not a small regular file")
+            f = tar.extractfile(m)
+            assert f is not None
+            return f.read(cap)
+
+        manifest = parse_json(member_bytes("manifest.json"), f"{what}: manifest.json",
+                              error=SourceError)
+        if not isinstance(manifest, list) or not all(
+                isinstance(m, dict) and type(m.get("Config")) is str
+                and isinstance(m.get("Layers"), list)
+                and all(type(x) is str for x in m["Layers"]) for m in manifest):
+            raise SourceError(f"{what}: manifest.json is not docker save's list of "
+                              "images (Config, Layers)")
+        if wanted:
+            chosen = [m for m in manifest if wanted in (m.get("RepoTags") or [])]
+        else:
+            chosen = manifest
+        if len(chosen) != 1:
+            tags = sorted(t for m in manifest for t in (m.get("RepoTags") or []))
+            raise SourceError(f"{what}: {len(chosen)} images match; the archive has "
+                              + (", ".join(tags) or "untagged images"),
+                              hint="name one: docker-archive:FILE:REPO:TAG")
+        entry = chosen[0]
+        config_raw = member_bytes(entry["Config"])
+        config = parse_json(config_raw, f"{what}: {entry['Config']}", error=SourceError)
+        if not isinstance(config, dict):
+            raise SourceError(f"{what}: {entry['Config']} is not a JSON object")
+        have = {"os": config.get("os"), "architecture": config.get("architecture"),
+                "variant": config.get("variant")}
+        if not _platform_matches(have, platform):
+            raise SourceError(f"{what}: image is {platform_of(have)}, the spec wants "
+                              f"{platform}")
+        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+        if len(diff_ids) != len(entry["Layers"]):
+            raise SourceError(f"{what}: config lists {len(diff_ids)} layers, the archive "
+                              f"{len(entry['Layers'])}")
+        layer_members = [members[name] for name in entry["Layers"]]
+        task = progress.add_task(f"convert {what}",
+                                 total=sum(m.size for m in layer_members))
+        layers = []
+        for m, diff_id in zip(layer_members, diff_ids, strict=True):
+            f = tar.extractfile(m)
+            if f is None:
+                raise SourceError(f"{what}: layer {m.name} is not a regular file")
+            head = f.read(4)
+            f.seek(0)
+            digest, size = store.put_stream(f, advance=lambda n: progress.advance(task, n))
+            mt = _layer_media_type(head)
+            if mt == MT_OCI_LAYER and digest != diff_id:
+                raise SourceError(f"{what}: layer {m.name} hashes to {digest}, its config "
+                                  f"says {diff_id}", hint="the archive is damaged")
+            layers.append(Descriptor(mt, digest, size))
+    except KeyError as e:
+        raise SourceError(f"{what}: archive lacks {e}",
+                          hint="the archive is corrupt or not made by docker save") from None
+    except (tarfile.TarError, EOFError, OSError, ValueError, HeaderRefused) as e:
+        if isinstance(e, OSError) and e.errno is not None:
+            raise
+        raise SourceError(f"{what}: archive is truncated or corrupt ({e})") from None
     cdigest, csize = store.put_bytes(config_raw)
     cdesc = Descriptor(MT_OCI_CONFIG, cdigest, csize)
     doc = {"schemaVersion": 2, "mediaType": MT_OCI_MANIFEST, "config": cdesc.to_json(),
