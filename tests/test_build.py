@@ -165,6 +165,12 @@ def _lock_doc() -> dict:
      "'/etc/x' is not a relative path"),
     (lambda d: d["entries"].update({"model/x": {"source": "x", "files": ["a"]}}),
      "entries['model/x'].files must be an object"),
+    (lambda d: d["entries"].update({"file/x": {"source": "x", "files": {
+        "x": "sha256:" + "a" * 64}, "sizes": {"x": True}}}),
+     "entries['file/x'].sizes['x'] must be a whole number of bytes, got True"),
+    (lambda d: d["entries"].update({"file/x": {"source": "x", "files": {
+        "x": "sha256:" + "a" * 64}, "sizes": {"y": 3}}}),
+     "entries['file/x'].sizes['y'] names no file"),
     (lambda d: next(e for k, e in d["entries"].items() if k.startswith("pypi/"))
      ["packages"].clear(), "has no package in"),
     (lambda d: next(iter(next(e for k, e in d["entries"].items() if k.startswith("deb/"))

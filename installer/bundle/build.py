@@ -219,12 +219,7 @@ def _collect_content(spec: Spec, store: Layout, old: Lock, new: Lock, opts: Buil
 
 
 def _recorded_sizes(pinned: dict[str, Any] | None, lock: Lock) -> dict[str, int]:
-    sizes = (pinned or {}).get("sizes") or {}
-    if not isinstance(sizes, dict) or not all(
-            type(v) is int and v >= 0 for v in sizes.values()):
-        raise SpecError("lock file is damaged (a size is not a whole number of bytes)",
-                        file=str(lock.path), hint="rebuild with --update-lock")
-    return sizes
+    return (pinned or {}).get("sizes") or {}  # checked when the lock was read
 
 
 # --------------------------------------------------------------------------- metadata

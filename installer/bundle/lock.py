@@ -126,6 +126,15 @@ def _check_entry(key: str, entry: Any, error: Err) -> None:
     for name, digest in files.items():
         _relpath(name, f"{where}.files", error)
         _digest(digest, f"{where}.files[{_show(name)}]", error)
+    sizes = entry.get("sizes", {})  # downloads' sizes, recorded on their first build
+    if not isinstance(sizes, dict):
+        raise error(f"{where}.sizes must be an object, got {_show(sizes)}")
+    for name, size in sizes.items():
+        if name not in files:
+            raise error(f"{where}.sizes[{_show(name)}] names no file in {where}.files")
+        if type(size) is not int or size < 0:
+            raise error(f"{where}.sizes[{_show(name)}] must be a whole number of bytes, "
+                        f"got {_show(size)}")
     if kind in CONTENT:
         return
     packages = entry.get("packages")
