@@ -265,6 +265,8 @@ def _read_index(index: Path) -> dict[str, Any]:
         base = m.group("base") if m else ""
         if not base or "/" in base or "\0" in base or base.startswith("."):
             raise ValueError(f"unsafe part name {first!r}"[:200])
+        if len(f"{base}.part{len(parts):03d}".encode()) > 255:  # NAME_MAX: not a file name
+            raise ValueError(f"part names longer than 255 bytes ({first[:60]!r}...)")
         total = 0
         for i, p in enumerate(parts, 1):
             want = f"{base}.part{i:03d}"
