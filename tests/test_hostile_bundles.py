@@ -3,13 +3,13 @@
 A real small bundle is built and signed once; each test copies it (and a trust state that
 has accepted it) and makes one file hostile: a FIFO (with and without a writer), a link to
 /dev/zero, a 200 MB file (sparse: the size alone must refuse it), JSON nested 100 000 deep,
-JSON with a duplicate key or ``"version": true``. Packed media get a part index naming a
-billion parts or negative sizes, a part that is a FIFO, a tar of 200 000 members, a member
-``../x``, a 32 MiB pax header. Every run must exit with the integrity code (5), name the file
-and the bound or kind, stay under PEAK_MIB of memory (RLIMIT_AS MEM_MIB: a reader that
-trusts a size fails with MemoryError instead), end in bounded time (a hang is a test
-failure after TIMEOUT), leave the trust state byte-identical and write nothing outside its
-staging folder.
+JSON with a duplicate key or ``"version": true``. Packed media get a part index naming
+part 1 000 000 000, 600 000 parts, negative or boolean sizes, a part that is a FIFO, a tar
+of 200 000 members, a member ``../x``, a 32 MiB pax header. Every run must exit with the
+integrity code (5; 7 for a trust state), name the file and the bound or kind, stay under
+PEAK_MIB of memory (RLIMIT_AS MEM_MIB: a reader that trusts a size fails with MemoryError
+instead), end in bounded time (a hang is a test failure after TIMEOUT), leave the trust
+state byte-identical and write nothing outside its staging folder.
 """
 
 from __future__ import annotations
