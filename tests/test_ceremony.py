@@ -10,6 +10,7 @@ outside its owner's home.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -307,7 +308,10 @@ def test_bad_input_one_message_each_and_nothing_written(tmp_path: Path) -> None:
         return p
 
     error(propose("--signer", "alice=alice.pub", "--signer", "bob=nowhere/bob.pub",
-                  "--threshold", "1"), 7, "nowhere/bob.pub: cannot read the public key")
+                  "--threshold", "1"), 7, "cannot read")
+    os.mkfifo(site.home("coord") / "fifo.pub")  # handed over on a stick: never block on it
+    error(propose("--signer", "alice=fifo.pub", "--threshold", "1"), 7,
+          "fifo.pub (a public key) is a FIFO")
     (site.home("coord") / "garbage.pub").write_text("not a key\n")
     error(propose("--signer", "alice=garbage.pub", "--threshold", "1"), 7,
           "garbage.pub: not an OpenSSH public key")

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -35,52 +36,85 @@ class Refused(Exception):
     pass
 
 
-def checked(path: Path, digest: str, sink: Callable[[bytes], object]) -> None:
-    """Feed PATH's bytes to SINK; refuse them unless they hash to DIGEST ('sha256:…').
-    A link is refused, never followed."""
-    h = hashlib.sha256()
+MAX_SUMS = 64 << 20  # SHA256SUMS, index.json and a manifest: as airlock itself bounds them
+MAX_JSON = 64 << 20
+
+
+def open_regular(path: Path) -> int:
+    """A descriptor for PATH only if it is a regular file: a link is never followed, and a
+    FIFO or a device is refused at once instead of blocking or reading for ever."""
     try:
-        src = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as e:
         raise Refused(f"{path.name}: cannot read it ({e.strerror}); not installing") from None
-    with src:
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise Refused(f"{path.name}: not a regular file; not installing")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def checked(path: Path, digest: str, sink: Callable[[bytes], object],
+            limit: int | None = None) -> None:
+    """Feed PATH's bytes to SINK; refuse them unless they hash to DIGEST ('sha256:…'), or
+    past LIMIT bytes."""
+    h = hashlib.sha256()
+    size = 0
+    with os.fdopen(open_regular(path), "rb") as src:
         for chunk in iter(lambda: src.read(1 << 20), b""):
+            size += len(chunk)
+            if limit is not None and size > limit:
+                raise Refused(f"{path.name}: larger than {limit} bytes; not installing")
             h.update(chunk)
             sink(chunk)
     if "sha256:" + h.hexdigest() != digest:
         raise Refused(f"{path.name}: damaged (sha256 mismatch); not installing")
 
 
-def read_checked(path: Path, digest: str) -> bytes:
+def read_checked(path: Path, digest: str) -> dict:
     data = bytearray()
-    checked(path, digest, data.extend)
-    return bytes(data)
+    checked(path, digest, data.extend, MAX_JSON)
+    try:
+        doc = json.loads(data)
+    except ValueError as e:
+        raise Refused(f"{path.name}: not valid JSON ({e}); not installing") from None
+    if not isinstance(doc, dict):
+        raise Refused(f"{path.name}: not a JSON object; not installing")
+    return doc
 
 
 def wheels(bundle: Path, into: Path) -> None:
     """Copy the pypi mirror's files into INTO, each checked against its digest."""
     sums = {}
-    try:
-        for line in (bundle / "SHA256SUMS").read_text().splitlines():
-            hexd, _, rel = line.partition("  ")
-            sums[rel] = "sha256:" + hexd
-    except OSError as e:
-        raise Refused(f"SHA256SUMS: cannot read ({e.strerror})") from None
+    with os.fdopen(open_regular(bundle / "SHA256SUMS"), "rb") as f:
+        raw = f.read(MAX_SUMS + 1)
+    if len(raw) > MAX_SUMS:
+        raise Refused(f"SHA256SUMS: larger than {MAX_SUMS} bytes; not installing")
+    for line in raw.decode("utf-8", "replace").splitlines():
+        hexd, _, rel = line.partition("  ")
+        sums[rel] = "sha256:" + hexd
     if "index.json" not in sums:
         raise Refused("SHA256SUMS does not list index.json")
-    index = json.loads(read_checked(bundle / "index.json", sums["index.json"]))
+    index = read_checked(bundle / "index.json", sums["index.json"])
     blobs = bundle / "blobs" / "sha256"
-    entry = next((m for m in index["manifests"]
-                  if m.get("annotations", {}).get("dev.airlock.kind") == "pypi"), None)
-    if entry is None:
-        raise Refused("this bundle has no pypi mirror")
-    manifest = json.loads(read_checked(blobs / entry["digest"][7:], entry["digest"]))
-    for layer in manifest["layers"]:
-        name = layer["annotations"][TITLE]
-        if "/" in name or "\0" in name or name.startswith("."):
+    try:
+        entry = next((m for m in index["manifests"]
+                      if m.get("annotations", {}).get("dev.airlock.kind") == "pypi"), None)
+        if entry is None:
+            raise Refused("this bundle has no pypi mirror")
+        manifest = read_checked(blobs / entry["digest"][7:], entry["digest"])
+        layers = [(ly["annotations"][TITLE], ly["digest"], ly["size"])
+                  for ly in manifest["layers"]]
+    except (KeyError, TypeError, AttributeError) as e:
+        raise Refused(f"index.json or the pypi manifest is malformed ({e!r}); not installing") \
+            from None
+    for name, digest, size in layers:
+        if not isinstance(name, str) or "/" in name or "\0" in name or name.startswith("."):
             raise Refused(f"refusing file name {name!r}")
+        if type(size) is not int or size < 0:
+            raise Refused(f"{name}: size {size!r} is not a whole number of bytes")
         with open(into / name, "xb") as f:
-            checked(blobs / layer["digest"][7:], layer["digest"], f.write)
+            checked(blobs / str(digest)[7:], str(digest), f.write, size)
 
 
 def clear(target: Path, keep: bool) -> None:

@@ -50,6 +50,7 @@ from installer.untrusted import (
     positive_int,
     read_bytes,
     read_json,
+    read_text,
 )
 
 NAMESPACE = "airlock-bundle@v1"
@@ -120,11 +121,7 @@ def write_signer(d: Path, name: str, key: Ed25519PrivateKey, passphrase: str) ->
 
 def read_public_key(path: Path) -> Ed25519PublicKey:
     """A NAME.pub file (one ``ssh-ed25519 AAAA… [comment]`` line), as handed over."""
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        why = e.strerror if isinstance(e, OSError) else "not text"
-        raise TrustError(f"{path}: cannot read the public key ({why})") from None
+    text = read_text(path, LIMITS["key"], what=f"{path} (a public key)", error=TrustError)
     if "PRIVATE KEY" in text:
         raise TrustError(f"{path} is a PRIVATE key: hand over only the .pub file",
                          hint="the private key never leaves its signer's machine")
