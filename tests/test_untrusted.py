@@ -147,3 +147,22 @@ def test_a_file_that_grows_while_read_is_refused(tmp_path, monkeypatch):
     with pytest.raises(IntegrityError,
                        match=r"changed size while being read \(100 bytes, then 101\+\)"):
         read_bytes(p, 1000)
+
+
+@pytest.mark.parametrize(("field", "value", "words"), [
+    ("size", "123", "size must be an integer from 0"),
+    ("size", True, "size must be an integer from 0"),
+    ("size", -1, "size must be an integer from 0"),
+    ("digest", "sha256:../../etc/passwd", "is not sha256: and 64"),
+    ("mediaType", 7, "wrong type"),
+    ("annotations", {"a": 1}, "wrong type"),
+])
+def test_a_descriptor_from_outside_is_checked_field_by_field(field, value, words):
+    from installer.bundle.store import Descriptor
+    from installer.errors import SourceError
+
+    good = {"mediaType": "application/vnd.oci.image.layer.v1.tar", "size": 3,
+            "digest": "sha256:" + "a" * 64}
+    assert Descriptor.from_json(good).size == 3
+    with pytest.raises(SourceError, match=words):
+        Descriptor.from_json({**good, field: value}, "registry manifest: layer 1")

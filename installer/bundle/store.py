@@ -20,6 +20,8 @@ from typing import Any, BinaryIO
 
 from installer.bundle import transfer
 from installer.bundle.digest import Advance, copy_hashing, hex_of, sha256_bytes
+from installer.errors import SourceError
+from installer.untrusted import SHA256, non_negative_int
 
 OCI_LAYOUT = {"imageLayoutVersion": "1.0.0"}
 
@@ -76,9 +78,24 @@ class Descriptor:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Descriptor:
-        return cls(d["mediaType"], d["digest"], int(d["size"]), dict(d.get("annotations", {})),
-                   d.get("artifactType"), d.get("platform"))
+    def from_json(cls, d: Any, what: str = "a descriptor") -> Descriptor:
+        """A descriptor read from outside (a registry's or an image archive's manifest):
+        each field checked for type, the size a whole number (a string or `true` is not)."""
+        if not isinstance(d, dict):
+            raise SourceError(f"{what} is not an object")
+        size = non_negative_int(d.get("size"), f"{what}: size", error=SourceError)
+        digest, media_type = d.get("digest"), d.get("mediaType")
+        if not isinstance(digest, str) or not SHA256.fullmatch(digest):
+            raise SourceError(f"{what}: digest {str(digest)[:80]!r} is not sha256: and 64 "
+                              "lower-case hex digits")
+        annotations, platform = d.get("annotations", {}), d.get("platform")
+        if not isinstance(media_type, str) or not isinstance(annotations, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()) \
+                or not (platform is None or isinstance(platform, dict)):
+            raise SourceError(f"{what}: mediaType, annotations or platform has the wrong type")
+        artifact_type = d.get("artifactType")
+        return cls(media_type, digest, size, dict(annotations),
+                   artifact_type if isinstance(artifact_type, str) else None, platform)
 
 
 class Layout:

@@ -228,7 +228,7 @@ def _select_platform(index: dict, want: str, what: str) -> Descriptor:
         p = m.get("platform") or {}
         found.append(platform_of(p))
         if _platform_matches(p, want) and m.get("mediaType") in MANIFEST_TYPES:
-            return Descriptor.from_json(m)
+            return Descriptor.from_json(m, f"{what}: an index entry")
     raise SourceError(f"{what}: no {want} image in its index; it has "
                       + (", ".join(sorted(set(found))) or "no platform entries"),
                       hint="set platform: on the image entry, or target.platform")
@@ -261,8 +261,11 @@ def _copy_manifest_tree(store: Layout, raw: bytes, media_type: str, want: str,
     if doc.get("schemaVersion") != 2 or "config" not in doc or "layers" not in doc:
         raise SourceError(f"{what}: unsupported manifest (schema 1 or not an image)",
                           hint="re-push the image with a current tool (schema 2 / OCI)")
-    config = Descriptor.from_json(doc["config"])
-    layers = [Descriptor.from_json(d) for d in doc["layers"]]
+    if not isinstance(doc["layers"], list):
+        raise SourceError(f"{what}: the manifest's layers are not a list")
+    config = Descriptor.from_json(doc["config"], f"{what}: the manifest's config")
+    layers = [Descriptor.from_json(d, f"{what}: layer {i + 1}")
+              for i, d in enumerate(doc["layers"])]
     total = config.size + sum(d.size for d in layers)
     task = progress.add_task(f"pull {what}", total=total)
 
