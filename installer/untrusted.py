@@ -63,13 +63,17 @@ def _refuse(error: Err, message: str, hint: str | None) -> AirlockError:
 
 
 def open_regular(path: Path | str, *, what: str | None = None,
-                 error: Err = IntegrityError) -> int:
+                 error: Err = IntegrityError, follow_links: bool = False) -> int:
     """Open PATH for reading and return the descriptor, only if it is a regular file.
 
     The check is made on the opened descriptor (no window between check and use); a
-    symbolic link in the last component, a FIFO, a socket or a device is refused."""
+    symbolic link in the last component, a FIFO, a socket or a device is refused.
+    FOLLOW_LINKS is for the staging host's own inputs that a spec names (a docker save
+    archive, a VSIX, the spec and its lock), where a link to the real file is ordinary (a
+    cache, a Hugging Face snapshot): the file it leads to must still be regular. A bundle's
+    own files never take it."""
     label = what or str(path)
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
     try:
         fd = os.open(path, flags)
     except OSError as e:
@@ -96,17 +100,18 @@ def open_regular(path: Path | str, *, what: str | None = None,
 
 
 def open_stream(path: Path | str, *, what: str | None = None,
-                error: Err = IntegrityError) -> BinaryIO:
+                error: Err = IntegrityError, follow_links: bool = False) -> BinaryIO:
     """PATH opened for reading in chunks (a large blob that is hashed or copied, never held
     whole), only if it is a regular file; unbuffered, so ``readinto`` goes straight in."""
-    return os.fdopen(open_regular(path, what=what, error=error), "rb", buffering=0)
+    return os.fdopen(open_regular(path, what=what, error=error, follow_links=follow_links),
+                     "rb", buffering=0)
 
 
 def read_bytes(path: Path | str, limit: int, *, what: str | None = None,
-               error: Err = IntegrityError) -> bytes:
+               error: Err = IntegrityError, follow_links: bool = False) -> bytes:
     """All of PATH (a regular file, opened once), refused if longer than LIMIT bytes."""
     label = what or str(path)
-    fd = open_regular(path, what=label, error=error)
+    fd = open_regular(path, what=label, error=error, follow_links=follow_links)
     with os.fdopen(fd, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size > limit:
@@ -120,9 +125,9 @@ def read_bytes(path: Path | str, limit: int, *, what: str | None = None,
 
 
 def read_text(path: Path | str, limit: int, *, what: str | None = None,
-              error: Err = IntegrityError) -> str:
+              error: Err = IntegrityError, follow_links: bool = False) -> str:
     label = what or str(path)
-    data = read_bytes(path, limit, what=label, error=error)
+    data = read_bytes(path, limit, what=label, error=error, follow_links=follow_links)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -131,9 +136,10 @@ def read_text(path: Path | str, limit: int, *, what: str | None = None,
 
 def read_json(path: Path | str, limit: int, *, what: str | None = None,
               error: Err = IntegrityError, max_depth: int = MAX_DEPTH,
-              max_items: int = MAX_ITEMS) -> Any:
+              max_items: int = MAX_ITEMS, follow_links: bool = False) -> Any:
     label = what or str(path)
-    return parse_json(read_bytes(path, limit, what=label, error=error), label, error=error,
+    return parse_json(read_bytes(path, limit, what=label, error=error,
+                                 follow_links=follow_links), label, error=error,
                       max_depth=max_depth, max_items=max_items)
 
 

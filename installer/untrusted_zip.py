@@ -83,11 +83,12 @@ class BoundedZip:
     Every refusal is ``error(f"{what}: ...")``."""
 
     def __init__(self, path: Path | str, *, what: str | None = None,
-                 error: Err = SourceError, limits: ZipLimits | None = None):
+                 error: Err = SourceError, limits: ZipLimits | None = None,
+                 follow_links: bool = False):
         self.what = what or str(path)
         self.error = error
         self.limits = limits or ZipLimits()
-        self._fd = open_regular(path, what=self.what, error=error)
+        self._fd = open_regular(path, what=self.what, error=error, follow_links=follow_links)
         try:
             self.size = os.fstat(self._fd).st_size
             self.members = self._read_directory()

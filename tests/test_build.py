@@ -196,12 +196,16 @@ def test_a_damaged_lock_is_refused_naming_the_field(tmp_path: Path, change, word
     assert str(e.value).startswith(f"{path}: ") and "--update-lock" in (e.value.hint or "")
 
 
-def test_a_lock_that_is_a_symbolic_link_is_refused(tmp_path: Path) -> None:
+def test_a_lock_that_links_to_a_fifo_is_refused(tmp_path: Path) -> None:
     from installer.bundle.lock import Lock
 
     link = tmp_path / "t.lock.json"
-    link.symlink_to(REPO / "bundles" / "lab.lock.json")
-    with pytest.raises(SpecError, match="is a symbolic link"):
+    link.symlink_to(REPO / "bundles" / "lab.lock.json")  # a link to a file is followed
+    assert Lock.read(link).existed
+    os.mkfifo(tmp_path / "fifo")
+    link.unlink()
+    link.symlink_to(tmp_path / "fifo")
+    with pytest.raises(SpecError, match="is a FIFO"):
         Lock.read(link)
     assert not Lock.read(tmp_path / "none.lock.json").existed
 
@@ -486,3 +490,28 @@ def test_copy_of_bundle_dir_tree_is_not_shared_with_sources(workdir: Path,
     (workdir / "notes.txt").write_text("changed later\n")
     shutil.rmtree(workdir / "model")
     assert verify(b).ok
+
+
+def test_a_docker_archive_input_may_be_a_link_to_a_file_not_to_a_fifo(tmp_path: Path) -> None:
+    """The operator's own inputs: a link to the archive is followed (the lab links its
+    cached code-server archive into bundles/sample/build); a link to a FIFO is refused at
+    once instead of blocking the build."""
+    from conftest import two_images
+
+    two_images(tmp_path / "cache.tar")
+    (tmp_path / "images.tar").symlink_to(tmp_path / "cache.tar")
+    spec = write_spec(tmp_path, """
+        apiVersion: airlock/v1
+        name: t
+        version: 1
+        phase: poc
+        images:
+          - {name: base, ref: "docker-archive:images.tar:test/base:1"}
+    """)
+    assert build(spec, tmp_path / "out", BuildOptions()).artifacts == 1
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "images.tar").unlink()
+    (tmp_path / "images.tar").symlink_to(tmp_path / "fifo")
+    with pytest.raises(SourceError, match="is a FIFO"):
+        build(spec, tmp_path / "out2", BuildOptions(update_lock=True))
+    assert not (tmp_path / "out2").exists()

@@ -64,7 +64,8 @@ class Lock:
             return SpecError(message, file=file,
                              hint=hint or "rebuild with --update-lock to write a new one")
 
-        data = read_json(path, LIMITS["lock"], what="lock file", error=error)
+        data = read_json(path, LIMITS["lock"], what="lock file", error=error,
+                         follow_links=True)  # the operator's own file
         if not isinstance(data, dict):
             raise error("lock file is damaged (not a JSON object)")
         version = positive_int(data.get("lockVersion"), "lockVersion", error=error)

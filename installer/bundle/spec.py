@@ -265,7 +265,8 @@ def load(path: str | Path) -> Spec:
     def error(message: str, hint: str | None = None) -> SpecError:
         return SpecError(message, file=file, hint=hint)
 
-    raw = read_bytes(path, LIMITS["spec"], what="spec", error=error)
+    raw = read_bytes(path, LIMITS["spec"], what="spec", error=error,
+                     follow_links=True)  # the operator's own file; its target must be regular
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -522,7 +522,9 @@ def _layer_media_type(head: bytes) -> str:
 def convert_docker_archive(path: Path, wanted: str | None, platform: str, store: Layout,
                            what: str, progress: Any) -> PulledImage:
     """A ``docker save`` tarball -> OCI manifest + config + layers (layer bytes unchanged)."""
-    raw = open_stream(path, what=what, error=SourceError)  # a regular file, opened once
+    # a regular file, opened once; the operator's own input, so a link to it is followed
+    # (the lab links bundles/sample/build/code-server.tar to its cache)
+    raw = open_stream(path, what=what, error=SourceError, follow_links=True)
     with raw:
         magic = raw.read(4)
         raw.seek(0)
