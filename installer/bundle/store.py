@@ -121,9 +121,11 @@ class Layout:
             self._closed = True
 
     def _check(self) -> None:
+        # only this store's own closing counts: the process-wide cancel flag stays set
+        # after a failed build (for its abandoned workers) and must not refuse the writes
+        # of a later, unrelated store in the same process
         if self._closed:
             raise transfer.Cancelled
-        transfer.check_cancelled()
 
     def _mkstemp(self) -> tuple[int, str]:
         with self._lock:
