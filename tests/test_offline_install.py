@@ -198,7 +198,7 @@ def test_tampered_project_file_is_refused(bundle: Path, tmp_path: Path) -> None:
     host.mkdir()
     proc = _install(b, host / "airlock")
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "damaged (sha256 mismatch)" in proc.stderr
+    assert "damaged (" in proc.stderr  # longer than its descriptor, or another digest
     assert list(host.iterdir()) == []  # no target, no temporary folder
 
 

@@ -64,7 +64,7 @@ def checked(path: Path, digest: str, sink: Callable[[bytes], object],
         for chunk in iter(lambda: src.read(1 << 20), b""):
             size += len(chunk)
             if limit is not None and size > limit:
-                raise Refused(f"{path.name}: larger than {limit} bytes; not installing")
+                raise Refused(f"{path.name}: damaged (more than its {limit} bytes); not installing")
             h.update(chunk)
             sink(chunk)
     if "sha256:" + h.hexdigest() != digest:
