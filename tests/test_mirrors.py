@@ -174,7 +174,9 @@ def _npm(args: list[str], cwd: Path, tmp_path: Path) -> subprocess.CompletedProc
     need("npm")
     env = {**os.environ, "npm_config_userconfig": str(tmp_path / "npmrc"),
            "npm_config_cache": str(tmp_path / "npm-cache"), "npm_config_audit": "false",
-           "npm_config_fund": "false", "npm_config_update_notifier": "false"}
+           "npm_config_fund": "false", "npm_config_update_notifier": "false",
+           # a loopback mirror: a refusal is final (npm would retry a bad tarball for 2 min)
+           "npm_config_fetch_retries": "0"}
     (tmp_path / "npmrc").write_text("")
     return subprocess.run(["npm", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=300)
