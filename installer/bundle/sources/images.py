@@ -74,7 +74,6 @@ ACCEPT = ", ".join([MT_OCI_INDEX, MT_OCI_MANIFEST, MT_DOCKER_LIST, MT_DOCKER_MAN
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 REPO_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-MAX_MANIFEST = 4 * 1024 * 1024
 MAX_ARCHIVE_MEMBERS = 100_000  # docker save: a few per layer (a 127-layer image: ~400)
 
 
@@ -273,7 +272,7 @@ def _copy_manifest_tree(store: Layout, raw: bytes, media_type: str, want: str,
         progress.advance(task, n)
 
     _copy_blob(store, config, opener, what, adv)
-    conf = _parse_json(read_bytes(store.blob_path(config.digest), MAX_MANIFEST,
+    conf = _parse_json(read_bytes(store.blob_path(config.digest), LIMITS["manifest"],
                                   what=f"{what} config", error=SourceError), what + " config")
     have = {"os": conf.get("os"), "architecture": conf.get("architecture"),
             "variant": conf.get("variant")}
@@ -487,7 +486,7 @@ def _pull_oci(ref: ImageRef, entry: ImageEntry, base: Path, store: Layout,
         path = blob_path(digest)
         if not os.path.lexists(path):
             raise SourceError(f"{what}: missing blob {digest}")
-        return read_bytes(path, MAX_MANIFEST, what=f"{what}: manifest {digest}",
+        return read_bytes(path, LIMITS["manifest"], what=f"{what}: manifest {digest}",
                           error=SourceError), ""
 
     @contextmanager
@@ -554,7 +553,7 @@ def _convert(tar: tarfile.TarFile, wanted: str | None, platform: str, store: Lay
                                   "an archive docker save wrote")
             members[m.name] = m
 
-        def member_bytes(name: str, cap: int = MAX_MANIFEST) -> bytes:
+        def member_bytes(name: str, cap: int = LIMITS["manifest"]) -> bytes:
             m = members[name]
             if not m.isfile() or m.size > cap:
                 raise SourceError(f"{what}: {name} is not a small regular file")
