@@ -20,7 +20,6 @@ once (about 5 minutes on 2 cores).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -28,6 +27,8 @@ import tempfile
 from pathlib import Path
 
 from installer.errors import LabError
+from installer.lab import localimage
+from installer.lab.localimage import cache_dir
 
 VERSION = "4.100.3"  # VS Code 1.100.3 (bundles/lab.yaml's target); Node 20
 NODE = "/usr/bin/node"
@@ -39,7 +40,6 @@ UID = 1000
 HOME = "/home/coder"
 REPOSITORY = "airlock-lab/code-server"
 RECIPE = "\n".join([VERSION, *PACKAGES, USER, str(UID), "v1"])
-EPOCH = 1767225600
 
 
 def tag() -> str:
@@ -48,12 +48,6 @@ def tag() -> str:
 
 def reference() -> str:
     return f"{REPOSITORY}:{tag()}"
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("AIRLOCK_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "airlock")
-    return Path(base).absolute()
 
 
 def archive_path() -> Path:
@@ -142,18 +136,7 @@ def _prune(tree: Path) -> None:
 
 
 def _rootfs(root: Path, tree: Path, say) -> None:  # type: ignore[no-untyped-def]
-    say("debootstrap the image's Debian 12 with the runtime libraries")
-    proc = subprocess.run(["debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES),
-                           "bookworm", str(root)], capture_output=True, text=True)
-    if proc.returncode:
-        raise LabError("debootstrap failed:\n" + (proc.stdout + proc.stderr)[-2000:],
-                       hint="it needs the Debian package mirror the staging host uses")
-    shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
-    shutil.rmtree(root / "var/lib/apt/lists", ignore_errors=True)
-    for d in ("var/log", "usr/share/doc", "usr/share/man", "usr/share/info"):
-        shutil.rmtree(root / d, ignore_errors=True)
-        (root / d).mkdir(parents=True, exist_ok=True)
-    (root / "etc/machine-id").write_text("")
+    localimage.debootstrap(root, PACKAGES, say)
     shutil.copy2(NODE, root / "usr/bin/node")
     shutil.copytree(tree / "node_modules", root / "usr/lib/code-server/node_modules",
                     symlinks=True)
@@ -161,83 +144,28 @@ def _rootfs(root: Path, tree: Path, say) -> None:  # type: ignore[no-untyped-def
     entry.write_text("#!/bin/sh\nexec /usr/bin/node "
                      "/usr/lib/code-server/node_modules/code-server/out/node/entry.js \"$@\"\n")
     entry.chmod(0o755)
-    with open(root / "etc/passwd", "a") as f:
-        f.write(f"{USER}:x:{UID}:{UID}:code-server:{HOME}:/bin/bash\n")
-    with open(root / "etc/group", "a") as f:
-        f.write(f"{USER}:x:{UID}:\n")
-    home = root / HOME.lstrip("/")
-    home.mkdir(parents=True)
-    os.chown(home, UID, UID)
+    localimage.add_user(root, USER, UID, HOME, login="/bin/bash")
     (root / "etc/locale.gen").write_text("en_US.UTF-8 UTF-8\n")
 
 
-def _layer(root: Path, out: Path) -> str:
-    """A reproducible tar of ``root``; returns its sha256 (the layer's diff id)."""
-    subprocess.run(["tar", "-C", str(root), "--sort=name", f"--mtime=@{EPOCH}", "--numeric-owner",
-                    "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
-                    "--format=posix", "-cf", str(out), "."], check=True)
-    h = hashlib.sha256()
-    with open(out, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _archive(layer: Path, diff_id: str, dest: Path, version: str) -> None:
-    """A ``docker save`` archive of one image with one layer (streamed, never in memory)."""
-    import io
-    import tarfile
-
-    config = {
-        "architecture": "amd64", "os": "linux", "created": "2026-01-01T00:00:00Z",
-        "config": {
-            "User": f"{UID}:{UID}", "WorkingDir": HOME,
-            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                    f"HOME={HOME}", "LANG=C.UTF-8", "SHELL=/bin/bash"],
-            "Entrypoint": ["/usr/bin/dumb-init", "--", "/usr/bin/code-server"],
-            "Cmd": ["--bind-addr", "0.0.0.0:8080", "--auth", "none", HOME],
-            "ExposedPorts": {"8080/tcp": {}},
-            "Labels": {"org.opencontainers.image.title": "code-server",
-                       "org.opencontainers.image.version": version,
-                       "org.opencontainers.image.source": "npm:code-server@" + version,
-                       "dev.airlock.lab.stand-in": "node binary copied from the staging host"},
-        },
-        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]},
-        "history": [{"created": "2026-01-01T00:00:00Z",
-                     "created_by": f"airlock lab: code-server {version} from npm"}],
+def _config(version: str) -> dict:
+    return {
+        "User": f"{UID}:{UID}", "WorkingDir": HOME,
+        "Env": [f"PATH={localimage.PATH}", f"HOME={HOME}", "LANG=C.UTF-8", "SHELL=/bin/bash"],
+        "Entrypoint": ["/usr/bin/dumb-init", "--", "/usr/bin/code-server"],
+        "Cmd": ["--bind-addr", "0.0.0.0:8080", "--auth", "none", HOME],
+        "ExposedPorts": {"8080/tcp": {}},
+        "Labels": {"org.opencontainers.image.title": "code-server",
+                   "org.opencontainers.image.version": version,
+                   "org.opencontainers.image.source": "npm:code-server@" + version,
+                   "dev.airlock.lab.stand-in": "node binary copied from the staging host"},
     }
-    raw = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
-    cname = hashlib.sha256(raw).hexdigest() + ".json"
-    manifest = json.dumps([{"Config": cname, "RepoTags": [reference()],
-                            "Layers": [f"{diff_id}/layer.tar"]}]).encode()
-    tmp = dest.with_name(dest.name + ".part")
-    with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar:
-        def add(name: str, data: bytes) -> None:
-            ti = tarfile.TarInfo(name)
-            ti.size, ti.mode, ti.mtime = len(data), 0o644, EPOCH
-            tar.addfile(ti, io.BytesIO(data))
-        add(f"{diff_id}/VERSION", b"1.0")
-        ti = tar.gettarinfo(str(layer), arcname=f"{diff_id}/layer.tar")
-        ti.uid = ti.gid = 0
-        ti.uname = ti.gname = ""
-        ti.mtime = EPOCH
-        with open(layer, "rb") as f:
-            tar.addfile(ti, f)
-        add(cname, raw)
-        add("manifest.json", manifest)
-    os.replace(tmp, dest)
 
 
 def link_into(build_dir: Path, say=print) -> Path:  # type: ignore[no-untyped-def]
     """``build_dir/code-server.tar`` -> the cached archive (built first if absent): where
     ``bundles/lab.yaml`` reads it."""
-    archive = ensure(say)
-    link = build_dir / "code-server.tar"
-    build_dir.mkdir(parents=True, exist_ok=True)
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(archive)
-    return link
+    return localimage.link(ensure(say), build_dir, "code-server.tar")
 
 
 def ensure(say=print) -> Path:  # type: ignore[no-untyped-def]
@@ -261,9 +189,7 @@ def ensure(say=print) -> Path:  # type: ignore[no-untyped-def]
         root = work / "root"
         _rootfs(root, tree, say)
         shutil.rmtree(work / "npm")
-        layer = work / "layer.tar"
-        diff_id = _layer(root, layer)
-        shutil.rmtree(root)
-        _archive(layer, diff_id, dest, VERSION)
+        localimage.pack(root, work, dest, reference(), _config(VERSION),
+                        f"airlock lab: code-server {VERSION} from npm")
     say(f"code-server image {reference()}: {dest.stat().st_size / 2**20:.0f} MiB")
     return dest
