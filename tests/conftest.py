@@ -232,7 +232,7 @@ DEMO_PASS = "demo-test-passphrase"
 # Modules that use the one lab `airlock demo` makes, in the order they must run (the
 # deploy tests build on the upgrade the import tests leave behind).
 SHARED_LAB_MODULES = ("test_import.py", "test_deploy.py", "test_ide.py",
-                      "test_offline_install.py")
+                      "test_identity.py", "test_offline_install.py")
 _shared: dict = {}
 
 
@@ -287,6 +287,12 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     status. The lab stays up for the modules in SHARED_LAB_MODULES."""
     import json
 
+    reuse = os.environ.get("AIRLOCK_TEST_DEMO")
+    if reuse:
+        # a developer's shortcut: the lab an `airlock demo -o DIR/out` with
+        # AIRLOCK_LAB_DIR=DIR/lab left up (its output in DIR/log); never taken down here
+        yield _reused_demo(Path(reuse))
+        return
     for tool in ("debootstrap", "gpg", "ssh", "apt-ftparchive", "dockerd"):
         need(tool)
     d = tmp_path_factory.mktemp("demo")
@@ -307,11 +313,23 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         shared_lab_down()
 
 
+def _reused_demo(d: Path) -> dict:
+    import json
+
+    state = json.loads((d / "lab" / "state.json").read_text())
+    os.environ["AIRLOCK_LAB_DIR"] = str(d / "lab")
+    log = d / "log"
+    return {"dir": d, "work": d / "out", "out": log.read_text() if log.exists() else "",
+            "state": state, "inventory": Path(state["inventory"]), "key": state["key"],
+            "bundle": d / "out" / "lab-bundle", "trust": d / "out" / "keys" / "root.json",
+            "site": d / "out" / "site"}
+
+
 def lab_bundle(demo: dict, version: int, files: dict[str, Path], out: Path,
                signers: tuple[str, str]) -> Path:
-    """lab vVERSION into OUT: the sample's image, readme and VSIX files, the code-server
-    image the demo built, plus FILES (name -> path); no packages, so it builds offline.
-    Signed by two of the demo's signers."""
+    """lab vVERSION into OUT: the sample's image, readme and VSIX files, the images the demo
+    built (code-server, Keycloak, oauth2-proxy), plus FILES (name -> path); no packages, so
+    it builds offline. Signed by two of the demo's signers."""
     sample = REPO / "bundles" / "sample"
     extra = "".join(f"  - {{name: {n}, path: {p}}}\n" for n, p in files.items())
     spec = out.with_name(out.name + ".yaml")
@@ -323,6 +341,8 @@ target: {{platform: linux/amd64, vscode: "1.100.3", code_server: "4.100.3"}}
 images:
   - {{name: hello, ref: "docker-archive:{sample}/build/images.tar:sample/hello:1.0"}}
   - {{name: code-server, ref: "docker-archive:{sample}/build/code-server.tar", lock: false}}
+  - {{name: keycloak, ref: "docker-archive:{sample}/build/keycloak.tar", lock: false}}
+  - {{name: oauth2-proxy, ref: "docker-archive:{sample}/build/oauth2-proxy.tar", lock: false}}
 vsix:
   - {{path: {sample}/build/airlock-sample.hello-0.1.0.vsix}}
   - {{path: {sample}/build/airlock-sample.unlisted-0.1.0.vsix}}

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, lab_ssh
+from installer.cli.demo import lab_accounts, save_totp
 from installer.deploy.runner import run_playbook
 from installer.lab import browser
 
@@ -50,11 +51,16 @@ def test_demo_printed_each_users_url_and_load_time(demo) -> None:
 
 
 def test_chromium_opens_both_workbenches_through_the_gateway(demo) -> None:
-    """The real browser, the real TLS chain (site CA only), the real workbench DOM."""
+    """The real browser, the real TLS chain (site CA only), the real login (Keycloak:
+    password and TOTP), the real workbench DOM."""
+    accounts = lab_accounts(demo["site"], _urls(demo))
+    assert sorted(accounts) == ["alice", "bob"]
     results = browser.open_workbenches(_urls(demo), demo["site"] / "pki" / "ca.crt",
-                                       ARTIFACTS / "workbench")
+                                       ARTIFACTS / "workbench", accounts=accounts)
+    save_totp(demo["site"], accounts)
     for user, r in results.items():
-        assert r["status"] == 200 and r["workbench"] == 1
+        assert r["login"] == ["password", "otp"], r["login"]
+        assert r["workbench"] == 1
         assert r["finalUrl"].startswith(_urls(demo)[user])
         assert "code-server" in r["title"]
         assert r["headers"]["strict-transport-security"].startswith("max-age=31536000")

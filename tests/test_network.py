@@ -106,7 +106,7 @@ def test_lab_rejects_overlapping_zones(tmp_path: Path) -> None:
 
 def test_committed_port_matrix_matches_the_data(tmp_path: Path) -> None:
     proc = run_airlock("network", "matrix", "-o", str(tmp_path), check=True)
-    assert "15 flows" in proc.stdout
+    assert "16 flows" in proc.stdout
     for name in ("port-matrix.md", "port-matrix.csv"):
         assert (REPO / "docs" / name).read_text() == (tmp_path / name).read_text(), \
             f"docs/{name} is stale: run airlock network matrix -o docs"

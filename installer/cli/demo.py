@@ -49,7 +49,7 @@ def needs(no_lab: bool) -> tuple[list[str], list[str]]:
     problems: list[str] = []
     if no_lab:
         return purposes, problems
-    from installer.lab import browser, codeserver, engine
+    from installer.lab import browser, codeserver, engine, keycloak, oauth2proxy
 
     purposes += ["mirror", "lab"]
     problems += system_packages.root("for the lab (its container engine, debootstrap)")
@@ -59,6 +59,10 @@ def needs(no_lab: bool) -> tuple[list[str], list[str]]:
     if not codeserver.archive_path().exists():
         purposes.append("codeserver-build")
         problems += codeserver.problems()
+    if not keycloak.archive_path().exists():
+        problems += keycloak.problems()
+    if not oauth2proxy.archive_path().exists():
+        problems += oauth2proxy.problems()
     purposes.append("browser")
     problems += browser.problems()
     return purposes, problems
@@ -181,11 +185,11 @@ def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
     from installer.deploy.importer import import_bundle
     from installer.deploy.preflight import preflight
     from installer.errors import HostError, SourceError
-    from installer.lab import codeserver, lab
+    from installer.lab import lab
 
-    out.rule("[key]8. the lab bundle (sample content, code-server, the lab hosts' packages)")
-    codeserver.link_into(root / "bundles" / "sample" / "build",
-                         say=lambda m: out.print(f"  {esc(m)}"))
+    out.rule("[key]8. the lab bundle (sample content, code-server, Keycloak, oauth2-proxy, "
+             "the lab hosts' packages)")
+    link_lab_images(root, say=lambda m: out.print(f"  {esc(m)}"))
     spec = root / "bundles" / "lab.yaml"
     try:
         with progress() as bar:
@@ -242,12 +246,15 @@ def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
     from installer.lab import browser
 
     urls = workbench_urls(root, inventory)
+    accounts = lab_accounts(site, urls)
     opened = browser.open_workbenches(urls, site / "pki" / "ca.crt", work / "screenshots",
-                                      say=lambda m: out.print(f"  {m}"))
+                                      say=lambda m: out.print(f"  {m}"), accounts=accounts)
+    save_totp(site, accounts)
     for user, r in opened.items():
-        out.print(f"  [ok]{esc(user)}[/]: VS Code workbench loaded in {r['seconds']:.1f} s "
-                  f"(Chromium, site CA trusted, TLS through the gateway); screenshot "
-                  f"{esc(r['screenshot'])}")
+        how = (" after the Keycloak login (" + " + ".join(r["login"]) + ")") if r["login"] else ""
+        out.print(f"  [ok]{esc(user)}[/]: VS Code workbench loaded in {r['seconds']:.1f} s"
+                  f"{esc(how)} (Chromium, site CA trusted, TLS through the gateway); "
+                  f"screenshot {esc(r['screenshot'])}")
 
     out.rule("[key]what the lab serves")
     host = imp["repoHost"]
@@ -262,9 +269,51 @@ def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
                   f"{site / 'known_hosts'} airlock@{state.hosts[ide]['mgmt_address']} sudo "
                   f"docker pull {imp['registry']}/hello:1.0"))
     for user, r in opened.items():
-        out.print(esc(f"  {user + ' workbench:':<20}{r['url']}  (loaded in {r['seconds']:.1f} s; "
-                      f"trust {site / 'pki' / 'ca.crt'})"))
+        signin = "signed in with password and TOTP, " if r["login"] else ""
+        out.print(esc(f"  {user + ' workbench:':<20}{r['url']}  ({signin}loaded in "
+                      f"{r['seconds']:.1f} s; trust {site / 'pki' / 'ca.crt'})"))
+    if accounts:
+        users = site / "secrets" / "keycloak" / "users"
+        base = next(iter(urls.values())).split("/u/")[0]
+        kc = next(iter(h for h in state.hosts if h.startswith("gw")), "gw1")
+        out.print(esc(f"  sign-in:            Keycloak at {base}/auth/ ; the lab users' passwords "
+                      f"and TOTP secrets: {users}/NAME.password, NAME.totp (0600)"))
+        out.print(esc(f"  Keycloak admin:     https://{kc}:8443/auth/admin/ from the management "
+                      f"zone only ({state.hosts[kc]['mgmt_address']}); user airlock-admin, "
+                      f"password in {site / 'secrets' / 'keycloak' / 'admin.password'}"))
     out.print("  remove the lab:     airlock lab down")
+
+
+def link_lab_images(root: Path, say=print) -> None:  # type: ignore[no-untyped-def]
+    """The images the lab builds itself (cached by recipe), linked where bundles/lab.yaml
+    reads them."""
+    from installer.lab import codeserver, keycloak, oauth2proxy
+
+    for m in (codeserver, keycloak, oauth2proxy):
+        m.link_into(root / "bundles" / "sample" / "build", say=say)
+
+
+def lab_accounts(site: Path, users) -> dict[str, dict]:  # type: ignore[no-untyped-def]
+    """The lab users' Keycloak accounts: the first password the keycloak role made on the
+    controller (site/secrets/keycloak/users/NAME.password, 0600), and the TOTP secret of
+    the lab's stand-in for the user's phone (NAME.totp, 0600, written at the first login by
+    save_totp). Empty where the lab runs without SSO."""
+    d = site / "secrets" / "keycloak" / "users"
+    accounts = {}
+    for u in users:
+        if (d / f"{u}.password").exists():
+            totp = d / f"{u}.totp"
+            accounts[u] = {"user": u, "password": (d / f"{u}.password").read_text().strip(),
+                           "totp": totp.read_text().strip() if totp.exists() else None}
+    return accounts
+
+
+def save_totp(site: Path, accounts: dict[str, dict]) -> None:
+    """Keep each account's TOTP secret (set up at its first login) beside its password."""
+    d = site / "secrets" / "keycloak" / "users"
+    for u, a in accounts.items():
+        if a.get("totp"):
+            atomic_write(d / f"{u}.totp", (a["totp"] + "\n").encode(), mode=0o600)
 
 
 def workbench_urls(root: Path, inventory: Path) -> dict[str, str]:
