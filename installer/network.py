@@ -143,6 +143,8 @@ class Inventory:
         if name in model.services:
             var = model.services[name]["addresses"]
             found = self.variables.get(var)
+            if not found and model.services[name].get("optional"):
+                return []  # a service this site does not use (no directory): no flow to it
             if not found:
                 raise SpecError(f"flows go to the site's {name} service, but the inventory "
                                 f"gives no addresses for it ({var})",

@@ -94,7 +94,8 @@ def lab(client, tmp_path_factory: pytest.TempPathFactory):
 def test_hosts_run_systemd_in_their_zones(lab, client) -> None:
     zones = load_zones(network_file(REPO))
     st = lab_mod.status()
-    assert st["up"] and set(st["hosts"]) == {"gw1", "ide1", "ai1", "repo1", "fw1", "ns1"}
+    assert st["up"] and set(st["hosts"]) == {"gw1", "ide1", "ai1", "repo1", "fw1", "ns1",
+                                        "dir1"}
     for name, h in st["hosts"].items():
         assert h["state"] == "running"
         c = client.containers.get(lab.containers[name])
@@ -123,6 +124,12 @@ def test_ansible_reaches_every_host_over_ssh(lab) -> None:
                              str(inv), "--list"], capture_output=True, text=True, check=True)
     doc = json.loads(groups.stdout)
     assert doc["ide"]["hosts"] == ["ide1"] and "gw1" in doc["keycloak"]["hosts"]
+    # the site's DNS and the bank's directory are stand-ins, not hosts airlock manages;
+    # the directory is federated through the inventory's variables
+    assert not {"ns1", "dir1"} & set(doc["_meta"]["hostvars"])
+    directory = doc["_meta"]["hostvars"]["gw1"]["airlock_directory"]
+    assert directory["url"] == "ldaps://dir1.lab.airlock.test:636"
+    assert Path(directory["bind_password_file"]).stat().st_mode & 0o777 == 0o600
 
 
 def test_ssh_key_is_private_and_hosts_have_their_own_host_keys(lab, client) -> None:
@@ -131,7 +138,7 @@ def test_ssh_key_is_private_and_hosts_have_their_own_host_keys(lab, client) -> N
     for cid in lab.containers.values():
         c = client.containers.get(cid)
         keys.add(c.exec_run(["cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).output)
-    assert len(keys) == 6
+    assert len(keys) == 7
 
 
 def test_second_lab_up_is_refused_while_one_is_up(lab) -> None:
@@ -373,6 +380,8 @@ EXPECTED_FLOWS = [
     ("gateway", "keycloak", 8443), ("gateway", "ide", 8100), ("ide", "completion_gpu", 8081),
     ("ide", "llm_gateway", 4000), ("llm_gateway", "chat_gpu", 8000), ("ide", "gitlab", 443),
     ("all", "repo", 443), ("all", "repo", 5000), ("all", "logging", 9200),
+    # the bank's directory (the lab's slapd on dir1 answers on 636 itself)
+    ("keycloak", "directory", 636),
 ]
 
 LISTENER = """
@@ -419,8 +428,10 @@ def test_every_flow_connects_and_every_other_pair_is_refused(lab, client) -> Non
              if "router" not in h["groups"] and not h.get("site_services")}
 
     def members(name: str) -> set[str]:
+        if name == "directory":  # a site service, here the lab's stand-in on dir1
+            return {n for n, h in hosts.items() if h.get("directory")}
         if name == "all":
-            return set(hosts)
+            return {n for n, h in hosts.items() if not h.get("directory")}
         return {n for n, h in hosts.items() if name in h["groups"] or h["zone"] == name}
 
     allowed, skipped = set(), []
@@ -493,7 +504,7 @@ def test_lab_down_removes_exactly_what_up_made(lab, client) -> None:
         pool_configs=[IPAMPool(subnet="10.99.0.0/24")]))
     try:
         result = lab_mod.down(REPO)
-        assert result["removed"] and result["containers"] == 6 and result["networks"] == 5
+        assert result["removed"] and result["containers"] == 7 and result["networks"] == 5
         assert labelled(client) == ([], [])
         assert not (REPO / "inventories/lab/hosts.yml").exists()
         client.networks.get(bystander.id)

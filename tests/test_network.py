@@ -106,7 +106,7 @@ def test_lab_rejects_overlapping_zones(tmp_path: Path) -> None:
 
 def test_committed_port_matrix_matches_the_data(tmp_path: Path) -> None:
     proc = run_airlock("network", "matrix", "-o", str(tmp_path), check=True)
-    assert "16 flows" in proc.stdout
+    assert "17 flows" in proc.stdout
     for name in ("port-matrix.md", "port-matrix.csv"):
         assert (REPO / "docs" / name).read_text() == (tmp_path / name).read_text(), \
             f"docs/{name} is stale: run airlock network matrix -o docs"
@@ -178,3 +178,20 @@ def test_site_services_need_their_addresses_and_take_no_flows_from_them() -> Non
     data["network_services"]["ntp"] = {"addresses": ["10.0.1.1"]}
     with pytest.raises(SpecError, match="must name the inventory variable"):
         model(data)
+
+
+def test_an_optional_service_without_addresses_opens_nothing_and_with_them_only_its_flow() -> None:
+    """The bank's directory is optional (a PoC's users are Keycloak's own): without
+    airlock_directory_servers no rule names it; with them, Keycloak's host alone may reach
+    it, on 636, and the router forwards exactly that."""
+    m = model()
+    ldaps = [r for r in network.host_rules(m, INV, "gw1")["output"] if r["port"] == 636]
+    assert ldaps == []
+    inv = network.Inventory(INV.groups, INV.hostvars,
+                            {**INV.variables, "airlock_directory_servers": ["10.0.5.30"]})
+    out = [(r["port"], r["address"]) for r in network.host_rules(m, inv, "gw1")["output"]]
+    assert (636, "10.0.5.30") in out
+    assert not any(r["port"] == 636 for h in ("ide1", "ai1", "repo1")
+                   for r in network.host_rules(m, inv, h)["output"])
+    assert [(r["source"], r["address"]) for r in network.router_rules(m, inv)
+            if r["port"] == 636] == [("10.0.2.10", "10.0.5.30")]

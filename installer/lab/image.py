@@ -3,7 +3,8 @@ nftables, sudo), imported into the engine and cached by a tag that names its rec
 
 Like a site's hosts, a lab host is reached as the unprivileged ``airlock`` user, who may
 use sudo; sshd refuses root. dnsmasq is there for the lab's stand-in of the site's DNS
-server (the ``ns1`` host); other hosts leave it off."""
+server (the ``ns1`` host), slapd for its stand-in of the bank's directory (``dir1``); other
+hosts leave them off (slapd's unit is masked; the lab starts it by hand on dir1)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from installer.lab.engine import Engine
 
 PACKAGES = ("systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "python3-apt", "chrony",
             "iproute2", "nftables", "iputils-ping", "procps", "sudo", "ca-certificates",
-            "netcat-openbsd", "less", "dnsmasq-base")
+            "netcat-openbsd", "less", "dnsmasq-base", "slapd", "ldap-utils")
 RELEASE = "bookworm"
 SSH_DROPIN = """\
 [Service]
@@ -32,7 +33,7 @@ ExecStartPre=/usr/sbin/sshd -t
 USER, UID = "airlock", 2000
 SUDOERS = f"{USER} ALL=(ALL:ALL) NOPASSWD: ALL\n"
 SSHD_LAB = "# the lab's hosts, like a site's, refuse root logins\nPermitRootLogin no\n"
-RECIPE = "\n".join([RELEASE, *PACKAGES, SSH_DROPIN, SUDOERS, SSHD_LAB, USER, str(UID), "v2"])
+RECIPE = "\n".join([RELEASE, *PACKAGES, SSH_DROPIN, SUDOERS, SSHD_LAB, USER, str(UID), "v3"])
 REPOSITORY = "airlock-lab/debian"
 
 
@@ -86,7 +87,7 @@ def _configure(root: Path) -> None:
     (root / "etc/machine-id").write_text("")
     for unit in ("getty@tty1.service", "serial-getty@console.service",
                  "systemd-networkd-wait-online.service", "apt-daily.timer",
-                 "apt-daily-upgrade.timer"):
+                 "apt-daily-upgrade.timer", "slapd.service"):
         link = root / "etc/systemd/system" / unit
         link.unlink(missing_ok=True)
         link.symlink_to("/dev/null")

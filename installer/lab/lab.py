@@ -33,8 +33,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from installer.errors import LabError
 from installer.fsutil import atomic_write
+from installer.lab import directory, image
 from installer.lab import engine as engine_mod
-from installer.lab import image
 from installer.lab.engine import Engine
 from installer.lab.image import UID, USER
 from installer.lab.topology import (
@@ -79,6 +79,8 @@ class LabState:
     containers: dict[str, str] = field(default_factory=dict)  # host -> container id
     hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
     inventory: str = ""
+    # what an inventory needs to federate the lab's directory (installer.lab.directory)
+    directory: dict[str, str] = field(default_factory=dict)
 
     def save(self, d: Path) -> None:
         atomic_write(d / "state.json", (json.dumps(asdict(self), indent=2) + "\n").encode(),
@@ -257,7 +259,8 @@ def up(root: Path, topo_name: str = "poc", say=print) -> LabState:  # type: igno
             state.hosts[h.name] = {"zone": h.zone, "groups": list(h.groups),
                                    "mgmt_address": mgmt_ip, "zone_address": zone_ip,
                                    "runs_containers": h.runs_containers,
-                                   "site_services": h.site_services}
+                                   "site_services": h.site_services,
+                                   "directory": h.directory}
             state.save(d)
         deadline = time.monotonic() + 180
         known = []
@@ -274,6 +277,11 @@ def up(root: Path, topo_name: str = "poc", say=print) -> LabState:  # type: igno
         for h in topo.hosts:
             if not h.site_services:
                 _resolver(client.containers.get(state.containers[h.name]), ns)
+        for h in topo.hosts:
+            if h.directory:
+                say(f"starting the bank directory's stand-in (OpenLDAP) on {h.name}")
+                state.directory = directory.start(client.containers.get(
+                    state.containers[h.name]), d, f"{h.name}.{DOMAIN}")
         atomic_write(d / "known_hosts", "".join(known).encode(), mode=0o600)
         state.save(d)
         for name, h in state.hosts.items():
@@ -381,8 +389,8 @@ def write_inventory(root: Path, topo: Topology, zones: dict[str, Zone],
     groups: dict[str, dict[str, Any]] = {g: {} for g in sorted(GROUPS)}
     hostvars = {}
     for h in topo.hosts:
-        if h.site_services:
-            continue  # the site's DNS and NTP: not a host airlock manages
+        if not h.managed:
+            continue  # the site's DNS and NTP, the bank's directory: not airlock's hosts
         info = state.hosts[h.name]
         hostvars[h.name] = {"ansible_host": info["mgmt_address"],
                             "airlock_zone": h.zone, "airlock_zone_address":
@@ -405,6 +413,7 @@ def write_inventory(root: Path, topo: Topology, zones: dict[str, Zone],
                  "airlock_dns_servers": [services],
                  "airlock_dns_search": [DOMAIN],
                  "airlock_ntp_servers": [services],
+                 **_directory_vars(topo, state),
                  # stand-in for the users' VDE desktops: the build machine, at its address
                  # on the gateway's zone network, so a browser here passes the firewall's
                  # vde rules to reach the gateway (and nothing else)
@@ -419,6 +428,15 @@ def write_inventory(root: Path, topo: Topology, zones: dict[str, Zone],
             + yaml.safe_dump(doc, sort_keys=False))
     atomic_write(path, text.encode())
     return path
+
+
+def _directory_vars(topo: Topology, state: LabState) -> dict[str, Any]:
+    """The lab's directory as a site's inventory names its own (group_vars/all/identity)."""
+    found = [h for h in topo.hosts if h.directory]
+    if not found or not state.directory:
+        return {}
+    return {"airlock_directory_servers": [state.hosts[found[0].name]["zone_address"]],
+            "airlock_directory": dict(state.directory)}
 
 
 def _vde_stand_in(topo: Topology, zones: dict[str, Zone]) -> str:

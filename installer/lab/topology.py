@@ -45,6 +45,13 @@ class LabHost:
     # the site's own DNS and NTP server (in production the bank runs them): made and
     # configured by the lab, outside the inventory, at this octet of the mgmt zone
     site_services: bool = False
+    # the bank's directory (stand-in: slapd, see installer/lab/directory.py), also outside
+    # the inventory: airlock reads it through Keycloak, never manages it
+    directory: bool = False
+
+    @property
+    def managed(self) -> bool:
+        return not (self.site_services or self.directory)
 
 
 @dataclass
@@ -66,6 +73,8 @@ TOPOLOGIES: dict[str, Topology] = {
         LabHost("fw1", MGMT, ROUTER_OCTET, ("router",), router=True),
         # stand-in for the site's DNS (dnsmasq) and NTP (chrony) servers
         LabHost("ns1", MGMT, 53, (), site_services=True),
+        # stand-in for the bank's LDAP/Active Directory (OpenLDAP), in the backend zone
+        LabHost("dir1", "backend", 30, (), directory=True),
     ]),
     # one host, for role tests that need no neighbours (and the site's DNS and NTP)
     "single": Topology("single", [LabHost("node1", "backend", 20, ("lab_single",)),
