@@ -247,9 +247,11 @@ def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
 
     urls = workbench_urls(root, inventory)
     accounts = lab_accounts(site, urls)
-    opened = browser.open_workbenches(urls, site / "pki" / "ca.crt", work / "screenshots",
-                                      say=lambda m: out.print(f"  {m}"), accounts=accounts)
-    save_totp(site, accounts)
+    try:
+        opened = browser.open_workbenches(urls, site / "pki" / "ca.crt", work / "screenshots",
+                                          say=lambda m: out.print(f"  {m}"), accounts=accounts)
+    finally:  # a TOTP set up before a later step failed is the user's from now on
+        save_totp(site, accounts)
     for user, r in opened.items():
         how = (" after the Keycloak login (" + " + ".join(r["login"]) + ")") if r["login"] else ""
         out.print(f"  [ok]{esc(user)}[/]: VS Code workbench loaded in {r['seconds']:.1f} s"
@@ -273,11 +275,16 @@ def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
         out.print(esc(f"  {user + ' workbench:':<20}{r['url']}  ({signin}loaded in "
                       f"{r['seconds']:.1f} s; trust {site / 'pki' / 'ca.crt'})"))
     if accounts:
+        from installer.lab import directory
+        from installer.lab.lab import state_dir
+
         users = site / "secrets" / "keycloak" / "users"
         base = next(iter(urls.values())).split("/u/")[0]
         kc = next(iter(h for h in state.hosts if h.startswith("gw")), "gw1")
-        out.print(esc(f"  sign-in:            Keycloak at {base}/auth/ ; the lab users' passwords "
-                      f"and TOTP secrets: {users}/NAME.password, NAME.totp (0600)"))
+        out.print(esc(f"  sign-in:            Keycloak at {base}/auth/ ; passwords in the lab "
+                      f"directory's stand-in (OpenLDAP on dir1): "
+                      f"{directory.folder(state_dir()) / 'users'}/NAME.password; TOTP secrets: "
+                      f"{users}/NAME.totp (0600)"))
         out.print(esc(f"  Keycloak admin:     https://{kc}:8443/auth/admin/ from the management "
                       f"zone only ({state.hosts[kc]['mgmt_address']}); user airlock-admin, "
                       f"password in {site / 'secrets' / 'keycloak' / 'admin.password'}"))
@@ -294,23 +301,30 @@ def link_lab_images(root: Path, say=print) -> None:  # type: ignore[no-untyped-d
 
 
 def lab_accounts(site: Path, users) -> dict[str, dict]:  # type: ignore[no-untyped-def]
-    """The lab users' Keycloak accounts: the first password the keycloak role made on the
-    controller (site/secrets/keycloak/users/NAME.password, 0600), and the TOTP secret of
-    the lab's stand-in for the user's phone (NAME.totp, 0600, written at the first login by
+    """The lab users' accounts: the password the lab's directory stand-in was seeded with
+    (LAB/directory/users/NAME.password, 0600), or a local Keycloak user's first password
+    (site/secrets/keycloak/users/NAME.password, 0600), and the TOTP secret of the lab's
+    stand-in for the user's phone (site/.../NAME.totp, 0600, written at the first login by
     save_totp). Empty where the lab runs without SSO."""
+    from installer.lab import directory
+    from installer.lab.lab import state_dir
+
     d = site / "secrets" / "keycloak" / "users"
+    dirs = (d, directory.folder(state_dir()) / "users")
     accounts = {}
     for u in users:
-        if (d / f"{u}.password").exists():
+        found = next((x / f"{u}.password" for x in dirs if (x / f"{u}.password").exists()), None)
+        if found is not None:
             totp = d / f"{u}.totp"
-            accounts[u] = {"user": u, "password": (d / f"{u}.password").read_text().strip(),
+            accounts[u] = {"user": u, "password": found.read_text().strip(),
                            "totp": totp.read_text().strip() if totp.exists() else None}
     return accounts
 
 
 def save_totp(site: Path, accounts: dict[str, dict]) -> None:
-    """Keep each account's TOTP secret (set up at its first login) beside its password."""
+    """Keep each account's TOTP secret (set up at its first login) in the site's secrets."""
     d = site / "secrets" / "keycloak" / "users"
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
     for u, a in accounts.items():
         if a.get("totp"):
             atomic_write(d / f"{u}.totp", (a["totp"] + "\n").encode(), mode=0o600)

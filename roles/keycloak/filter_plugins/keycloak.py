@@ -86,6 +86,9 @@ def keycloak_problems(v: dict[str, Any]) -> list[str]:
             if g not in groups:
                 problems.append(f"keycloak_users[{i}]: group {g!r} of {name!r} is not in "
                                 "keycloak_groups")
+    ldap = v.get("ldap") or {}
+    if ldap.get("url"):
+        _ldap_problems(ldap, problems)
     trusted = v.get("trusted")
     if not isinstance(trusted, list) or not trusted:
         problems.append("keycloak_proxy_trusted_addresses must list the gateways' addresses "
@@ -97,6 +100,30 @@ def keycloak_problems(v: dict[str, Any]) -> list[str]:
             except ValueError:
                 problems.append(f"keycloak_proxy_trusted_addresses: {a!r} is not an address")
     return problems
+
+
+def _ldap_problems(ldap: dict[str, Any], problems: list[str]) -> None:
+    u = urlsplit(str(ldap.get("url")))
+    if u.scheme != "ldaps" or not u.hostname or u.path not in ("", "/"):
+        problems.append(f"keycloak_ldap_url must be ldaps://HOST[:PORT] (got {ldap.get('url')!r}): "
+                        "the bind password and users' passwords cross the zones, only over TLS")
+    for key in ("bind_dn", "users_dn", "groups_dn"):
+        value = str(ldap.get(key) or "")
+        if "=" not in value:
+            problems.append(f"keycloak_ldap_{key} must be a DN such as "
+                            f"ou=people,dc=bank,dc=example (got {value!r})")
+    if not ldap.get("bind_password"):
+        problems.append("keycloak_ldap_bind_password is empty: put the bind account's password in "
+                        "the site's vault (SITE/secrets/keycloak/ldap-bind.password, 0600)")
+    if not ldap.get("ca_file"):
+        problems.append("keycloak_ldap_ca_file must name the CA certificate (on the controller) "
+                        "that signed the directory's certificate")
+    if not ldap.get("user_object_classes"):
+        problems.append("keycloak_ldap_user_object_classes must list the users' object classes")
+    if ldap.get("cache_policy") not in ("NO_CACHE", "DEFAULT", "EVICT_DAILY", "EVICT_WEEKLY",
+                                        "MAX_LIFESPAN"):
+        problems.append(f"keycloak_ldap_cache_policy {ldap.get('cache_policy')!r} is not one of "
+                        "Keycloak's (NO_CACHE, DEFAULT, EVICT_DAILY, EVICT_WEEKLY, MAX_LIFESPAN)")
 
 
 class FilterModule:
