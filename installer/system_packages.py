@@ -85,7 +85,10 @@ PURPOSES: dict[str, Purpose] = {
         "the test suite's own tools",
         ("docker-registry", "docker-registry"), ("skopeo", "skopeo"), ("zstd", "zstd"),
         ("nginx-light", "nginx"), ("util-linux", "unshare"), ("curl", "curl"),
-        ("openssl", "openssl"), ("git", "git")),
+        ("openssl", "openssl"), ("git", "git"),
+        # the gateway's WAF rules checked and attacked with the real module and rule set
+        ("libnginx-mod-http-modsecurity", "/usr/lib/nginx/modules/ngx_http_modsecurity_module.so"),
+        ("modsecurity-crs", "/usr/share/modsecurity-crs/rules")),
 }
 
 
