@@ -49,9 +49,11 @@ def _session(demo: dict, user: str, tmp_path) -> str:
     accounts = lab_accounts(demo["site"], [user])
     url = f"https://{_gw(demo)}/u/{user}/"
     cookies: list[dict] = []
-    browser.open_workbenches({user: url}, demo["site"] / "pki" / "ca.crt", tmp_path / "shots",
-                             accounts=accounts, cookies_out=cookies)
-    save_totp(demo["site"], accounts)
+    try:
+        browser.open_workbenches({user: url}, demo["site"] / "pki" / "ca.crt",
+                                 tmp_path / "shots", accounts=accounts, cookies_out=cookies)
+    finally:  # a TOTP set up before a later step failed is the user's from now on
+        save_totp(demo["site"], accounts)
     found = [c for c in cookies if c["name"].startswith("_airlock_session")]
     assert found, [c["name"] for c in cookies]
     return "; ".join(f"{c['name']}={c['value']}" for c in found)
@@ -181,12 +183,132 @@ def test_admin_console_answers_from_the_management_zone_only(demo) -> None:
     assert "rc=1" in probe.stdout, probe
 
 
+def _dir1(demo: dict):  # type: ignore[no-untyped-def]
+    import docker
+
+    client = docker.DockerClient(base_url=demo["state"]["engine_host"])
+    return client.containers.get(demo["state"]["containers"]["dir1"])
+
+
+def _ide(demo: dict, tmp_name: str):  # type: ignore[no-untyped-def]
+    """ide.yml, as an operator re-runs it after the directory changed."""
+    return run_playbook(REPO, "ide.yml", demo["inventory"], site=demo["site"],
+                        log_dir=demo["dir"] / tmp_name, live=False, raise_on_failure=False)
+
+
+def test_the_directory_group_decides_who_has_a_workspace(demo, tmp_path) -> None:
+    """carol is in the bank's directory (the lab's OpenLDAP) but not in ai-coders: no
+    workbench. Added to the group, she gets one at the next deploy and signs in with her
+    directory password and TOTP; taken out again, her session is refused at its next
+    refresh (Keycloak reads the group from the directory, no cache) and the next deploy
+    stops her workbench, keeping her home."""
+    from installer.lab import directory
+
+    dir1 = _dir1(demo)
+    gw = _gw(demo)
+    since = _now(demo)
+    assert _curl(demo, f"https://{gw}/u/carol/")["status"] == 404
+    directory.set_member(dir1, "carol", True)
+    try:
+        run = _ide(demo, "dir-add")
+        assert run.rc == 0, run.failures
+        ports = json.loads((demo["site"] / "workspace-ports.json").read_text())
+        assert ports["alice"] == 8101 and ports["bob"] == 8102 and "carol" in ports
+        running = lab_ssh(demo, "ide1", "docker ps --format '{{.Names}}'").stdout.split()
+        assert "code-server-carol" in running, running
+        cookie = _session(demo, "carol", tmp_path)
+        own = _curl(demo, f"https://{gw}/u/carol/", cookie=cookie)
+        assert own["status"] in (200, 302) and "/oauth2/" not in own["location"], own
+    finally:
+        directory.set_member(dir1, "carol", False)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        r = _curl(demo, f"https://{gw}/u/carol/", cookie=cookie)
+        if (r["status"] != 200 and "/oauth2/" in r["location"]) or r["status"] == 403:
+            break
+        time.sleep(3)
+    assert r["status"] == 403 or "/oauth2/start" in r["location"], r
+    run = _ide(demo, "dir-remove")
+    assert run.rc == 0, run.failures
+    running = lab_ssh(demo, "ide1", "docker ps -a --format '{{.Names}}'").stdout.split()
+    assert "code-server-carol" not in running and "code-server-alice" in running, running
+    assert lab_ssh(demo, "ide1", "test -f /srv/code-server/homes/carol.img").returncode == 0
+    assert _curl(demo, f"https://{gw}/u/carol/", cookie=cookie)["status"] == 404
+    # a second run changes nothing
+    again = _ide(demo, "dir-again")
+    assert again.rc == 0 and again.changed == 0, again.changed_tasks
+    # the admin API's use (the directory's import, by the permanent admin, from its
+    # address) and carol's login are in the audit trail
+    events = _journal(demo, "keycloak", since)
+    assert 'operationType="ACTION"' in events and "user-storage/" in events, events[-2000:]
+    assert 'type="LOGIN"' in events and 'username="carol"' in events
+
+
+def test_a_directory_name_that_is_not_a_safe_identifier_is_refused(demo) -> None:
+    """A member whose user name would be a path or a container name's trouble (o.malley):
+    the workspace list is refused, naming them, before any workbench changes."""
+    from installer.lab import directory
+
+    dir1 = _dir1(demo)
+    directory.modify(dir1, f"""dn: uid=o.malley,{directory.PEOPLE}
+changetype: add
+objectClass: inetOrgPerson
+uid: o.malley
+cn: Owen Malley
+sn: Malley
+""")
+    directory.set_member(dir1, "o.malley", True)
+    try:
+        run = _ide(demo, "dir-unsafe")
+    finally:
+        directory.set_member(dir1, "o.malley", False)
+        directory.modify(dir1, f"dn: uid=o.malley,{directory.PEOPLE}\nchangetype: delete\n")
+    assert run.rc != 0 and run.changed == 0, run.changed_tasks
+    assert "'o.malley'" in json.dumps(run.failures) and "not safe" in json.dumps(run.failures)
+
+
+def test_the_waf_refuses_attacks_at_the_gateway_and_logs_them(demo) -> None:
+    """Classic attacks through the real gateway (ModSecurity v3 + OWASP CRS, blocking) are
+    refused before any login or workbench sees them, and each refusal is a line in the
+    audit trail (syslog, tag airlock_waf) naming the rule and the client; the workbench
+    tests (test_ide) pass behind the same WAF."""
+    since = _now(demo)
+    gw = _gw(demo)
+    got = {
+        "sqli": _curl(demo, f"https://{gw}/u/alice/?id=1%27%20OR%20%271%27%3D%271"),
+        "xss": _curl(demo, f"https://{gw}/u/alice/?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E"),
+        "traversal": _curl(demo, f"https://{gw}/u/alice/?f=..%2F..%2F..%2Fetc%2Fpasswd"),
+        "scanner": _curl(demo, f"https://{gw}/u/alice/", "-A", "Nikto/2.5.0"),
+        "login-sqli": _curl(demo, f"https://{gw}/auth/realms/airlock/login-actions/authenticate",
+                            "--data-urlencode", "username=x' UNION SELECT 1,2 --",
+                            "--data-urlencode", "password=p"),
+        "oversized-header": _curl(demo, f"https://{gw}/u/alice/", "-H", "X-Fill: " + "a" * 40000),
+    }
+    assert {k: v["status"] for k, v in got.items()} == {
+        **dict.fromkeys(got, 403), "oversized-header": 400}, got
+    time.sleep(1)
+    trail = _journal(demo, "airlock_waf", since)
+    denied = [x for x in trail.splitlines() if "ModSecurity: Access denied with code 403" in x]
+    assert len(denied) >= 5 and all("[client " in x and 'request: "' in x for x in denied), \
+        trail[-3000:]
+    assert any("UNION" in x or "login-actions" in x for x in denied)
+    # the rules that matched, in full, in the WAF's JSON audit log
+    audit = lab_ssh(demo, GW, "tail -c 200000 /var/log/nginx/airlock-waf-audit.json").stdout
+    rules = {m["details"]["ruleId"][:3] for line in audit.splitlines() if line.startswith("{")
+             for m in json.loads(line)["transaction"].get("messages", [])}
+    assert {"942", "941", "930", "913"} <= rules, rules
+    # the same addresses, signed in or not, still reach the login page
+    assert _curl(demo, f"https://{gw}/u/alice/")["status"] == 302
+
+
 @pytest.mark.parametrize("extravars, message", [
     ({"airlock_controls": {"sso": False, "mfa": True}}, "MFA is a step of the SSO login"),
     ({"keycloak_otp_policy": {}}, "keycloak_otp_policy is empty"),
     ({"airlock_identity_local_users": [{"name": "../root"}]}, "is not a safe identifier"),
     ({"keycloak_gateway_url": "https://evil.example"},
      "must be served by the gateway"),
+    ({"keycloak_ldap_bind_password": "Wrong-bind-password-1"}, "cannot bind to the directory"),
+    ({"airlock_directory": {"url": "ldap://dir1:389"}}, "must be ldaps://"),
 ])
 def test_bad_identity_input_is_refused_before_anything_changes(demo, extravars, message):
     run = run_playbook(REPO, "site.yml", demo["inventory"], site=demo["site"],
