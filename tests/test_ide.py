@@ -26,6 +26,8 @@ from installer.lab import browser
 pytestmark = pytest.mark.engine
 ARTIFACTS = REPO / "out" / "test-artifacts"
 IDE = "ide1"
+# ide.yml asks Keycloak (on gw1) who is in the directory's workspace group
+IDE_RUN = "ide1:keycloak"
 
 
 def _ide(demo: dict, command: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -157,7 +159,7 @@ def test_home_survives_a_replaced_container(demo) -> None:
                 ).returncode == 0
     old = _ide(demo, "docker inspect -f '{{.Id}}' code-server-alice").stdout.strip()
     _ide(demo, "docker rm -f code-server-alice")
-    run = _play(demo, "ide.yml", limit=IDE)
+    run = _play(demo, "ide.yml", limit=IDE_RUN)
     assert run.rc == 0, run.failures
     assert "Run one container per user" in run.changed_tasks[IDE]
     new = _ide(demo, "docker inspect -f '{{.Id}}' code-server-alice").stdout.strip()
@@ -272,9 +274,18 @@ def test_adding_and_removing_a_user(demo) -> None:
                                "%{http_code}", f"https://{gw}/u/{user}/"],
                               capture_output=True, text=True, timeout=60).stdout
 
-    three = [{"name": "alice", "port": 8101}, {"name": "bob", "port": 8102},
-             {"name": "carol", "port": 8103}]
-    run = _play(demo, "ide.yml", {"airlock_ide_users": three})
+    # who has a workbench is the directory's workspace group (the lab's OpenLDAP on dir1)
+    import docker
+
+    from installer.lab import directory
+
+    dir1 = docker.DockerClient(base_url=demo["state"]["engine_host"]).containers.get(
+        demo["state"]["containers"]["dir1"])
+    directory.set_member(dir1, "carol", True)
+    try:
+        run = _play(demo, "ide.yml")
+    finally:
+        directory.set_member(dir1, "carol", False)
     assert run.rc == 0, run.failures
     assert _ide(demo, "docker inspect -f '{{.State.Running}}' code-server-carol"
                 ).stdout.strip() == "true"
@@ -286,7 +297,7 @@ def test_adding_and_removing_a_user(demo) -> None:
         time.sleep(1)
     assert status("carol") == "302"
     _ide(demo, "docker exec code-server-carol sh -c 'echo mine > /home/coder/carol.txt'")
-    run = _play(demo, "ide.yml")  # back to the inventory's two users
+    run = _play(demo, "ide.yml")  # back to the group's two members
     assert run.rc == 0, run.failures
     assert _ide(demo, "docker ps -a --format '{{.Names}}'").stdout.split().count(
         "code-server-carol") == 0
@@ -294,7 +305,7 @@ def test_adding_and_removing_a_user(demo) -> None:
     # the home is kept (not asked to remove it)
     assert _ide(demo, "cat /srv/code-server/homes/carol/carol.txt").stdout.strip() == "mine"
     # asked to: carol's home goes, the listed users' homes stay
-    run = _play(demo, "ide.yml", {"code_server_remove_homes": True}, limit=IDE)
+    run = _play(demo, "ide.yml", {"code_server_remove_homes": True}, limit=IDE_RUN)
     assert run.rc == 0, run.failures
     homes = _ide(demo, "ls /srv/code-server/homes").stdout.split()
     assert sorted(homes) == ["alice", "alice.img", "bob", "bob.img"], homes
