@@ -118,6 +118,27 @@ class _View:
         return True
 
 
+def _dies_with_us(folder: Path, envvars: dict[str, str]) -> None:
+    """Make the ansible-playbook ENVVARS' PATH finds one that ends when this process does.
+    ansible-runner starts it with SIGHUP ignored, so when airlock is killed outright
+    (SIGKILL, OOM) an orphan would go on changing hosts until its next line of output
+    fails, which a silent task (fact gathering, a long command) delays for minutes. A
+    wrapper first on PATH starts the real one through util-linux's setpriv with a
+    parent-death signal: it gets SIGTERM the moment we are gone. Left as it is where
+    setpriv is missing."""
+    path = envvars.get("PATH") or os.environ.get("PATH", "")
+    setpriv = shutil.which("setpriv")
+    real = shutil.which("ansible-playbook", path=path)
+    if not setpriv or not real:
+        return
+    bindir = folder / "bin"
+    bindir.mkdir(mode=0o700)
+    wrapper = bindir / "ansible-playbook"
+    wrapper.write_text(f'#!/bin/sh\nexec {setpriv} --pdeathsig TERM -- {real} "$@"\n')
+    wrapper.chmod(0o700)
+    envvars["PATH"] = f"{bindir}{os.pathsep}{path}"
+
+
 def run_playbook(root: Path, playbook: str, inventory: Path, *, site: Path,
                  log_dir: Path | None = None, extravars: dict[str, Any] | None = None,
                  check: bool = False,
@@ -153,6 +174,7 @@ def run_playbook(root: Path, playbook: str, inventory: Path, *, site: Path,
     pdd = tempfile.mkdtemp(prefix="airlock-run-")  # mode 0700: extra vars live here
     try:
         with view:
+            _dies_with_us(Path(pdd), envvars)
             r = ansible_runner.run(
                 private_data_dir=pdd, playbook=str(root / "playbooks" / playbook),
                 inventory=str(inventory.absolute()), extravars=extravars or {},
