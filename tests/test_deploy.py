@@ -406,5 +406,7 @@ def test_the_sites_root_of_trust_never_changes_by_accident(demo, tmp_path: Path)
     rc, doc, out = airlock_json(demo, "deploy", "--replace-trusted-ca")
     assert rc == 0, out
     assert lab_ssh(demo, "ide1", f"cat {trusted}").stdout == ca
-    rc, doc, out = airlock_json(demo, "deploy")
-    assert rc == 0 and doc["run"]["changed"] == 0, out
+    # the repair puts back the one host's trust and nothing else (that the next run then
+    # changes nothing is the idempotence the tests above check: a run costs CI minutes)
+    assert doc["run"]["changedTasks"] == {"ide1": ["Trust the site CA",
+                                                   "Update the CA store"]}, doc["run"]

@@ -4,6 +4,7 @@ full log kept per run, and the result judged from the run's own stats (never fro
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -118,23 +119,38 @@ class _View:
         return True
 
 
+_SHIM = """import ctypes, os, signal, sys
+real, parent = sys.argv[1], int(sys.argv[2])
+signal.signal(signal.SIGINT, signal.SIG_DFL)  # even where our caller ignored it
+if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT) != 0:  # PR_SET_PDEATHSIG
+    sys.exit("airlock: cannot tie ansible-playbook to this run: " + os.strerror(ctypes.get_errno()))
+if os.getppid() != parent:
+    sys.exit("airlock: the run ended before ansible-playbook started")
+os.execv(real, [real, *sys.argv[3:]])
+"""
+
+
 def _dies_with_us(folder: Path, envvars: dict[str, str]) -> None:
-    """Make the ansible-playbook ENVVARS' PATH finds one that ends when this process does.
+    """Make the ansible-playbook ENVVARS' PATH finds one that stops when this process ends.
     ansible-runner starts it with SIGHUP ignored, so when airlock is killed outright
     (SIGKILL, OOM) an orphan would go on changing hosts until its next line of output
     fails, which a silent task (fact gathering, a long command) delays for minutes. A
-    wrapper first on PATH starts the real one through util-linux's setpriv with a
-    parent-death signal: it gets SIGTERM the moment we are gone. Left as it is where
-    setpriv is missing."""
+    wrapper first on PATH gives the real one a parent-death signal. SIGINT, not SIGTERM:
+    ansible-playbook's SIGTERM handler passes the signal to the workers running at that
+    moment and returns, so between tasks it reaches none and the run carries on (seen in
+    CI: alive a minute later); SIGINT stops the workers and then the run, as Ctrl-C does.
+    Linux only; elsewhere nothing changes."""
     path = envvars.get("PATH") or os.environ.get("PATH", "")
-    setpriv = shutil.which("setpriv")
     real = shutil.which("ansible-playbook", path=path)
-    if not setpriv or not real:
+    if not real or not sys.platform.startswith("linux"):
         return
     bindir = folder / "bin"
     bindir.mkdir(mode=0o700)
+    (bindir / "ends_with_parent.py").write_text(_SHIM)
     wrapper = bindir / "ansible-playbook"
-    wrapper.write_text(f'#!/bin/sh\nexec {setpriv} --pdeathsig TERM -- {real} "$@"\n')
+    wrapper.write_text("#!/bin/sh\nexec " + " ".join(shlex.quote(x) for x in (
+        sys.executable, "-I", "-S", str(bindir / "ends_with_parent.py"), real,
+        str(os.getpid()))) + ' "$@"\n')
     wrapper.chmod(0o700)
     envvars["PATH"] = f"{bindir}{os.pathsep}{path}"
 

@@ -1,0 +1,92 @@
+"""The playbook runner without a lab: a real ansible-playbook on this machine (connection
+local), its controller killed outright, and nothing of the run left behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+from tests.conftest import REPO
+
+PLAY = """\
+- name: A run with a long silent task
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Wait quietly, as fact gathering or a long install does
+      ansible.builtin.command:
+        argv: [sh, -c, "sleep 300; : {marker}"]
+      changed_when: false
+
+    - name: Go on, as a site run does after one task
+      ansible.builtin.command:
+        argv: [sh, -c, "sleep 300; : {marker} next"]
+      changed_when: false
+"""
+
+
+def _pids_with(text: str) -> list[int]:
+    found = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit() and int(p.name) != os.getpid():
+            try:
+                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if text in cmd:
+                found.append(int(p.name))
+    return found
+
+
+def _wait(cond, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.2)
+    return cond()
+
+
+def test_a_killed_controller_leaves_no_ansible_playbook_behind(tmp_path: Path) -> None:
+    marker = f"airlock-test-{uuid.uuid4().hex}"
+    root = tmp_path / "project"
+    (root / "playbooks").mkdir(parents=True)
+    (root / "ansible.cfg").write_text("[defaults]\n")
+    (root / "playbooks" / "slow.yml").write_text(PLAY.format(marker=marker))
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text(f"here ansible_connection=local ansible_python_interpreter="
+                         f"{sys.executable}\n")
+    site = tmp_path / "site"
+    controller = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        from pathlib import Path
+        from installer.deploy.runner import run_playbook
+        run_playbook(Path({str(root)!r}), "slow.yml", Path({str(inventory)!r}),
+                     site=Path({str(site)!r}), live=False)
+        """)], cwd=REPO, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        # the task's command runs: ansible-playbook, a worker and the command are all up
+        assert _wait(lambda: _pids_with(f": {marker}") or controller.poll() is not None,
+                     60) and controller.poll() is None, \
+            f"the run did not start its task: {list((site / 'logs').glob('*/stdout'))}"
+        playbooks = _pids_with(str(root / "playbooks" / "slow.yml"))
+        assert playbooks, "no ansible-playbook found for the run"
+    finally:
+        os.killpg(controller.pid, signal.SIGKILL)  # the controller dies outright
+        controller.wait(timeout=30)
+    try:
+        assert _wait(lambda: not _pids_with(str(root / "playbooks" / "slow.yml")), 30), \
+            "ansible-playbook (or a worker of it) outlived the killed controller"
+        assert _wait(lambda: not _pids_with(f": {marker}"), 30), \
+            "the task's command outlived the killed controller"
+    finally:  # never leave them to the next test: stop what this test started, by PID
+        for pid in _pids_with(marker) + _pids_with(str(root / "playbooks" / "slow.yml")):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
