@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ACTIONS = ("block", "mask")
+LOADED: set[str] = set()  # rules files a running guardrail has loaded (one module for all)
 
 
 def rrn_valid(text: str) -> bool:
