@@ -22,7 +22,7 @@ from installer.bundle.digest import sha256_bytes, workers
 from installer.bundle.lock import Lock, lock_path_for, now_created, source_date_epoch
 from installer.bundle.meta import BUNDLE_JSON, FORMAT, SBOM, SELF_INSTALLER, SUMS, write_sums
 from installer.bundle.sbom import make_sbom
-from installer.bundle.sources import images
+from installer.bundle.sources import images, openvsx
 from installer.bundle.sources.content import Job, jobs_for
 from installer.bundle.sources.http import FetchOptions, download
 from installer.bundle.sources.packages import (
@@ -33,7 +33,7 @@ from installer.bundle.sources.packages import (
     resolve_pypi,
 )
 from installer.bundle.sources.vsix import check_engine, read_vsix
-from installer.bundle.spec import Spec
+from installer.bundle.spec import ContentEntry, Spec
 from installer.bundle.store import Layout, canonical_json, pretty_json
 from installer.console import NullProgress
 from installer.errors import SourceError, SpecError
@@ -143,9 +143,13 @@ def _pull_images(spec: Spec, store: Layout, old: Lock, new: Lock, opts: BuildOpt
 
 def _collect_content(spec: Spec, store: Layout, old: Lock, new: Lock, opts: BuildOptions,
                      progress: Any) -> list[Artifact]:
-    entries = [*spec.models, *spec.vsix, *spec.files]
+    def key_of(e: ContentEntry) -> str:
+        return f"{e.kind}/{e.name if e.kind != 'vsix' else e.source}"
+
+    entries = [openvsx.resolve(e, old.get(key_of(e), e.source), opts.fetch)
+               if e.marketplace else e for e in [*spec.models, *spec.vsix, *spec.files]]
     plan = [(entry, jobs_for(entry)) for entry in entries]
-    keys = {id(e): f"{e.kind}/{e.name if e.kind != 'vsix' else e.source}" for e in entries}
+    keys = {id(e): key_of(e) for e in entries}
     # the size each download must have: the spec's, else the one the lock recorded
     sizes: dict[Job, int] = {}
     for entry, jobs in plan:
@@ -205,6 +209,14 @@ def _collect_content(spec: Spec, store: Layout, old: Lock, new: Lock, opts: Buil
                 raise entry.at.error(f"extension {info.id} is listed twice (first at line "
                                      f"{vsix_ids[info.id.lower()]})")
             vsix_ids[info.id.lower()] = entry.at.line
+            m = entry.marketplace
+            if m and (info.id.lower(), info.version) != (m.id.lower(), m.version):
+                raise entry.at.source_error(
+                    f"{label}: the registry served {info.id} {info.version}, not {m.id} "
+                    f"{m.version}", hint="the registry is wrong or not the one you meant; "
+                    "nothing from it was kept in the bundle")
+            if m:
+                new.entries[key]["url"] = entry.remote[0].url
             name, version = info.id.lower(), info.version
             files = [StoredFile(f"{info.id}-{info.version}.vsix", files[0].digest,
                                 files[0].size)]

@@ -136,6 +136,10 @@ def _check_entry(key: str, entry: Any, error: Err) -> None:
         if type(size) is not int or size < 0:
             raise error(f"{where}.sizes[{_show(name)}] must be a whole number of bytes, "
                         f"got {_show(size)}")
+    url = entry.get("url")  # where a marketplace VSIX was found: fetched again from there
+    if url is not None and (not isinstance(url, str) or not url.startswith(("http://",
+                                                                            "https://"))):
+        raise error(f"{where}.url must be an http(s) URL, got {_show(url)}")
     if kind in CONTENT:
         return
     packages = entry.get("packages")

@@ -222,9 +222,31 @@ class RemoteFile:
     size: int | None = None  # bytes, when the spec states it (else the lock, else a cap)
 
 
+OPEN_VSX = "https://open-vsx.org"
+
+
+@dataclass(frozen=True)
+class Marketplace:
+    """A VSIX named by its id and version in an Open VSX registry (the API code-server's
+    own gallery uses): the build asks the registry where the file is and what its sha256
+    is, checks the download against it and pins both in the lock."""
+
+    id: str  # publisher.name
+    version: str
+    target: str  # a VS Code target platform; "universal" when the extension has one file
+    registry: str
+    sha256: str | None = None  # the spec's own pin, when it gives one
+
+    @property
+    def source(self) -> str:
+        at = "" if self.target == "universal" else f"@{self.target}"
+        return f"openvsx:{self.registry.rstrip('/')}/{self.id}@{self.version}{at}"
+
+
 @dataclass(frozen=True)
 class ContentEntry:
-    """A model, VSIX or plain-file entry: a local path, or remote files with their sha256."""
+    """A model, VSIX or plain-file entry: a local path, or remote files with their sha256
+    (for a VSIX, also an Open VSX id and version)."""
 
     kind: str
     name: str
@@ -234,6 +256,7 @@ class ContentEntry:
     at: Located
     source: str = ""  # as written in the spec: the lock's key for this entry's inputs
     family: str | None = None
+    marketplace: Marketplace | None = None
 
 
 @dataclass
@@ -328,6 +351,13 @@ def load(path: str | Path) -> Spec:
 
 
 def _content_entry(kind: str, ent: dict, base: Path, loc: Located) -> ContentEntry:
+    if kind == "vsix" and "marketplace" in ent:
+        return _marketplace_entry(ent, loc)
+    if kind == "vsix":
+        for key in ("version", "target_platform", "registry"):
+            if key in ent:
+                raise loc.error(f"'{key}' goes with 'marketplace' (a local or URL VSIX says "
+                                "its own version)")
     has_path, has_url, has_files = "path" in ent, "url" in ent, "files" in ent
     if has_path + has_url + has_files != 1:
         local = "folder" if kind == "model" else "file"
@@ -354,6 +384,21 @@ def _content_entry(kind: str, ent: dict, base: Path, loc: Located) -> ContentEnt
                         at=loc, family=ent.get("family"),
                         source=ent["path"] if has_path else
                         " ".join(f"{r.path}={r.url}#{r.sha256}" for r in remote))
+
+
+def _marketplace_entry(ent: dict, loc: Located) -> ContentEntry:
+    if "path" in ent or "url" in ent:
+        raise loc.error("give one of 'path', 'url' with 'sha256', or 'marketplace' with "
+                        "'version', not several")
+    if "version" not in ent:
+        raise loc.error(f"'marketplace: {ent['marketplace']}' needs the exact 'version' to "
+                        "bundle (the lock then pins its sha256)")
+    if "size" in ent:
+        raise loc.error("'size' goes with 'url' (the registry states a marketplace VSIX's)")
+    m = Marketplace(ent["marketplace"], ent["version"], ent.get("target_platform", "universal"),
+                    ent.get("registry", OPEN_VSX).rstrip("/"), ent.get("sha256"))
+    return ContentEntry(kind="vsix", name="", version=m.version, local=None, remote=(),
+                        at=loc, source=m.source, marketplace=m)
 
 
 def _size(ent: dict) -> int | None:
