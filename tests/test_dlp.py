@@ -20,6 +20,7 @@ dlp = importlib.util.module_from_spec(_spec)
 sys.modules["airlock_dlp"] = dlp
 _spec.loader.exec_module(dlp)
 RULES = dlp.compile_rules(dlp.DEFAULT_RULES)
+RRN_OK = "900101-1234568"  # check digit 8: (11 - 124 mod 11) mod 10
 
 
 def fired(text: str) -> dict:
@@ -123,3 +124,30 @@ def test_the_rules_file_check_names_the_file_and_the_rule(tmp_path: Path) -> Non
     r = subprocess.run([sys.executable, str(FILES / "airlock_dlp.py"), str(bad)],
                        capture_output=True, text=True)
     assert r.returncode == 1 and f"{bad}[0] (card): pattern does not compile" in r.stderr
+
+
+def test_a_policy_keeps_turns_off_and_retunes_the_built_in_rules() -> None:
+    rules = dlp.policy_rules({"disable": ["kr_bank_account_number"],
+                              "actions": {"kr_resident_registration_number": "mask"},
+                              "rules": [{"name": "project_codename", "pattern": "Falcon-\\d+",
+                                         "action": "block"}]})
+    names = [r["name"] for r in rules]
+    assert "kr_bank_account_number" not in names and names[-1] == "project_codename"
+    compiled = dlp.compile_rules(rules)
+    out, verdict = dlp.apply(f"RRN {RRN_OK} of Falcon-7 owner", compiled)
+    assert verdict.masked == ["kr_resident_registration_number"]
+    assert verdict.blocked == ["project_codename"]
+    assert out == "RRN [MASKED:kr_resident_registration_number] of Falcon-7 owner"
+    assert dlp.policy_rules({"builtin": False}) == []
+
+
+@pytest.mark.parametrize("policy, says", [
+    ({"disable": ["no_such_rule"]}, "disable: 'no_such_rule' is not a built-in rule"),
+    ({"actions": {"pan": "mask"}}, "actions: 'pan' is not a built-in rule"),
+    ({"builtin": False, "actions": {"private_key": "mask"}}, "(builtin is false)"),
+    ({"rule": []}, "unknown key(s) rule"),
+])
+def test_a_bad_policy_is_refused_naming_the_key(policy: dict, says: str) -> None:
+    with pytest.raises(dlp.RuleError) as e:
+        dlp.policy_rules(policy)
+    assert says in str(e.value)

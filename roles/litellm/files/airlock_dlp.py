@@ -194,10 +194,34 @@ def apply(payload: Any, rules: list[Rule], verdict: Verdict | None = None
     return payload, verdict
 
 
+def policy_rules(policy: dict[str, Any], where: str = "litellm_dlp") -> list[dict[str, Any]]:
+    """The rules a site's policy asks for: the built-in ones (unless ``builtin`` is false)
+    less those named in ``disable``, each with its action from ``actions`` where the site
+    sets one, then the site's own ``rules``. Unknown names are refused, not ignored."""
+    unknown = set(policy) - {"builtin", "disable", "actions", "rules"}
+    if unknown:
+        raise RuleError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (expected "
+                        "builtin, disable, actions, rules)")
+    builtin = {r["name"]: r for r in DEFAULT_RULES} if policy.get("builtin", True) else {}
+    for key in ("disable", "actions"):
+        for name in policy.get(key) or []:
+            if name not in builtin:
+                raise RuleError(f"{where}.{key}: {name!r} is not a built-in rule"
+                                + (" (builtin is false)" if not policy.get("builtin", True)
+                                   else f"; they are {', '.join(builtin)}"))
+    out = [{**r, "action": (policy.get("actions") or {}).get(n, r["action"])}
+           for n, r in builtin.items() if n not in (policy.get("disable") or [])]
+    return out + list(policy.get("rules") or [])
+
+
 def load_rules(path: str) -> list[Rule]:
-    """The rules file the role renders (JSON: a list of rules)."""
+    """The rules file the role renders: JSON, a policy (see ``policy_rules``) or a plain
+    list of rules."""
     with open(path, encoding="utf-8") as f:
-        return compile_rules(json.load(f), where=path)
+        data = json.load(f)
+    if isinstance(data, dict):
+        data = policy_rules(data, where=path)
+    return compile_rules(data, where=path)
 
 
 if __name__ == "__main__":  # the role's check: python3 airlock_dlp.py RULES.json
