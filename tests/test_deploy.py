@@ -116,17 +116,25 @@ def _start_deploy(demo: dict) -> tuple[subprocess.Popen, Path]:
 
 
 def _playbooks_of(run_dir: Path) -> list[int]:
-    """ansible-playbook processes still running for that run (by their private folder)."""
+    """ansible-playbook processes, its workers included, still running for that run
+    (ansible-runner gives each the run's artifact folder in its environment)."""
     pids = []
+    mark = f"AWX_ISOLATED_DATA_DIR={run_dir}\0".encode()
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
             try:
-                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                if mark in (p / "environ").read_bytes():
+                    pids.append(int(p.name))
             except OSError:
                 continue
-            if "ansible-playbook" in cmd and "site.yml" in cmd and str(REPO) in cmd:
-                pids.append(int(p.name))
     return pids
+
+
+def _gone(run_dir: Path, seconds: float = 60) -> bool:
+    deadline = time.monotonic() + seconds
+    while _playbooks_of(run_dir) and time.monotonic() < deadline:
+        time.sleep(1)
+    return not _playbooks_of(run_dir)
 
 
 def test_stopped_and_killed_deploys_finish_when_run_again(demo) -> None:
@@ -142,14 +150,13 @@ def test_stopped_and_killed_deploys_finish_when_run_again(demo) -> None:
     assert "stopped by signal 15" in json.loads(out)["error"]
     records = [json.loads(x) for x in (demo["site"] / "audit.jsonl").read_text().splitlines()]
     assert records[-1]["result"] == "canceled" and records[-1]["command"] == "deploy"
+    assert _gone(run_dir, 10), "ansible-playbook or a worker outlived the stopped deploy"
 
     proc, run_dir = _start_deploy(demo)
     os.killpg(proc.pid, signal.SIGKILL)  # the controller dies outright
     proc.communicate(timeout=60)
-    deadline = time.monotonic() + 60  # its ansible-playbook loses its terminal and ends
-    while _playbooks_of(run_dir) and time.monotonic() < deadline:
-        time.sleep(1)
-    assert not _playbooks_of(run_dir), "ansible-playbook outlived the killed deploy"
+    # its ansible-playbook gets SIGINT as its parent dies, and stops its workers
+    assert _gone(run_dir), "ansible-playbook or a worker outlived the killed deploy"
     records = [json.loads(x) for x in (demo["site"] / "audit.jsonl").read_text().splitlines()]
     assert records[-1]["result"] == "started"  # the killed run shows as never finished
 

@@ -90,3 +90,44 @@ def test_a_killed_controller_leaves_no_ansible_playbook_behind(tmp_path: Path) -
         for pid in _pids_with(marker) + _pids_with(str(root / "playbooks" / "slow.yml")):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_stopped_run_stops_its_workers_too(tmp_path: Path) -> None:
+    """A stop (Ctrl-C, SIGTERM: deploy's cancel) ends ansible-playbook and the worker
+    running a task, which lives in a session of its own: ansible-runner's own cancel
+    (SIGKILL to ansible-playbook's process group) left such workers running."""
+    marker = f"airlock-test-{uuid.uuid4().hex}"
+    root = tmp_path / "project"
+    (root / "playbooks").mkdir(parents=True)
+    (root / "ansible.cfg").write_text("[defaults]\n")
+    (root / "playbooks" / "slow.yml").write_text(PLAY.format(marker=marker))
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text(f"here ansible_connection=local ansible_python_interpreter="
+                         f"{sys.executable}\n")
+    flag = tmp_path / "stop-now"
+    controller = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import json
+        from pathlib import Path
+        from installer.deploy.runner import run_playbook
+        r = run_playbook(Path({str(root)!r}), "slow.yml", Path({str(inventory)!r}),
+                         site=Path({str(tmp_path / "site")!r}), live=False,
+                         raise_on_failure=False,
+                         cancel=lambda: Path({str(flag)!r}).exists())
+        print(json.dumps({{"status": r.status}}))
+        """)], cwd=REPO, start_new_session=True, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait(lambda: _pids_with(f": {marker}") or controller.poll() is not None,
+                     60) and controller.poll() is None, "the run did not start its task"
+        flag.write_text("")
+        out, err = controller.communicate(timeout=60)
+        assert controller.returncode == 0 and '"status": "canceled"' in out, out + err
+        assert _wait(lambda: not _pids_with(marker), 10), \
+            "a worker or its command outlived the stopped run"
+    finally:
+        if controller.poll() is None:
+            os.killpg(controller.pid, signal.SIGKILL)
+            controller.wait()
+        for pid in _pids_with(marker) + _pids_with(str(root / "playbooks" / "slow.yml")):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

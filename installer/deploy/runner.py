@@ -3,9 +3,11 @@ full log kept per run, and the result judged from the run's own stats (never fro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -155,6 +157,63 @@ def _dies_with_us(folder: Path, envvars: dict[str, str]) -> None:
     envvars["PATH"] = f"{bindir}{os.pathsep}{path}"
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is PID (Linux's /proc; none elsewhere)."""
+    out = []
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:  # field 4, after "(comm)"
+            out.append(int(d.name))
+    return out
+
+
+class _Stopper:
+    """ansible-runner's cancel_callback, made gentle. ansible-runner cancels by SIGKILLing
+    ansible-playbook's process group, but its workers each run in a session of their own:
+    they survive it, and one holding a fact-gathering result it can no longer hand over
+    blocks for ever (CI: an orphan worker still there minutes later). So a stop is first
+    what Ctrl-C does: SIGINT to ansible-playbook, which stops its workers (and their SSH
+    commands) and exits; only if it has not ended within GRACE seconds are its workers
+    SIGKILLed and ansible-runner left to kill the rest."""
+
+    GRACE = 30.0
+
+    def __init__(self, cancel: Callable[[], bool] | None) -> None:
+        self.cancel = cancel
+        self.requested_at: float | None = None
+
+    def __call__(self) -> bool:
+        if self.cancel is None or not self.cancel():
+            return False
+        playbooks = [c for c in _children(os.getpid()) if _is_playbook(c)]
+        if self.requested_at is None:
+            self.requested_at = time.monotonic()
+            for pid in playbooks:
+                _signal(pid, signal.SIGINT)
+            return not playbooks  # none found (not Linux): ansible-runner's own way
+        if time.monotonic() - self.requested_at < self.GRACE:
+            return False
+        for pid in playbooks:
+            for worker in _children(pid):
+                _signal(worker, signal.SIGKILL)
+        return True
+
+
+def _is_playbook(pid: int) -> bool:
+    try:
+        return b"ansible-playbook" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
 def run_playbook(root: Path, playbook: str, inventory: Path, *, site: Path,
                  log_dir: Path | None = None, extravars: dict[str, Any] | None = None,
                  check: bool = False,
@@ -188,6 +247,7 @@ def run_playbook(root: Path, playbook: str, inventory: Path, *, site: Path,
     view = _View(title or playbook, sys.stderr.isatty() if live is None else live)
     start = time.monotonic()
     pdd = tempfile.mkdtemp(prefix="airlock-run-")  # mode 0700: extra vars live here
+    stopper = _Stopper(cancel)
     try:
         with view:
             _dies_with_us(Path(pdd), envvars)
@@ -196,14 +256,15 @@ def run_playbook(root: Path, playbook: str, inventory: Path, *, site: Path,
                 inventory=str(inventory.absolute()), extravars=extravars or {},
                 cmdline=" ".join(cmdline) or None, envvars=envvars, quiet=True,
                 artifact_dir=str(log_dir), ident=ident, event_handler=view.event,
-                project_dir=str(root), cancel_callback=cancel,
+                project_dir=str(root), cancel_callback=stopper,
                 settings={"pexpect_timeout": 1})  # how often cancel is polled
     finally:
         shutil.rmtree(pdd, ignore_errors=True)
+    status = "canceled" if stopper.requested_at is not None else r.status
     stats = r.stats or {}
     hosts = set().union(*(stats.get(k, {}) for k in STAT_KEYS)) if stats else set()
     result = RunResult(
-        playbook, r.rc, r.status, time.monotonic() - start, log_dir / ident / "stdout",
+        playbook, r.rc, status, time.monotonic() - start, log_dir / ident / "stdout",
         {h: {k: stats.get(k, {}).get(h, 0) for k in STAT_KEYS} for h in sorted(hosts)},
         view.failures, view.changed_tasks, ident)
     if raise_on_failure and not result.ok:
@@ -211,7 +272,7 @@ def run_playbook(root: Path, playbook: str, inventory: Path, *, site: Path,
             f = result.failures[0]
             what = f"task '{f['task']}' failed on {f['host']}: {f['message'][:600]}"
         else:
-            what = f"ansible-playbook ended with {r.status} (rc {r.rc})"
+            what = f"ansible-playbook ended with {status} (rc {r.rc})"
         raise DeployError(f"{playbook}: {what}",
                           hint=f"full log: {result.log}; fix the cause and run the same "
                                "command again (every role is idempotent, so it resumes)")
