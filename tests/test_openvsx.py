@@ -86,15 +86,19 @@ def vsix_bytes(tmp: Path, publisher: str = "Continue", name: str = "continue",
                      engine).read_bytes()
 
 
+HEAD = """
+    apiVersion: airlock/v1
+    name: ext
+    version: 1
+    phase: poc
+    target: {vscode: "1.100.3"}
+    vsix:
+"""
+
+
 def spec_for(d: Path, reg: Registry, extra: str = "") -> Path:
     d.mkdir(exist_ok=True)
-    return write_spec(d, f"""
-        apiVersion: airlock/v1
-        name: ext
-        version: 1
-        phase: poc
-        target: {{vscode: "1.100.3"}}
-        vsix:
+    return write_spec(d, HEAD + f"""
           - marketplace: Continue.continue
             version: 2.0.0
             target_platform: linux-x64
@@ -167,10 +171,13 @@ def test_a_spec_pin_that_differs_from_the_registry_stops_before_downloading(
 
 def test_an_unknown_version_names_the_entry(registry_vsx: Registry, tmp_path: Path) -> None:
     registry_vsx.publish(vsix_bytes(tmp_path), version="1.9.0")
+    spec = spec_for(tmp_path / "w", registry_vsx)
     with pytest.raises(SourceError) as e:
-        build(spec_for(tmp_path / "w", registry_vsx), tmp_path / "b", BuildOptions())
-    assert "Continue.continue 2.0.0 (linux-x64) is not in" in str(e.value)
-    assert "line 7" in str(e.value) or ":7" in str(e.value), str(e.value)
+        build(spec, tmp_path / "b", BuildOptions())
+    line = 1 + next(i for i, x in enumerate(spec.read_text().splitlines())
+                    if "marketplace:" in x)
+    assert f"{spec}:{line}: vsix[0]: Continue.continue 2.0.0 (linux-x64) is not in " \
+        f"{registry_vsx.url}" in str(e.value), str(e.value)
 
 
 @pytest.mark.parametrize("answer, says", [
@@ -197,13 +204,7 @@ def test_a_hostile_registry_answer_is_refused(registry_vsx: Registry, tmp_path: 
 ])
 def test_bad_marketplace_entries_are_refused_at_their_line(tmp_path: Path, entry: str,
                                                            says: str) -> None:
-    spec = write_spec(tmp_path, f"""
-        apiVersion: airlock/v1
-        name: ext
-        version: 1
-        phase: poc
-        target: {{vscode: "1.100.3"}}
-        vsix:
+    spec = write_spec(tmp_path, HEAD + f"""
           {entry}
         """)
     with pytest.raises(SpecError) as e:

@@ -54,7 +54,8 @@ def _wait(cond, seconds: float) -> bool:
     return cond()
 
 
-def test_a_killed_controller_leaves_no_ansible_playbook_behind(tmp_path: Path) -> None:
+def _project(tmp_path: Path) -> tuple[str, Path, Path]:
+    """A project with the slow playbook, and an inventory of this machine (local)."""
     marker = f"airlock-test-{uuid.uuid4().hex}"
     root = tmp_path / "project"
     (root / "playbooks").mkdir(parents=True)
@@ -63,6 +64,11 @@ def test_a_killed_controller_leaves_no_ansible_playbook_behind(tmp_path: Path) -
     inventory = tmp_path / "hosts.ini"
     inventory.write_text(f"here ansible_connection=local ansible_python_interpreter="
                          f"{sys.executable}\n")
+    return marker, root, inventory
+
+
+def test_a_killed_controller_leaves_no_ansible_playbook_behind(tmp_path: Path) -> None:
+    marker, root, inventory = _project(tmp_path)
     site = tmp_path / "site"
     controller = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         from pathlib import Path
@@ -96,14 +102,7 @@ def test_a_stopped_run_stops_its_workers_too(tmp_path: Path) -> None:
     """A stop (Ctrl-C, SIGTERM: deploy's cancel) ends ansible-playbook and the worker
     running a task, which lives in a session of its own: ansible-runner's own cancel
     (SIGKILL to ansible-playbook's process group) left such workers running."""
-    marker = f"airlock-test-{uuid.uuid4().hex}"
-    root = tmp_path / "project"
-    (root / "playbooks").mkdir(parents=True)
-    (root / "ansible.cfg").write_text("[defaults]\n")
-    (root / "playbooks" / "slow.yml").write_text(PLAY.format(marker=marker))
-    inventory = tmp_path / "hosts.ini"
-    inventory.write_text(f"here ansible_connection=local ansible_python_interpreter="
-                         f"{sys.executable}\n")
+    marker, root, inventory = _project(tmp_path)
     flag = tmp_path / "stop-now"
     controller = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import json
