@@ -59,6 +59,9 @@ def run_bounded(args: list[str], *, mem_mib: int = 1024, timeout: float = 120,
     SIGNUM that many seconds after the start and measure how long it takes to stop."""
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (mem_mib * MiB, mem_mib * MiB))
+        # Ctrl-C as at a terminal, even where this test run was started with SIGINT
+        # ignored (a background job of a non-interactive shell)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     hwm = tempfile.NamedTemporaryFile(prefix="airlock-hwm-")  # noqa: SIM115
     full_env = {**os.environ, "MALLOC_ARENA_MAX": "2", "COLUMNS": "200",

@@ -401,7 +401,10 @@ def test_interrupted_build_leaves_nothing(tmp_path: Path) -> None:
             env = {**os.environ, "PYTHONPATH": str(REPO)}
             proc = subprocess.Popen([*AIRLOCK, "bundle", "build",
                                      str(spec), "-o", str(tmp_path / "out")], env=env,
-                                    stderr=subprocess.PIPE, text=True)
+                                    stderr=subprocess.PIPE, text=True,
+                                    # Ctrl-C as at a terminal, however this run was started
+                                    preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                                     signal.SIG_DFL))
             deadline = time.monotonic() + 30
             while not list(tmp_path.glob(".out.airlock-tmp-*/.incoming/*")):
                 assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
