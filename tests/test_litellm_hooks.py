@@ -4,7 +4,8 @@ the daily token budget, the DLP guardrail refusing or masking, the audit trail t
 user, model and rule and never a prompt, answer or key, and a broken rules file that stops
 the gateway instead of letting prompts through unchecked.
 
-The model behind the proxy here is LiteLLM's own ``mock_response`` (no model server is
+The config is the one the role renders. The model behind the proxy here is LiteLLM's own
+``mock_response`` (no model server is
 needed to test the gateway's hooks); the lab's tests run the same hooks in front of the
 real llama.cpp server. A test-only callback records what LiteLLM would send the model, so
 masking is checked on what leaves the gateway."""
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -26,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from installer.lab.localimage import cache_dir
 from tests.conftest import REPO, free_port
@@ -38,26 +41,23 @@ KEYS = {"alice": "sk-alice-" + "a" * 32, "bob": "sk-bob-" + "b" * 32,
 RRN = "900101-1234568"  # a valid resident registration number (check digit 8)
 ANSWER = "def add(a, b):\n    return a + b"
 
-CONFIG = f"""\
-model_list:
-  - model_name: chat
-    litellm_params:
-      model: openai/smollm2
-      api_base: http://127.0.0.1:9/v1
-      api_key: none
-      mock_response: {json.dumps(ANSWER)}
-general_settings:
-  master_key: os.environ/LITELLM_MASTER_KEY
-  custom_auth: airlock_litellm.authenticate
-litellm_settings:
-  callbacks: [airlock_litellm.gateway, capture.capture]
-guardrails:
-  - guardrail_name: airlock-dlp
-    litellm_params:
-      guardrail: airlock_litellm.AirlockDLP
-      mode: pre_call
-      default_on: true
-"""
+def role_config(with_guardrail: bool = True) -> str:
+    """The config the litellm role renders, with test-only changes: the model answers with
+    LiteLLM's mock_response, and a capture callback records what would be sent (so the
+    role's turn_off_message_logging, which hides messages from every callback, is off)."""
+    spec = importlib.util.spec_from_file_location(
+        "litellm_filters", REPO / "roles/litellm/filter_plugins/litellm.py")
+    filters = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(filters)
+    cfg = filters.litellm_config([{"name": "chat", "model": "smollm2",
+                                   "api_base": "http://127.0.0.1:9/v1"}])
+    cfg["model_list"][0]["litellm_params"]["mock_response"] = ANSWER
+    cfg["litellm_settings"]["callbacks"].append("capture.capture")
+    cfg["litellm_settings"]["turn_off_message_logging"] = False
+    if not with_guardrail:
+        del cfg["guardrails"]
+    return yaml.safe_dump(cfg, sort_keys=False)
+
 
 CAPTURE = """\
 import json, os
@@ -128,7 +128,7 @@ def _setup(d: Path, rules: list | None = None) -> None:
     for f in ("airlock_litellm.py", "airlock_dlp.py"):
         shutil.copy(FILES / f, d / f)
     (d / "capture.py").write_text(CAPTURE)
-    (d / "config.yaml").write_text(CONFIG)
+    (d / "config.yaml").write_text(role_config())
     sys.path.insert(0, str(FILES))
     import airlock_dlp
     sys.path.remove(str(FILES))
@@ -324,7 +324,7 @@ def test_without_the_guardrail_loaded_no_prompt_passes(proxy: dict, tmp_path: Pa
     unchecked."""
     d = tmp_path / "no-guardrail"
     _setup(d)
-    (d / "config.yaml").write_text(CONFIG.split("guardrails:")[0])
+    (d / "config.yaml").write_text(role_config(with_guardrail=False))
     port = free_port()
     proc = _start(d, proxy["python"], _env(d), port)
     try:

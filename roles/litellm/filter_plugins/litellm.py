@@ -1,0 +1,149 @@
+"""The litellm role's logic in Python: the input checked (each problem said in one
+sentence, before anything changes), LiteLLM's config, and the keys file (users by the
+SHA-256 of their key, with their limits)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "files"))
+import airlock_dlp  # the role's own rules module, as the gateway runs it
+
+LIMITS = ("rpm", "tpm", "daily_tokens", "parallel")
+PRICES = ("input_cost_per_token", "output_cost_per_token")
+MODEL_NAME = re.compile(r"^[a-z][a-z0-9._-]{0,62}$")
+USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+# model names LiteLLM's token counter would fetch a tokenizer for from the internet
+PHONES_HOME = re.compile(r"llama-?[23]|command-r|replicate", re.I)
+
+
+def _whole(value: Any) -> bool:
+    return type(value) is int and value > 0
+
+
+def litellm_problems(models: Any, users: Any, defaults: Any, dlp: Any,
+                     servers: Any = None) -> list[str]:
+    """What is wrong with the role's input. SERVERS, when given, are the inference
+    servers' origins (scheme://host:port) every model must route to."""
+    out: list[str] = []
+    if not isinstance(models, list) or not models:
+        return ["litellm_models is empty: give at least the chat model"]
+    seen: set[str] = set()
+    for i, m in enumerate(models):
+        at = f"litellm_models[{i}]"
+        if not isinstance(m, dict):
+            out.append(f"{at} must be a mapping (name, model, api_base)")
+            continue
+        name = m.get("name")
+        if not isinstance(name, str) or not MODEL_NAME.match(name):
+            out.append(f"{at}.name {name!r} must be lower-case letters, digits, . _ -")
+            continue
+        at = f"litellm_models[{i}] ({name})"
+        if name in seen:
+            out.append(f"{at}: a second model with this name")
+        seen.add(name)
+        unknown = set(m) - {"name", "model", "api_base", "api_key", *PRICES}
+        if unknown:
+            out.append(f"{at}: unknown key(s) {', '.join(sorted(unknown))}")
+        served = m.get("model")
+        if not isinstance(served, str) or not served:
+            out.append(f"{at}.model must be the name the inference server serves it under")
+        elif PHONES_HOME.search(served) or PHONES_HOME.search(name):
+            out.append(f"{at}: names with llama-2/llama-3, command-r or replicate make "
+                       "LiteLLM fetch a tokenizer from the internet; serve it under "
+                       "another name (--served-model-name)")
+        base = m.get("api_base")
+        parts = urlsplit(base) if isinstance(base, str) else None
+        if not parts or parts.scheme not in ("http", "https") or not parts.hostname \
+                or parts.path.rstrip("/") != "/v1":
+            out.append(f"{at}.api_base {base!r} must be an inference server's OpenAI API, "
+                       "http(s)://HOST:PORT/v1")
+        elif servers is not None and f"{parts.scheme}://{parts.netloc}" not in servers:
+            out.append(f"{at} is routed to {parts.scheme}://{parts.netloc}, which is no "
+                       f"inference server of this site (they are: "
+                       f"{', '.join(sorted(servers)) or 'none'})")
+        for price in PRICES:
+            if price in m and (isinstance(m[price], bool)
+                               or not isinstance(m[price], int | float) or m[price] < 0):
+                out.append(f"{at}.{price} must be a number of at least 0, got {m[price]!r}")
+    if not isinstance(defaults, dict):
+        out.append("litellm_default_limits must be a mapping of rpm, tpm, daily_tokens, "
+                   "parallel")
+        defaults = {}
+    for k in LIMITS:
+        if not _whole(defaults.get(k)):
+            out.append(f"litellm_default_limits.{k} must be a whole number above 0, got "
+                       f"{defaults.get(k)!r}")
+    if not isinstance(users, list):
+        out.append("litellm_users must be a list")
+        users = []
+    names: set[str] = set()
+    for i, u in enumerate(users):
+        name = u.get("name") if isinstance(u, dict) else None
+        at = f"litellm_users[{i}]" + (f" ({name})" if isinstance(name, str) else "")
+        if not isinstance(name, str) or not USER_NAME.match(name):
+            out.append(f"{at}: name {name!r} is not a user name")
+            continue
+        if name in names:
+            out.append(f"{at}: listed twice")
+        names.add(name)
+        key = u.get("key")
+        if not isinstance(key, str) or len(key) < 32:
+            out.append(f"{at}: key must be a secret of at least 32 characters")
+        for k in LIMITS:
+            if k in u and not _whole(u[k]):
+                out.append(f"{at}.{k} must be a whole number above 0, got {u[k]!r}")
+        unknown = set(u) - {"name", "key", *LIMITS}
+        if unknown:
+            out.append(f"{at}: unknown key(s) {', '.join(sorted(unknown))}")
+    try:
+        airlock_dlp.compile_rules(airlock_dlp.policy_rules(dlp or {}, "litellm_dlp"),
+                                  "litellm_dlp rules")
+    except airlock_dlp.RuleError as e:
+        out.append(str(e))
+    except (AttributeError, TypeError):
+        out.append("litellm_dlp must be a mapping (builtin, disable, actions, rules)")
+    return out
+
+
+def litellm_keys(users: list[dict[str, Any]], defaults: dict[str, int]) -> dict[str, Any]:
+    """The keys file: each user's key only as its SHA-256, with their limits."""
+    return {"users": {u["name"]: {"sha256": hashlib.sha256(u["key"].encode()).hexdigest(),
+                                  **{k: u.get(k, defaults[k]) for k in LIMITS}}
+                      for u in users}}
+
+
+def litellm_config(models: list[dict[str, Any]]) -> dict[str, Any]:
+    """LiteLLM's config.yaml: every model routed to its inference server (LiteLLM's
+    ``openai/`` provider serves both /v1/chat/completions and /v1/completions), airlock's
+    auth, gateway callback and DLP guardrail; no database, nothing that calls home."""
+    model_list = []
+    for m in models:
+        params = {"model": f"openai/{m['model']}", "api_base": m["api_base"],
+                  "api_key": m.get("api_key") or "none"}
+        params.update({p: m[p] for p in PRICES if p in m})
+        model_list.append({"model_name": m["name"], "litellm_params": params})
+    return {"model_list": model_list,
+            "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY",
+                                 "custom_auth": "airlock_litellm.authenticate"},
+            "litellm_settings": {"callbacks": ["airlock_litellm.gateway"],
+                                 "turn_off_message_logging": True},
+            "guardrails": [{"guardrail_name": "airlock-dlp",
+                            "litellm_params": {"guardrail": "airlock_litellm.AirlockDLP",
+                                               "mode": "pre_call", "default_on": True}}]}
+
+
+def litellm_dlp_rules(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rules the guardrail loads: the policy resolved (checked by the role first)."""
+    return airlock_dlp.policy_rules(policy or {}, "litellm_dlp")
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {"litellm_problems": litellm_problems, "litellm_keys": litellm_keys,
+                "litellm_config": litellm_config, "litellm_dlp_rules": litellm_dlp_rules}

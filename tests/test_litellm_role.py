@@ -1,0 +1,83 @@
+"""The litellm role's input checks and what it renders, without a lab: each bad input is
+one sentence naming the entry, before anything changes; the keys file holds only hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+_path = REPO / "roles" / "litellm" / "filter_plugins" / "litellm.py"
+_spec = importlib.util.spec_from_file_location("litellm_filters", _path)
+filters = importlib.util.module_from_spec(_spec)
+sys.modules["litellm_filters"] = filters
+_spec.loader.exec_module(filters)
+
+SERVERS = ["http://10.0.4.10:8000"]
+MODELS = [{"name": "chat", "model": "smollm2-135m", "api_base": "http://10.0.4.10:8000/v1"},
+          {"name": "autocomplete", "model": "smollm2-135m",
+           "api_base": "http://10.0.4.10:8000/v1"}]
+LIMITS = {"rpm": 60, "tpm": 60000, "daily_tokens": 100000, "parallel": 4}
+USERS = [{"name": "alice", "key": "k" * 40}, {"name": "bob", "key": "b" * 40, "rpm": 5}]
+
+
+def problems(models=MODELS, users=USERS, limits=LIMITS, dlp=None, servers=SERVERS):
+    return filters.litellm_problems(models, users, limits, dlp or {}, servers)
+
+
+def test_good_input_has_no_problems() -> None:
+    assert problems() == []
+
+
+@pytest.mark.parametrize("change, says", [
+    ({"models": [{**MODELS[0], "api_base": "http://10.0.4.99:8000/v1"}]},
+     "litellm_models[0] (chat) is routed to http://10.0.4.99:8000, which is no inference "
+     "server of this site (they are: http://10.0.4.10:8000)"),
+    ({"models": [{**MODELS[0], "api_base": "http://10.0.4.10:8000"}]},
+     "must be an inference server's OpenAI API, http(s)://HOST:PORT/v1"),
+    ({"models": [MODELS[0], MODELS[0]]}, "litellm_models[1] (chat): a second model"),
+    ({"models": [{**MODELS[0], "model": "meta-llama-3-8b"}]}, "fetch a tokenizer"),
+    ({"models": [{**MODELS[0], "input_cost_per_token": "cheap"}]},
+     "input_cost_per_token must be a number of at least 0, got 'cheap'"),
+    ({"models": []}, "litellm_models is empty"),
+    ({"limits": {**LIMITS, "rpm": "60"}},
+     "litellm_default_limits.rpm must be a whole number above 0, got '60'"),
+    ({"limits": {**LIMITS, "daily_tokens": 0}}, "daily_tokens must be a whole number above 0"),
+    ({"users": [{"name": "alice", "key": "k" * 40, "tpm": 1.5}]},
+     "litellm_users[0] (alice).tpm must be a whole number above 0, got 1.5"),
+    ({"users": [{"name": "alice", "key": "short"}]}, "key must be a secret of at least 32"),
+    ({"users": [USERS[0], USERS[0]]}, "litellm_users[1] (alice): listed twice"),
+    ({"users": [{"name": "Robert'); DROP", "key": "k" * 40}]}, "is not a user name"),
+    ({"dlp": {"rules": [{"name": "code", "pattern": "Falcon-(", "action": "block"}]}},
+     "(code): pattern does not compile"),
+    ({"dlp": {"actions": {"private_key": "ignore"}}}, "action 'ignore' must be one of"),
+    ({"dlp": {"disable": ["cards"]}}, "'cards' is not a built-in rule"),
+])
+def test_bad_input_is_one_sentence_naming_the_entry(change: dict, says: str) -> None:
+    got = problems(**change)
+    assert any(says in p for p in got), got
+
+
+def test_the_keys_file_holds_hashes_and_limits_never_a_key() -> None:
+    keys = filters.litellm_keys(USERS, LIMITS)
+    text = json.dumps(keys)
+    assert "k" * 40 not in text and "b" * 40 not in text
+    assert keys["users"]["alice"] == {"sha256": hashlib.sha256(b"k" * 40).hexdigest(), **LIMITS}
+    assert keys["users"]["bob"]["rpm"] == 5 and keys["users"]["bob"]["tpm"] == 60000
+
+
+def test_the_config_routes_each_model_and_loads_airlocks_hooks() -> None:
+    cfg = filters.litellm_config([{**MODELS[0], "input_cost_per_token": 1e-7}, MODELS[1]])
+    assert [m["model_name"] for m in cfg["model_list"]] == ["chat", "autocomplete"]
+    assert cfg["model_list"][0]["litellm_params"] == {
+        "model": "openai/smollm2-135m", "api_base": "http://10.0.4.10:8000/v1",
+        "api_key": "none", "input_cost_per_token": 1e-7}
+    assert cfg["general_settings"]["custom_auth"] == "airlock_litellm.authenticate"
+    assert cfg["general_settings"]["master_key"] == "os.environ/LITELLM_MASTER_KEY"
+    assert cfg["guardrails"][0]["litellm_params"]["default_on"] is True
+    assert "database_url" not in json.dumps(cfg).lower()
