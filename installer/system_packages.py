@@ -75,6 +75,9 @@ PURPOSES: dict[str, Purpose] = {
         ("libkrb5-dev", "/usr/include/krb5.h"), ("libx11-dev", "/usr/include/X11/Xlib.h"),
         ("libxkbfile-dev", "/usr/include/X11/extensions/XKBfile.h"),
         ("libsecret-1-dev", "/usr/include/libsecret-1/libsecret/secret.h")),
+    "llama-build": _purpose(
+        "compiling the lab's inference stand-in (llama.cpp, from llama-cpp-python's sdist)",
+        ("cmake", "cmake"), ("build-essential", "g++"), ("build-essential", "make")),
     "browser": _purpose(
         "opening the workbenches in a browser",
         ("chromium", "/usr/bin/chromium"), ("libnss3-tools", "certutil")),
