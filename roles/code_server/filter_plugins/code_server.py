@@ -125,18 +125,30 @@ def code_server_extension_dir(ext: str, carried: dict[str, Any], folder: str) ->
     return f"{folder}/{ext.lower()}-{carried[ext.lower()]['version']}"
 
 
-def code_server_continue_config(user: str, chat_url: str, chat_model: str,
-                                completion_url: str, completion_model: str) -> dict[str, Any]:
-    """Continue's config.yaml (schema v1, as @continuedev/config-yaml defines it): chat and
-    edit through LiteLLM's OpenAI-compatible API, autocomplete from Tabby."""
+def code_server_continue_config(user: str, llm_url: str, chat_model: str,
+                                completion_model: str, api_key: str = "",
+                                ca_file: str = "") -> dict[str, Any]:
+    """Continue's config.yaml (schema v1, as @continuedev/config-yaml defines it): chat,
+    edit and apply, and autocomplete, all through LiteLLM's OpenAI-compatible API with the
+    user's own key. Autocomplete uses the OpenAI completions endpoint
+    (useLegacyCompletionsEndpoint): Continue builds the fill-in-the-middle prompt itself,
+    which any OpenAI-compatible completion server (vLLM, llama.cpp) answers; Continue has
+    no Tabby provider. (A model name starting with "gpt" or "o" would make Continue use
+    chat completions instead: the names here are LiteLLM's, e.g. autocomplete.)"""
     models: list[dict[str, Any]] = []
-    if chat_url:
-        models.append({"name": "Chat (LiteLLM)", "provider": "openai", "model": chat_model,
-                       "apiBase": chat_url, "roles": ["chat", "edit", "apply"]})
-    if completion_url:
-        models.append({"name": "Autocomplete (Tabby)", "provider": "openai",
-                       "model": completion_model, "apiBase": completion_url,
-                       "roles": ["autocomplete"]})
+    if llm_url:
+        common: dict[str, Any] = {"provider": "openai", "apiBase": llm_url}
+        if api_key:
+            common["apiKey"] = api_key
+        if ca_file:
+            common["requestOptions"] = {"caBundlePath": ca_file}
+        models.append({"name": "Chat", **common, "model": chat_model,
+                       "roles": ["chat", "edit", "apply"]})
+        if completion_model:
+            models.append({"name": "Autocomplete", **common, "model": completion_model,
+                           "roles": ["autocomplete"], "useLegacyCompletionsEndpoint": True,
+                           "autocompleteOptions": {"debounceDelay": 250,
+                                                   "maxPromptTokens": 1024}})
     return {"name": f"airlock ({user})", "version": "1.0.0", "schema": "v1",
             "models": models,
             "context": [{"provider": p} for p in ("code", "docs", "diff", "terminal",

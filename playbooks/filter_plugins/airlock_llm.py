@@ -1,0 +1,62 @@
+"""The AI path's inventory data turned into the litellm role's input: models routed to
+their inference hosts, and one key per user kept on the controller."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import Any
+
+from ansible.errors import AnsibleFilterError
+
+SAFE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+
+
+def airlock_litellm_models(models: dict[str, Any], hostvars: Any, groups: dict[str, list],
+                           port: int) -> list[dict[str, Any]]:
+    """airlock_ai_models (name -> {model, group}) as litellm_models: each routed to the
+    first host of its group, at its zone address."""
+    out = []
+    for name, m in (models or {}).items():
+        if not isinstance(m, dict) or not m.get("model") or not m.get("group"):
+            raise AnsibleFilterError(f"airlock_ai_models.{name} needs model (the name its "
+                                     "server serves it under) and group (chat_gpu or "
+                                     "completion_gpu)")
+        hosts = groups.get(m["group"]) or []
+        if not hosts:
+            raise AnsibleFilterError(f"airlock_ai_models.{name} is routed to group "
+                                     f"{m['group']}, which has no hosts in this inventory")
+        address = hostvars[hosts[0]].get("airlock_zone_address")
+        entry = {"name": name, "model": m["model"], "api_base": f"http://{address}:{port}/v1"}
+        entry.update({k: m[k] for k in ("input_cost_per_token", "output_cost_per_token")
+                      if k in m})
+        out.append(entry)
+    return out
+
+
+def airlock_llm_users(names: list[str], site_dir: str) -> list[dict[str, str]]:
+    """Each user's LiteLLM key: SITE/secrets/litellm/users/NAME.key (0600), made the first
+    time (sk- and 43 URL-safe characters), read after that."""
+    folder = Path(site_dir) / "secrets" / "litellm" / "users"
+    out = []
+    for name in names:
+        if not isinstance(name, str) or not SAFE.match(name):
+            raise AnsibleFilterError(f"{name!r} is not a safe user name for a key file")
+        path = folder / f"{name}.key"
+        if not path.exists():
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write("sk-" + secrets.token_urlsafe(32) + "\n")
+            os.replace(tmp, path)
+        out.append({"name": name, "key": path.read_text().strip()})
+    return out
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {"airlock_litellm_models": airlock_litellm_models,
+                "airlock_llm_users": airlock_llm_users}
