@@ -187,25 +187,25 @@ def _connects(address: str, port: int) -> bool:
 
 
 def test_firewall_role_default_deny_idempotent_and_check_mode(lab, client) -> None:
-    """A listener on ai1's Tabby port answers the controller before the firewall, and not
+    """A listener on ai1's LiteLLM port answers the controller before the firewall, and not
     after it (only the IDE zone may open it); a second run changes nothing (judged from
     Ansible's run stats); --check passes and changes nothing; SSH from mgmt still works."""
     import time
 
     ai1 = client.containers.get(lab.containers["ai1"])
-    ai1.exec_run(["python3", "-m", "http.server", "8081"], detach=True)
+    ai1.exec_run(["python3", "-m", "http.server", "4000"], detach=True)
     mgmt = lab.hosts["ai1"]["mgmt_address"]
     deadline = time.monotonic() + 20
-    while not _connects(mgmt, 8081):
+    while not _connects(mgmt, 4000):
         assert time.monotonic() < deadline, "the test listener did not start"
         time.sleep(0.2)
 
     rc, stats = _playbook()
     assert rc == 0, stats
     assert all(s["changed"] > 0 and s["failures"] == 0 for s in stats.values()), stats
-    assert not _connects(mgmt, 8081)  # refused now: 8081 only from 10.0.3.0/24
+    assert not _connects(mgmt, 4000)  # refused now: 4000 only from 10.0.3.0/24
     rules = ai1.exec_run(["nft", "list", "table", "inet", "airlock"]).output.decode()
-    assert "policy drop" in rules and "ip saddr 10.0.3.0/24 tcp dport 8081 accept" in rules
+    assert "policy drop" in rules and "ip saddr 10.0.3.0/24 tcp dport 4000 accept" in rules
 
     rc, stats = _playbook()
     assert rc == 0 and all(s["changed"] == 0 for s in stats.values()), stats
@@ -377,8 +377,8 @@ def test_vlan_configuration_is_refused_on_a_kernel_without_8021q(lab) -> None:
 # here, not read from network.yml: removing a flow from the data file must fail its test.
 # A range is probed at its first port (8100: the first of the code-server users' ports).
 EXPECTED_FLOWS = [
-    ("gateway", "keycloak", 8443), ("gateway", "ide", 8100), ("ide", "completion_gpu", 8081),
-    ("ide", "llm_gateway", 4000), ("llm_gateway", "chat_gpu", 8000), ("ide", "gitlab", 443),
+    ("gateway", "keycloak", 8443), ("gateway", "ide", 8100), ("ide", "llm_gateway", 4000),
+    ("llm_gateway", "chat_gpu", 8000), ("llm_gateway", "completion_gpu", 8000), ("ide", "gitlab", 443),
     ("all", "repo", 443), ("all", "repo", 5000), ("all", "logging", 9200),
     # the bank's directory (the lab's slapd on dir1 answers on 636 itself)
     ("keycloak", "directory", 636),

@@ -44,7 +44,7 @@ def test_the_committed_model_is_valid_and_has_the_seed_zones() -> None:
         "ai": "10.0.4.0/24", "backend": "10.0.5.0/24"}
     ports = {(f.src, f.dst, f.port) for f in m.flows}
     for seed_flow in [("vde", "gateway", 443), ("gateway", "keycloak", 8443),
-                      ("gateway", "ide", "8100-8199"), ("ide", "completion_gpu", 8081),
+                      ("gateway", "ide", "8100-8199"), ("llm_gateway", "completion_gpu", 8000),
                       ("ide", "llm_gateway", 4000), ("llm_gateway", "chat_gpu", 8000),
                       ("ide", "gitlab", 443), ("all", "logging", 9200)]:
         assert seed_flow in ports  # seed 000 §4.1, every row
@@ -53,23 +53,24 @@ def test_the_committed_model_is_valid_and_has_the_seed_zones() -> None:
 def test_host_rules_follow_the_matrix() -> None:
     m = model()
     assert rules(m, "ai1", "input") == {
-        rule("tcp", 22, "10.0.1.0/24"), rule("tcp", 8081, "10.0.3.0/24"),
+        rule("tcp", 22, "10.0.1.0/24"),
         rule("tcp", 4000, "10.0.3.0/24"), rule("tcp", 8000, "10.0.4.10")}
     assert rule("tcp", 443, "10.20.0.0/16") in rules(m, "gw1", "input")
     assert rule("tcp", "8100-8199", "10.0.3.0/24") in rules(m, "gw1", "output")
     assert rule("tcp", 80, "10.20.0.0/16") in rules(m, "gw1", "input")
     assert rules(m, "repo1", "input") >= {rule("tcp", 443, "10.0.3.0/24")}
-    # nobody may open 8081 on ai1 but the IDE zone; the gateway may not reach Tabby
-    assert rule("tcp", 8081, "10.0.4.10") not in rules(m, "gw1", "output")
+    # the inference servers answer only the LLM gateway: not the IDE zone, not the gateway
+    assert rule("tcp", 8000, "10.0.3.0/24") not in rules(m, "ai1", "input")
+    assert rule("tcp", 8000, "10.0.4.10") not in rules(m, "gw1", "output")
 
 
 def test_removing_a_flow_removes_its_rules_and_its_matrix_row() -> None:
     data = copy.deepcopy(DATA)
-    data["network_flows"] = [f for f in data["network_flows"] if f["port"] != 8081]
+    data["network_flows"] = [f for f in data["network_flows"] if f["port"] != 4000]
     m = model(data)
-    assert rule("tcp", 8081, "10.0.3.0/24") not in rules(m, "ai1", "input")
-    assert rule("tcp", 8081, "10.0.4.10") not in rules(m, "ide1", "output")
-    assert "8081" not in network.matrix_markdown(m)
+    assert rule("tcp", 4000, "10.0.3.0/24") not in rules(m, "ai1", "input")
+    assert rule("tcp", 4000, "10.0.4.10") not in rules(m, "ide1", "output")
+    assert "| 4000 |" not in network.matrix_markdown(m)
 
 
 @pytest.mark.parametrize("mutate, words", [

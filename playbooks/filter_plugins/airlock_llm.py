@@ -56,7 +56,28 @@ def airlock_llm_users(names: list[str], site_dir: str) -> list[dict[str, str]]:
     return out
 
 
+def airlock_host_model(models: dict[str, Any], weights: dict[str, Any], group_names: list[str],
+                       host: str) -> dict[str, Any]:
+    """The one model this inference host serves (vLLM serves one per server): the served
+    name that airlock_ai_models routes to a group of this host, with its weights."""
+    served = sorted({m["model"] for m in (models or {}).values()
+                     if isinstance(m, dict) and m.get("group") in group_names and m.get("model")})
+    if not served:
+        raise AnsibleFilterError(f"{host} is in {', '.join(group_names)} but airlock_ai_models "
+                                 "routes no model to these groups")
+    if len(served) > 1:
+        raise AnsibleFilterError(f"{host} would serve {', '.join(served)}; one inference "
+                                 "server serves one model: give each its own host and group")
+    w = (weights or {}).get(served[0])
+    if not isinstance(w, dict) or not w.get("pack") or not w.get("version"):
+        raise AnsibleFilterError(f"airlock_ai_weights.{served[0]} needs pack and version "
+                                 "(the model artifact in the bundle that holds its weights)")
+    return {"served": served[0], **{k: str(w[k]) for k in ("pack", "version", "file")
+                                    if k in w}}
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {"airlock_litellm_models": airlock_litellm_models,
-                "airlock_llm_users": airlock_llm_users}
+                "airlock_llm_users": airlock_llm_users,
+                "airlock_host_model": airlock_host_model}

@@ -222,6 +222,27 @@ def npm_filename(name: str, version: str) -> str:
     return f"{name}/-/{name.rsplit('/', 1)[-1]}-{version}.tgz"
 
 
+NPM_CPU = {"amd64": "x64", "arm64": "arm64", "armhf": "arm", "i386": "ia32"}
+
+
+def npm_fits(info: dict[str, Any], architecture: str) -> bool:
+    """Whether a package-lock entry can install on Linux/ARCHITECTURE with glibc: its os,
+    cpu and libc lists (names, or !names to exclude). Optional packages built for other
+    platforms (sharp's darwin/win32/musl binaries) are not carried."""
+    want = {"os": "linux", "cpu": NPM_CPU.get(architecture, architecture), "libc": "glibc"}
+    for field, value in want.items():
+        listed = info.get(field)
+        if not listed:
+            continue
+        listed = [listed] if isinstance(listed, str) else list(listed)
+        if f"!{value}" in listed:
+            return False
+        positive = [x for x in listed if not str(x).startswith("!")]
+        if positive and value not in positive:
+            return False
+    return True
+
+
 def resolve_npm(entry: MirrorEntry, locked: dict[str, dict[str, str]],
                 workdir: Path) -> list[PackageFile]:
     """``locked``: {filename: {name, version, integrity, sha256}}; when given, the closure
@@ -246,7 +267,11 @@ def resolve_npm(entry: MirrorEntry, locked: dict[str, dict[str, str]],
     lock = json.loads((d / "package-lock.json").read_text())
     out: dict[str, PackageFile] = {}
     for path, info in lock.get("packages", {}).items():
-        if not path or info.get("link") or info.get("bundled") or "version" not in info:
+        # bundled dependencies come inside their parent's tarball (npm's own, for one)
+        if (not path or info.get("link") or info.get("inBundle") or info.get("bundled")
+                or "version" not in info):
+            continue
+        if info.get("optional") and not npm_fits(info, entry.architecture or "amd64"):
             continue
         name = info.get("name") or path.rsplit("node_modules/", 1)[-1]
         integrity = (info.get("integrity") or "").split()

@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ansible.errors import AnsibleFilterError
+
 # a user name becomes a container name, a folder, an fstab entry and a URL path: keep it
 # to what is safe in all four
 SAFE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
@@ -155,6 +157,20 @@ def code_server_continue_config(user: str, llm_url: str, chat_model: str,
                                                    "problems", "folder", "codebase")]}
 
 
+def code_server_sri_checksum(integrity: str) -> str:
+    """An npm integrity value (sha512-BASE64) as get_url's checksum (sha512:HEX)."""
+    import base64
+    import binascii
+
+    algo, _, b64 = str(integrity).partition("-")
+    if algo != "sha512":
+        raise AnsibleFilterError(f"npm integrity {integrity!r} is not sha512")
+    try:
+        return "sha512:" + base64.b64decode(b64, validate=True).hex()
+    except (binascii.Error, ValueError):
+        raise AnsibleFilterError(f"npm integrity {integrity!r} is not base64") from None
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {"code_server_user_problems": code_server_user_problems,
@@ -162,4 +178,5 @@ class FilterModule:
                 "code_server_vsix_files": code_server_vsix_files,
                 "code_server_extension_problems": code_server_extension_problems,
                 "code_server_extension_dir": code_server_extension_dir,
-                "code_server_continue_config": code_server_continue_config}
+                "code_server_continue_config": code_server_continue_config,
+                "code_server_sri_checksum": code_server_sri_checksum}
