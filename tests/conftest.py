@@ -231,7 +231,7 @@ def skopeo_push(source: str, dest: str, *extra: str) -> None:
 DEMO_PASS = "demo-test-passphrase"
 # Modules that use the one lab `airlock demo` makes, in the order they must run (the
 # deploy tests build on the upgrade the import tests leave behind).
-SHARED_LAB_MODULES = ("test_import.py", "test_deploy.py", "test_ide.py",
+SHARED_LAB_MODULES = ("test_import.py", "test_deploy.py", "test_ide.py", "test_ai.py",
                       "test_identity.py", "test_offline_install.py")
 _shared: dict = {}
 
@@ -302,7 +302,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     _shared["up"] = True
     try:
         proc = run_airlock("demo", "-o", str(d / "demo"), "--passphrase-env", "DEMO_PASS",
-                           timeout=1800)
+                           timeout=3000)
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
         state = json.loads((d / "lab" / "state.json").read_text())
         yield {"dir": d, "work": d / "demo", "out": proc.stdout, "state": state,

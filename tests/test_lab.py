@@ -378,8 +378,8 @@ def test_vlan_configuration_is_refused_on_a_kernel_without_8021q(lab) -> None:
 # A range is probed at its first port (8100: the first of the code-server users' ports).
 EXPECTED_FLOWS = [
     ("gateway", "keycloak", 8443), ("gateway", "ide", 8100), ("ide", "llm_gateway", 4000),
-    ("llm_gateway", "chat_gpu", 8000), ("llm_gateway", "completion_gpu", 8000), ("ide", "gitlab", 443),
-    ("all", "repo", 443), ("all", "repo", 5000), ("all", "logging", 9200),
+    ("llm_gateway", "chat_gpu", 8000), ("llm_gateway", "completion_gpu", 8000),
+    ("ide", "gitlab", 443), ("all", "repo", 443), ("all", "repo", 5000), ("all", "logging", 9200),
     # the bank's directory (the lab's slapd on dir1 answers on 636 itself)
     ("keycloak", "directory", 636),
 ]

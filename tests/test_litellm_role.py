@@ -81,3 +81,39 @@ def test_the_config_routes_each_model_and_loads_airlocks_hooks() -> None:
     assert cfg["general_settings"]["master_key"] == "os.environ/LITELLM_MASTER_KEY"
     assert cfg["guardrails"][0]["litellm_params"]["default_on"] is True
     assert "database_url" not in json.dumps(cfg).lower()
+
+
+ENGINES = {n: {"url": f"https://repo1/files/prisma/{n}", "sha256": "c" * 64}
+           for n in ("query_engine", "schema_engine")}
+
+
+def test_no_database_is_the_default_and_says_so_to_litellm() -> None:
+    assert filters.litellm_database_problems("", {}) == []
+    env = filters.litellm_env("sk-" + "m" * 40, "", "/opt/airlock/litellm/prisma")
+    assert env.splitlines() == ["LITELLM_MASTER_KEY=sk-" + "m" * 40,
+                                "DISABLE_SCHEMA_UPDATE=True"]
+
+
+def test_the_database_path_points_prisma_at_the_carried_engines() -> None:
+    url = "postgresql://litellm:pw@127.0.0.1:5432/litellm"
+    assert filters.litellm_database_problems(url, ENGINES) == []
+    env = dict(line.split("=", 1) for line in filters.litellm_env(
+        "sk-x", url, "/opt/airlock/litellm/prisma").splitlines())
+    assert env["DATABASE_URL"] == url
+    assert env["PRISMA_QUERY_ENGINE_LIBRARY"] == \
+        "/opt/airlock/litellm/prisma/libquery_engine.so.node"
+    assert env["PRISMA_SCHEMA_ENGINE_BINARY"] == "/opt/airlock/litellm/prisma/schema-engine"
+
+
+@pytest.mark.parametrize("url, engines, words", [
+    ("postgresql://db/litellm", {}, "binaries.prisma.sh"),
+    ("mysql://db/litellm", ENGINES, "postgresql:// URL"),
+    ("postgresql://db/litellm", {**ENGINES, "schema_engine": {"url": "http://x/e",
+                                                              "sha256": "c" * 64}},
+     "schema_engine needs url (https://"),
+    ("postgresql://db/litellm", {**ENGINES, "query_engine": {"url": "https://x/e",
+                                                             "sha256": "short"}},
+     "query_engine needs url"),
+])
+def test_a_database_without_prismas_engines_is_refused(url, engines, words) -> None:
+    assert any(words in p for p in filters.litellm_database_problems(url, engines))

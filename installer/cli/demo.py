@@ -23,6 +23,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import click
@@ -261,6 +262,9 @@ def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
                   f"{esc(how)} (Chromium, site CA trusted, TLS through the gateway); "
                   f"screenshot {esc(r['screenshot'])}")
 
+    out.rule("[key]15. Continue asks the model (a workbench, through LiteLLM, the user's key)")
+    ai_path(root, inventory, site, sorted(urls)[0], say=lambda m: out.print(f"  {esc(m)}"))
+
     out.rule("[key]what the lab serves")
     host = imp["repoHost"]
     out.print(esc(f"  packages and files: {imp['url']}  (apt, pypi/simple, npm, models, vsix, "
@@ -292,6 +296,42 @@ def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
                       f"zone only ({state.hosts[kc]['mgmt_address']}); user airlock-admin, "
                       f"password in {site / 'secrets' / 'keycloak' / 'admin.password'}"))
     out.print("  remove the lab:     airlock lab down")
+
+
+def ai_path(root: Path, inventory: Path, site: Path, user: str,
+            say=print) -> dict:  # type: ignore[no-untyped-def]
+    """Continue's CLI answers in USER's workbench; completion and chat latencies, direct
+    and through LiteLLM, beside seed 001's thresholds (the lab's server is a CPU stand-in)."""
+    from installer.lab import aipath
+
+    t = time.monotonic()
+    answer = aipath.continue_answer(root, inventory, site, user,
+                                    "In one sentence: what does a Python list comprehension do?")
+    say(f"{user}: Continue's CLI answered in {time.monotonic() - t:.1f} s: {answer[:400]}")
+    m = aipath.latencies(root, inventory, site, user=user, requests=10, chat_requests=3,
+                         say=say)
+    for kind, title in (("completion", "completion (16 tokens)"),
+                        ("chat", "chat (128 tokens, streamed)")):
+        th = aipath.THRESHOLDS[kind]
+        for via in ("direct", "litellm"):
+            r = m[kind][via]
+            p50, p95 = r["total_s"]["p50"], r["total_s"]["p95"]
+            ttft = r["first_token_s"]["p50"] if kind == "chat" else None
+            say(f"{title:<28} {via:<8} P50 {_ms(p50)}  P95 {_ms(p95)}"
+                + (f"  first token P50 {_ms(ttft)}" if ttft is not None else "")
+                + f"  ({r['ok']}/{r['requests']} ok)")
+        ratio = aipath.overhead(m, kind)
+        say(f"{'':<28} LiteLLM/direct P50 x{ratio:.2f}; seed 001: P95 < "
+            f"{_ms(th['p95_max_s'])} (target {_ms(th['p95_target_s'])})" if ratio else "")
+    if m.get("stand_in"):
+        say(m["stand_in"])
+    return {"answer": answer, "latencies": m}
+
+
+def _ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
 def link_lab_images(root: Path, say=print) -> None:  # type: ignore[no-untyped-def]

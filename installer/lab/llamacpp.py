@@ -105,7 +105,8 @@ def _site_packages(root: Path, whl: Path, work: Path) -> None:
                     "--no-deps", "--no-compile", "--find-links", str(wheels),
                     "--target", str(target),
                     "--python-version", "3.11", "--only-binary=:all:",
-                    "--platform", "linux_x86_64", "--platform", "manylinux_2_36_x86_64", "--platform", "manylinux_2_28_x86_64",
+                    "--platform", "linux_x86_64", "--platform", "manylinux_2_36_x86_64",
+                    "--platform", "manylinux_2_28_x86_64",
                     "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
                     "--implementation", "cp", str(whl), *SERVER_DEPS],
                    "pip install --target", image="llama.cpp")

@@ -95,6 +95,12 @@ def run(url: str, key: str, model: str, kind: str, users: int, requests: int,
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme != "http" or not parsed.hostname:
         raise SystemExit(f"--url must be http://HOST:PORT/v1, not {url!r}")
+    if model == "auto":  # the server's (first) model
+        conn = http.client.HTTPConnection(parsed.hostname, parsed.port or 80, timeout=30)
+        conn.request("GET", parsed.path.rstrip("/") + "/models",
+                     headers={"Authorization": f"Bearer {key}"} if key else {})
+        model = json.loads(conn.getresponse().read(1 << 20))["data"][0]["id"]
+        conn.close()
     if kind == "completion":
         path, stream = "/completions", False
         body: dict[str, Any] = {"model": model, "prompt": PROMPT, "max_tokens": max_tokens,

@@ -143,7 +143,49 @@ def litellm_dlp_rules(policy: dict[str, Any]) -> list[dict[str, Any]]:
     return airlock_dlp.policy_rules(policy or {}, "litellm_dlp")
 
 
+PRISMA_ENGINES = ("query_engine", "schema_engine")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def litellm_database_problems(url: Any, engines: Any) -> list[str]:
+    """The database path (spend logs in PostgreSQL) is taken only with Prisma's engines
+    carried in the bundle: otherwise Prisma fetches them from its own site at start."""
+    if not url:
+        return []
+    out = []
+    if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
+        out.append("litellm_database_url must be a postgresql:// URL")
+    if not isinstance(engines, dict) or not engines:
+        return [*out, "litellm_database_url needs litellm_prisma_engines (query_engine and "
+                      "schema_engine, each {url, sha256} from the bundle's files): without "
+                      "them Prisma downloads its engines from binaries.prisma.sh at start, "
+                      "which a closed network cannot reach, and LiteLLM stops"]
+    for name in PRISMA_ENGINES:
+        e = engines.get(name)
+        if not isinstance(e, dict) or not str(e.get("url", "")).startswith("https://") \
+                or not SHA256.match(str(e.get("sha256", ""))):
+            out.append(f"litellm_prisma_engines.{name} needs url (https://, the repo host's "
+                       "/files/) and sha256 (64 hex digits)")
+    return out
+
+
+def litellm_env(master_key: str, database_url: str, engines_dir: str) -> str:
+    """The service's secret environment (a 0600 file only systemd reads)."""
+    lines = [f"LITELLM_MASTER_KEY={master_key}"]
+    if database_url:
+        lines += [f"DATABASE_URL={database_url}",
+                  f"PRISMA_QUERY_ENGINE_LIBRARY={engines_dir}/libquery_engine.so.node",
+                  f"PRISMA_SCHEMA_ENGINE_BINARY={engines_dir}/schema-engine",
+                  "PRISMA_ENGINES_CHECKSUM_IGNORE_MISSING=1",
+                  "PRISMA_HIDE_UPDATE_MESSAGE=1", "CHECKPOINT_DISABLE=1"]
+    else:
+        lines.append("DISABLE_SCHEMA_UPDATE=True")
+    return "\n".join(lines) + "\n"
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {"litellm_problems": litellm_problems, "litellm_keys": litellm_keys,
-                "litellm_config": litellm_config, "litellm_dlp_rules": litellm_dlp_rules}
+                "litellm_config": litellm_config, "litellm_dlp_rules": litellm_dlp_rules,
+                "litellm_database_problems": litellm_database_problems,
+                "litellm_env": litellm_env}
