@@ -69,7 +69,7 @@ def test_continue_cli_answers_in_alices_workbench(demo) -> None:
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert len(r.stdout.strip()) > 3, r.stdout
     recs = [a for a in _audit(demo) if a.get("event") == "request" and a.get("user") == "alice"]
-    assert recs and recs[-1]["status"] == "success", recs[-3:]
+    assert recs and recs[-1]["status"] == "ok" and recs[-1]["completion_tokens"] > 0, recs[-3:]
 
 
 def test_chat_and_completion_return_tokens_through_litellm(demo) -> None:
@@ -138,7 +138,8 @@ def test_a_killed_litellm_is_restarted_and_healthy(demo) -> None:
     deadline = time.monotonic() + 180
     while True:
         now = _ai(demo, "systemctl show -p MainPID --value airlock-litellm").stdout.strip()
-        ready = _ai(demo, f"curl -sf {url}/health/readiness").returncode == 0
+        ready = _ai(demo, "python3 -c 'import sys, urllib.request; urllib.request.urlopen"
+                          f"(sys.argv[1], timeout=5)' {url}/health/readiness").returncode == 0
         if ready and now not in ("0", pid):
             break
         assert time.monotonic() < deadline, f"LiteLLM did not come back (pid {now})"

@@ -48,6 +48,7 @@ def test_good_input_has_no_problems() -> None:
     ({"limits": {**LIMITS, "rpm": "60"}},
      "litellm_default_limits.rpm must be a whole number above 0, got '60'"),
     ({"limits": {**LIMITS, "daily_tokens": 0}}, "daily_tokens must be a whole number above 0"),
+    ({"limits": {**LIMITS, "parallel": True}}, "parallel must be a whole number above 0"),
     ({"users": [{"name": "alice", "key": "k" * 40, "tpm": 1.5}]},
      "litellm_users[0] (alice).tpm must be a whole number above 0, got 1.5"),
     ({"users": [{"name": "alice", "key": "short"}]}, "key must be a secret of at least 32"),
@@ -85,6 +86,15 @@ def test_the_config_routes_each_model_and_loads_airlocks_hooks() -> None:
 
 ENGINES = {n: {"url": f"https://repo1/files/prisma/{n}", "sha256": "c" * 64}
            for n in ("query_engine", "schema_engine")}
+
+
+def test_numbers_from_the_inventory_are_numbers() -> None:
+    """Ansible 2.19 hands inventory integers over as int subclasses (tagged): they are
+    whole numbers (the lab's deploy found the check refusing them)."""
+    class Tagged(int):
+        pass
+
+    assert problems(limits={k: Tagged(v) for k, v in LIMITS.items()}) == []
 
 
 def test_no_database_is_the_default_and_says_so_to_litellm() -> None:

@@ -23,7 +23,9 @@ PHONES_HOME = re.compile(r"llama-?[23]|command-r|replicate", re.I)
 
 
 def _whole(value: Any) -> bool:
-    return type(value) is int and value > 0
+    # an int (Ansible 2.19 hands inventory numbers over as tagged int subclasses), never a
+    # bool or a string
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def litellm_problems(models: Any, users: Any, defaults: Any, dlp: Any,
