@@ -35,7 +35,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-i", "--inventory", type=Path, required=True)
     ap.add_argument("--site", type=Path, required=True)
-    ap.add_argument("--user", default="alice", help="whose LiteLLM key the gateway run uses")
+    ap.add_argument("--user", default=None,
+                    help="whose LiteLLM key the gateway runs use (their limits apply); "
+                         "default: the admin's (master key), so the limiter does not refuse "
+                         "the load itself")
     ap.add_argument("--users", default="1,4", help="concurrent users, a list (at most 64)")
     ap.add_argument("--requests", type=int, default=20, help="completions per run")
     ap.add_argument("--chat-requests", type=int, default=5, help="chats per run")
@@ -52,8 +55,8 @@ def main() -> int:
         json.dump(runs, sys.stdout, indent=1)
         print()
         return 0
-    print(f"engine: {runs[0]['engine']}" + (f"  ({runs[0]['stand_in']})"
-                                           if runs[0]["stand_in"] else ""))
+    print(f"engine: {runs[0]['engine']}; gateway key: {runs[0]['key']}" + (
+        f"  ({runs[0]['stand_in']})" if runs[0]["stand_in"] else ""))
     print(f"{'kind':<11}{'users':>5} {'via':<8}{'P50':>10}{'P95':>10}{'P99':>10}"
           f"{'TTFT P50':>11}{'TTFT P95':>11}  errors   gateway/direct (P50, P95)")
     for m in runs:
@@ -65,10 +68,11 @@ def main() -> int:
                 if via == "litellm":
                     ratio = "  ".join(f"x{x:.2f}" if x else "-" for x in (
                         aipath.overhead(m, kind, "p50"), aipath.overhead(m, kind, "p95")))
+                errs = ",".join(f"{k}x{v}" for k, v in sorted(r["errors"].items()))
                 print(f"{kind:<11}{m['users']:>5} {via:<8}{_ms(t['p50'])}{_ms(t['p95'])}"
                       f"{_ms(t['p99'])} {_ms(f['p50']) if kind == 'chat' else '':>10}"
                       f" {_ms(f['p95']) if kind == 'chat' else '':>10}  "
-                      f"{r['requests'] - r['ok']:>3}/{r['requests']:<4} {ratio}")
+                      f"{r['requests'] - r['ok']:>3}/{r['requests']:<4} {ratio} {errs}")
     for kind, th in aipath.THRESHOLDS.items():
         print(f"seed 001 {kind}: P95 < {th['p95_max_s'] * 1000:.0f} ms minimum, "
               f"< {th['p95_target_s'] * 1000:.0f} ms target")

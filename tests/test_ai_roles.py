@@ -150,3 +150,55 @@ def test_npm_integrity_becomes_get_urls_checksum() -> None:
     for bad in ("sha1-abc", "sha512-not*base64"):
         with pytest.raises(AnsibleFilterError):
             cs.code_server_sri_checksum(bad)
+
+
+def test_the_load_driver_counts_tokens_first_tokens_and_refusals() -> None:
+    """installer/lab/llmload.py against a loopback server that answers like an OpenAI
+    server: completions (usage), streamed chat (SSE deltas), and 429 for every fifth."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from installer.lab import llmload
+
+    seen = {"n": 0, "auth": set()}
+
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a):  # type: ignore[no-untyped-def]
+            pass
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen["n"] += 1
+            seen["auth"].add(self.headers.get("Authorization"))
+            if seen["n"] % 5 == 0:
+                self.send_response(429)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.end_headers()
+            if body.get("stream"):
+                for word in ("a", "b", "c"):
+                    chunk = {"choices": [{"delta": {"content": word}}]}
+                    self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+                self.wfile.write(b"data: [DONE]\n\n")
+            else:
+                self.wfile.write(json.dumps({"choices": [{"text": "x"}],
+                                             "usage": {"completion_tokens": 7}}).encode())
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_port}/v1"
+        r = llmload.run(url, "sk-test", "m", "completion", 2, 10, 30, 16)
+        assert (r["requests"], r["ok"], r["errors"]) == (10, 8, {"429": 2})
+        assert r["tokens"] == 56 and r["total_s"]["p95"] >= r["total_s"]["p50"] > 0
+        c = llmload.run(url, "", "m", "chat", 1, 4, 30, 16)
+        assert c["ok"] + sum(c["errors"].values()) == 4 and c["tokens"] == 3 * c["ok"]
+        assert 0 < c["first_token_s"]["p50"] <= c["total_s"]["p50"]
+        assert seen["auth"] == {"Bearer sk-test", None}
+        capped = llmload.run(url, "", "m", "completion", 1000, 1, 30, 1)
+        assert capped["users"] == llmload.MAX_USERS
+    finally:
+        srv.shutdown()
+        srv.server_close()

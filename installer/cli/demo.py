@@ -308,7 +308,7 @@ def ai_path(root: Path, inventory: Path, site: Path, user: str,
     answer = aipath.continue_answer(root, inventory, site, user,
                                     "In one sentence: what does a Python list comprehension do?")
     say(f"{user}: Continue's CLI answered in {time.monotonic() - t:.1f} s: {answer[:400]}")
-    m = aipath.latencies(root, inventory, site, user=user, requests=10, chat_requests=3,
+    m = aipath.latencies(root, inventory, site, user=user, requests=8, chat_requests=2,
                          say=say)
     for kind, title in (("completion", "completion (16 tokens)"),
                         ("chat", "chat (128 tokens, streamed)")):

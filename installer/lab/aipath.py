@@ -25,12 +25,15 @@ LOAD = Path(__file__).with_name("llmload.py")
 
 
 def user_key(site: Path, user: str) -> str:
-    path = site / "secrets" / "litellm" / "users" / f"{user}.key"
+    """USER's LiteLLM key, or with USER None the master key (the admin: no user limits)."""
+    path = (site / "secrets" / "litellm" / "users" / f"{user}.key" if user
+            else site / "secrets" / "litellm" / "master.key")
     try:
-        return path.read_text().strip()
+        key = path.read_text().strip()
     except OSError as e:
-        raise HostError(f"no LiteLLM key for {user} ({path}: {e.strerror})",
+        raise HostError(f"no LiteLLM key for {user or 'the admin'} ({path}: {e.strerror})",
                         hint="deploy first: the key is made by the AI path's play") from None
+    return key if user else "sk-" + key
 
 
 def continue_answer(root: Path, inventory: Path, site: Path, user: str, question: str
@@ -53,10 +56,8 @@ def _load(r: Remote, url: str, key: str, model: str, kind: str, users: int, requ
     args = ["--url", url, "--model", model, "--kind", kind, "--users", str(users),
             "--requests", str(requests), "--duration", str(duration),
             "--max-tokens", str(max_tokens)]
-    if key:
-        args += ["--key", key]
-    # the key travels on stdin's script line, not in the process list: read it from env
-    script = LOAD.read_bytes()
+    # the key travels in the script on stdin, never in a process list
+    script = f"import os\nos.environ['LLMLOAD_KEY'] = {key!r}\n".encode() + LOAD.read_bytes()
     rc, out, err = r.run(["sh", "-c", "exec python3 - " + " ".join(map(shlex.quote, args))],
                          check=False, stdin=script)
     if rc != 0:
@@ -64,17 +65,19 @@ def _load(r: Remote, url: str, key: str, model: str, kind: str, users: int, requ
     return json.loads(out)
 
 
-def latencies(root: Path, inventory: Path, site: Path, *, user: str, users: int = 1,
+def latencies(root: Path, inventory: Path, site: Path, *, user: str | None, users: int = 1,
               requests: int = 20, chat_requests: int = 5, duration: float = 120,
               completion_tokens: int = 16, chat_tokens: int = 128,
               say=print) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """Completion and chat, direct (inference server) and through LiteLLM, from the LLM
-    gateway host; each kind's direct run first, then the gateway's, same settings."""
+    gateway host; each kind's direct run first, then the gateway's, same settings. With
+    USER, that user's key (their limits apply); with None, the admin's (none apply)."""
     inv = inv_mod.load(inventory, root)
     gw = inv.first("llm_gateway")
     address = gw.vars.get("airlock_zone_address") or gw.address
     key = user_key(site, user)
-    out: dict[str, Any] = {"users": users, "stand_in": None, "thresholds": THRESHOLDS}
+    out: dict[str, Any] = {"users": users, "stand_in": None, "thresholds": THRESHOLDS,
+                           "key": user or "admin"}
     with Remote(gw, site) as r:
         rc, engine, _ = r.run(["docker", "inspect", "-f",
                                '{{index .Config.Labels "dev.airlock.engine"}}', "vllm"],

@@ -8,11 +8,11 @@ Usage: python3 llmload.py --url http://HOST:PORT/v1 [--key KEY] --model NAME
            [--kind completion|chat] [--users N] [--requests R] [--duration S]
 """
 
-from __future__ import annotations
 
 import argparse
 import http.client
 import json
+import os
 import statistics
 import sys
 import threading
@@ -137,9 +137,11 @@ def run(url: str, key: str, model: str, kind: str, users: int, requests: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description="Simulated Continue users against an "
+                                 "OpenAI-compatible server (bounded).")
     ap.add_argument("--url", required=True)
-    ap.add_argument("--key", default="")
+    ap.add_argument("--key", default=os.environ.get("LLMLOAD_KEY", ""),
+                    help="the API key (default: $LLMLOAD_KEY; a process list shows --key)")
     ap.add_argument("--model", required=True)
     ap.add_argument("--kind", choices=["completion", "chat"], default="completion")
     ap.add_argument("--users", type=int, default=1)
