@@ -195,3 +195,22 @@ def test_gpu_roles_on_a_host_without_a_gpu_stop_with_one_sentence(demo) -> None:
     said = json.dumps(r.failures)
     assert "ai1 has 0 NVIDIA GPU(s) on its PCI bus" in said, said[-3000:]
     assert r.stats["ai1"]["changed"] == 0, r.stats
+
+
+@pytest.mark.parametrize("extravars, words", [
+    ({"airlock_ai_weights": {"smollm2-135m-instruct": {
+        "pack": "smollm2", "version": "9.9", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}}},
+     "the served release carries no model smollm2 9.9 (it has: airlock-tiny 1.0, smollm2 "
+     "0.1.2)"),
+    ({"litellm_dlp": {"rules": [{"name": "ticket", "pattern": "TICKET-(", "action": "block"}]}},
+     "(ticket): pattern does not compile"),
+])
+def test_bad_ai_input_is_refused_before_anything_changes(demo, extravars, words) -> None:
+    """site.yml's first playbook (checks.yml) refuses it, naming it; no host changed."""
+    r = run_playbook(REPO, "checks.yml", demo["inventory"], site=demo["site"],
+                     log_dir=demo["dir"] / "ai-logs", extravars=extravars, live=False,
+                     raise_on_failure=False)
+    assert r.rc != 0
+    said = json.dumps(r.failures)
+    assert words in said, said[-3000:]
+    assert all(s["changed"] == 0 for s in r.stats.values()), r.stats
