@@ -156,22 +156,27 @@ def test_require_names_the_package(lacking: set[str], monkeypatch: pytest.Monkey
 
 
 def test_what_the_demo_needs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from installer.lab import browser, codeserver, engine
+    from installer.lab import browser, codeserver, engine, keycloak, llamacpp, oauth2proxy
 
     monkeypatch.setattr(sp.os, "geteuid", lambda: 1000)
     monkeypatch.setattr(codeserver, "problems", lambda: ["node"])
+    monkeypatch.setattr(llamacpp, "problems", lambda: ["cmake"])
+    for m in (keycloak, oauth2proxy):
+        monkeypatch.setattr(m, "problems", lambda: [])
     monkeypatch.setattr(browser, "problems", lambda: ["playwright"])
     monkeypatch.setenv("AIRLOCK_CACHE", str(tmp_path))
     monkeypatch.delenv("DOCKER_HOST", raising=False)
     assert demo_mod.needs(True) == (["reviewer"], [])
     purposes, problems = demo_mod.needs(False)
-    assert purposes == ["reviewer", "mirror", "lab", "engine", "codeserver-build", "browser"]
+    assert purposes == ["reviewer", "mirror", "lab", "engine", "codeserver-build",
+                        "llama-build", "browser"]
     assert problems == ["root, for the lab (its container engine, debootstrap)", "node",
-                        "playwright"]
+                        "cmake", "playwright"]
     # an engine that answers at DOCKER_HOST, and a code-server image already built
     monkeypatch.setenv("DOCKER_HOST", "unix:///run/x.sock")
     monkeypatch.setattr(engine, "answers", lambda host: True)
     codeserver.archive_path().write_bytes(b"")
+    llamacpp.archive_path().write_bytes(b"")
     monkeypatch.setattr(sp.os, "geteuid", lambda: 0)
     assert demo_mod.needs(False) == (["reviewer", "mirror", "lab", "browser"], ["playwright"])
 
