@@ -328,8 +328,8 @@ def _reused_demo(d: Path) -> dict:
 def lab_bundle(demo: dict, version: int, files: dict[str, Path], out: Path,
                signers: tuple[str, str]) -> Path:
     """lab vVERSION into OUT: the sample's image, readme and VSIX files, the images the demo
-    built (code-server, Keycloak, oauth2-proxy), plus FILES (name -> path); no packages, so
-    it builds offline. Signed by two of the demo's signers."""
+    built (code-server, Keycloak, oauth2-proxy, the llama.cpp stand-in) and the model it
+    serves, plus FILES (name -> path); no packages, so it builds offline. Signed by two of the demo's signers."""
     sample = REPO / "bundles" / "sample"
     extra = "".join(f"  - {{name: {n}, path: {p}}}\n" for n, p in files.items())
     spec = out.with_name(out.name + ".yaml")
@@ -343,6 +343,10 @@ images:
   - {{name: code-server, ref: "docker-archive:{sample}/build/code-server.tar", lock: false}}
   - {{name: keycloak, ref: "docker-archive:{sample}/build/keycloak.tar", lock: false}}
   - {{name: oauth2-proxy, ref: "docker-archive:{sample}/build/oauth2-proxy.tar", lock: false}}
+  - {{name: llama-cpp-server, ref: "docker-archive:{sample}/build/llama-cpp-server.tar",
+     lock: false}}
+models:
+  - {{name: smollm2, version: "0.1.2", family: llama, path: {sample}/build/smollm2}}
 vsix:
   - {{path: {sample}/build/airlock-sample.hello-0.1.0.vsix}}
   - {{path: {sample}/build/airlock-sample.unlisted-0.1.0.vsix}}
