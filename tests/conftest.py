@@ -329,7 +329,8 @@ def lab_bundle(demo: dict, version: int, files: dict[str, Path], out: Path,
                signers: tuple[str, str]) -> Path:
     """lab vVERSION into OUT: the sample's image, readme and VSIX files, the images the demo
     built (code-server, Keycloak, oauth2-proxy, the llama.cpp stand-in) and the model it
-    serves, plus FILES (name -> path); no packages, so it builds offline. Signed by two of the demo's signers."""
+    serves, plus FILES (name -> path); no packages, so it builds offline. Signed by two of
+    the demo's signers."""
     sample = REPO / "bundles" / "sample"
     extra = "".join(f"  - {{name: {n}, path: {p}}}\n" for n, p in files.items())
     spec = out.with_name(out.name + ".yaml")
