@@ -127,3 +127,25 @@ def test_the_database_path_points_prisma_at_the_carried_engines() -> None:
 ])
 def test_a_database_without_prismas_engines_is_refused(url, engines, words) -> None:
     assert any(words in p for p in filters.litellm_database_problems(url, engines))
+
+
+def test_one_instance_counts_alone_more_need_a_shared_redis() -> None:
+    assert filters.litellm_instance_problems(1, 1, {}) == []
+    for hosts, workers in ((2, 1), (1, 4)):
+        said = filters.litellm_instance_problems(hosts, workers, {})
+        assert said and "would each count the users' limits" in said[0], said
+    assert filters.litellm_instance_problems(2, 2, {"host": "llm1", "port": 6379}) == []
+    assert "needs host and port" in filters.litellm_instance_problems(
+        2, 1, {"host": "llm1", "port": "6379"})[0]
+    assert "litellm_workers" in filters.litellm_instance_problems(1, 0, {})[0]
+
+
+def test_a_shared_redis_is_in_the_config_and_fails_closed() -> None:
+    cfg = filters.litellm_config(MODELS, {"host": "llm1", "port": 6379, "password": "pw"})
+    g = cfg["general_settings"]
+    assert g["coordination_redis"] == {"host": "llm1", "port": 6379,
+                                       "password": "os.environ/AIRLOCK_REDIS_PASSWORD"}
+    assert g["fail_closed_rate_limit_enforcement"] is True
+    assert "pw" not in json.dumps(cfg)  # the password only in the 0600 environment file
+    assert "AIRLOCK_REDIS_PASSWORD=pw" in filters.litellm_env("sk-x", "", "/p", "pw")
+    assert "coordination_redis" not in filters.litellm_config(MODELS)["general_settings"]

@@ -120,19 +120,27 @@ def litellm_keys(users: list[dict[str, Any]], defaults: dict[str, int]) -> dict[
                       for u in users}}
 
 
-def litellm_config(models: list[dict[str, Any]]) -> dict[str, Any]:
+def litellm_config(models: list[dict[str, Any]], redis: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
     """LiteLLM's config.yaml: every model routed to its inference server (LiteLLM's
     ``openai/`` provider serves both /v1/chat/completions and /v1/completions), airlock's
-    auth, gateway callback and DLP guardrail; no database, nothing that calls home."""
+    auth, gateway callback and DLP guardrail; no database, nothing that calls home. With
+    REDIS (host, port), the limiter's counters are shared there (every instance sees the
+    same), and a limit Redis cannot confirm is refused (fail closed)."""
     model_list = []
     for m in models:
         params = {"model": f"openai/{m['model']}", "api_base": m["api_base"],
                   "api_key": m.get("api_key") or "none"}
         params.update({p: m[p] for p in PRICES if p in m})
         model_list.append({"model_name": m["name"], "litellm_params": params})
+    general: dict[str, Any] = {"master_key": "os.environ/LITELLM_MASTER_KEY",
+                               "custom_auth": "airlock_litellm.authenticate"}
+    if redis:
+        general["coordination_redis"] = {"host": redis["host"], "port": int(redis["port"]),
+                                         "password": "os.environ/AIRLOCK_REDIS_PASSWORD"}
+        general["fail_closed_rate_limit_enforcement"] = True
     return {"model_list": model_list,
-            "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY",
-                                 "custom_auth": "airlock_litellm.authenticate"},
+            "general_settings": general,
             "litellm_settings": {"callbacks": ["airlock_litellm.gateway"],
                                  "turn_off_message_logging": True},
             "guardrails": [{"guardrail_name": "airlock-dlp",
@@ -143,6 +151,24 @@ def litellm_config(models: list[dict[str, Any]]) -> dict[str, Any]:
 def litellm_dlp_rules(policy: dict[str, Any]) -> list[dict[str, Any]]:
     """The rules the guardrail loads: the policy resolved (checked by the role first)."""
     return airlock_dlp.policy_rules(policy or {}, "litellm_dlp")
+
+
+def litellm_instance_problems(instances: int, workers: Any, redis: Any) -> list[str]:
+    """The limiter counts in each process's memory: more than one LiteLLM process (hosts x
+    workers) needs the coordination Redis, or every limit and budget multiplies."""
+    out = []
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        return [f"litellm_workers must be a whole number above 0, got {workers!r}"]
+    if redis:
+        if not isinstance(redis, dict) or not redis.get("host") or not _whole(
+                redis.get("port")):
+            out.append("litellm_redis needs host and port (a whole number)")
+    elif instances * workers > 1:
+        out.append(f"{instances} LiteLLM host(s) x {workers} worker(s) would each count the "
+                   "users' limits and budgets on their own (in memory); give litellm_redis "
+                   "(host, port; the password from the vault) so they share one count, or "
+                   "run one instance")
+    return out
 
 
 PRISMA_ENGINES = ("query_engine", "schema_engine")
@@ -171,9 +197,12 @@ def litellm_database_problems(url: Any, engines: Any) -> list[str]:
     return out
 
 
-def litellm_env(master_key: str, database_url: str, engines_dir: str) -> str:
+def litellm_env(master_key: str, database_url: str, engines_dir: str,
+                redis_password: str = "") -> str:
     """The service's secret environment (a 0600 file only systemd reads)."""
     lines = [f"LITELLM_MASTER_KEY={master_key}"]
+    if redis_password:
+        lines.append(f"AIRLOCK_REDIS_PASSWORD={redis_password}")
     if database_url:
         lines += [f"DATABASE_URL={database_url}",
                   f"PRISMA_QUERY_ENGINE_LIBRARY={engines_dir}/libquery_engine.so.node",
@@ -190,4 +219,5 @@ class FilterModule:
         return {"litellm_problems": litellm_problems, "litellm_keys": litellm_keys,
                 "litellm_config": litellm_config, "litellm_dlp_rules": litellm_dlp_rules,
                 "litellm_database_problems": litellm_database_problems,
+                "litellm_instance_problems": litellm_instance_problems,
                 "litellm_env": litellm_env}
