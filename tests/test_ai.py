@@ -200,8 +200,7 @@ def test_gpu_roles_on_a_host_without_a_gpu_stop_with_one_sentence(demo) -> None:
 @pytest.mark.parametrize("extravars, words", [
     ({"airlock_ai_weights": {"smollm2-135m-instruct": {
         "pack": "smollm2", "version": "9.9", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}}},
-     "the served release carries no model smollm2 9.9 (it has: airlock-tiny 1.0, smollm2 "
-     "0.1.2)"),
+     "the served release carries no model smollm2 9.9 (it has: "),
     ({"litellm_dlp": {"rules": [{"name": "ticket", "pattern": "TICKET-(", "action": "block"}]}},
      "(ticket): pattern does not compile"),
 ])
@@ -213,4 +212,6 @@ def test_bad_ai_input_is_refused_before_anything_changes(demo, extravars, words)
     assert r.rc != 0
     said = json.dumps(r.failures)
     assert words in said, said[-3000:]
+    if "9.9" in words:  # and it names what the release (v1, or a later test's) does carry
+        assert "smollm2 0.1.2" in said, said[-3000:]
     assert all(s["changed"] == 0 for s in r.stats.values()), r.stats
