@@ -202,3 +202,14 @@ def test_the_load_driver_counts_tokens_first_tokens_and_refusals() -> None:
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_keys_are_made_only_for_safe_names(tmp_path: Path) -> None:
+    """An unsafe name gets no key file (the code_server role's checks refuse it by name,
+    before anything changes); a safe one gets its key once, 0600, the same after."""
+    first = llm.airlock_llm_users(["alice", "Bob;rm -rf"], str(tmp_path))
+    assert [u["name"] for u in first] == ["alice"]
+    key = tmp_path / "secrets" / "litellm" / "users" / "alice.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert llm.airlock_llm_users(["alice"], str(tmp_path)) == first
+    assert sorted(p.name for p in key.parent.iterdir()) == ["alice.key"]
