@@ -91,24 +91,24 @@ def wheel(say=print) -> Path:  # type: ignore[no-untyped-def]
     return next(out.glob("llama_cpp_python-*.whl"))
 
 
+# pip's view of the image: Debian 12's CPython 3.11 on x86-64 glibc 2.36, wheels only
+TARGET = ("--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
+          *(a for p in ("manylinux_2_36_x86_64", "manylinux_2_28_x86_64",
+                        "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+            for a in ("--platform", p)))
+
+
 def _site_packages(root: Path, whl: Path, work: Path) -> None:
     """The wheel and the server's dependencies, installed for Debian 12's Python 3.11."""
     target = root / SITE.lstrip("/")
     wheels = work / "wheels"
     localimage.run([sys.executable, "-m", "pip", "download", "-q", "-d", str(wheels),
-                    "--no-deps", "--only-binary=:all:", "--python-version", "3.11",
-                    "--platform", "manylinux_2_36_x86_64", "--platform", "manylinux_2_28_x86_64",
-                    "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
-                    "--implementation", "cp", *SERVER_DEPS], "pip download (server deps)",
+                    "--no-deps", *TARGET, *SERVER_DEPS], "pip download (server deps)",
                    image="llama.cpp")
     localimage.run([sys.executable, "-m", "pip", "install", "-q", "--no-index",
                     "--no-deps", "--no-compile", "--find-links", str(wheels),
-                    "--target", str(target),
-                    "--python-version", "3.11", "--only-binary=:all:",
-                    "--platform", "linux_x86_64", "--platform", "manylinux_2_36_x86_64",
-                    "--platform", "manylinux_2_28_x86_64",
-                    "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
-                    "--implementation", "cp", str(whl), *SERVER_DEPS],
+                    "--target", str(target), *TARGET, "--platform", "linux_x86_64",
+                    str(whl), *SERVER_DEPS],
                    "pip install --target", image="llama.cpp")
 
 
