@@ -161,7 +161,8 @@ def test_interrupted_copy_resumes_and_upgrade_lands_beside(demo) -> None:
     v2 = lab_bundle(demo, 2, {"notes": notes}, demo["dir"] / "v2", ("signer-1", "signer-2"))
     # (conftest's lab_v2 makes the same bundle for a module run on its own)
     blobs = sorted((v2 / "blobs/sha256").iterdir())
-    big = max(blobs, key=lambda p: p.stat().st_size)
+    v1 = {p.name for p in (demo["bundle"] / "blobs/sha256").iterdir()}
+    big = max((p for p in blobs if p.name not in v1), key=lambda p: p.stat().st_size)
     small = next(p for p in blobs if p != big)
     assert big.stat().st_size >= 3 << 20
     # what an interrupted copy leaves: half of a blob, one blob whole, one file damaged
@@ -174,13 +175,25 @@ def test_interrupted_copy_resumes_and_upgrade_lands_beside(demo) -> None:
                data=small.read_bytes()).returncode == 0
     assert ssh(demo, "repo1", f"printf x > {inc}/bundle.json").returncode == 0
     assert served(demo)["version"] == 1  # nothing half-imported is served
-    rc, doc, out = do_import(demo, v2)
+    # the blobs v1 has too (every image and the model) are linked from the served release
+    # on the host, not sent again; one of them damaged there (same size) is sent after all
+    shared = [p for p in blobs if p.name in v1 and p != small]
+    bad = min(shared, key=lambda p: p.stat().st_size)
+    served_bad = f"/srv/airlock/releases/lab-1/bundle/blobs/sha256/{bad.name}"
+    assert ssh(demo, "repo1", f"cat > {served_bad}",
+               data=b"x" * bad.stat().st_size).returncode == 0
+    try:
+        rc, doc, out = do_import(demo, v2)
+    finally:
+        assert ssh(demo, "repo1", f"cat > {served_bad}", data=bad.read_bytes()).returncode == 0
     assert rc == 0, out[-3000:]
     mirror = demo["site"] / "imports" / "lab-2" / "mirror"
     total = sum(p.stat().st_size for p in v2.rglob("*") if p.is_file()) + sum(
         p.stat().st_size for p in mirror.rglob("*") if p.is_file() and not p.is_symlink())
-    # the half already there and the whole blob were not sent again; the rest was
-    assert doc["bytesCopied"] == total - len(half) - small.stat().st_size, doc
+    reused = sum(p.stat().st_size for p in shared if p != bad)
+    assert reused > 1 << 30 and doc["filesFromServed"] == len(shared), doc
+    # the half already there, the whole blob and the served ones were not sent again
+    assert doc["bytesCopied"] == total - len(half) - small.stat().st_size - reused, doc
     check = ssh(demo, "repo1", "cd /srv/airlock/releases/lab-2/bundle && sha256sum -c --quiet "
                                "SHA256SUMS && test ! -e /srv/airlock/incoming/lab-2")
     assert check.returncode == 0, check.stdout + check.stderr

@@ -347,6 +347,7 @@ def import_cmd(directory: Path, inventory: Path, trust_root: Path, site: Path | 
         return
     out.print(f"[ok]imported[/] {esc(result['release'])} ({result['digest'][:19]}…) on "
               f"{esc(result['repoHost'])}: {result['filesCopied']} files copied "
-              f"({human(result['bytesCopied'])}), {result['filesKept']} already there; "
+              f"({human(result['bytesCopied'])}), {result['filesKept']} already there, "
+              f"{result['filesFromServed']} linked from the served release; "
               f"{result['run']['changed']} changes in {result['seconds']} s")
     out.print(f"  packages and files: {esc(result['url'])}   images: {esc(result['registry'])}")

@@ -239,8 +239,9 @@ def upgrade_cmd(bundle_dir: Path, inventory: Path, trust_root: Path, site: Path 
         emit_json(result)
         return
     out.print(f"[ok]imported[/] {esc(imported['release'])}: {imported['filesCopied']} files "
-              f"copied ({imported['bytesCopied']} bytes), {imported['filesFromBase']} from "
-              "the base release")
+              f"copied ({imported['bytesCopied']} bytes), "
+              f"{imported['filesFromBase'] + imported['filesFromServed']} linked on the host "
+              "from the base or served release")
     print_run(result)
 
 

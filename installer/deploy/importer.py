@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -52,7 +53,7 @@ class Item:
     size: int = 0
     sha256: str = ""
     link: str | None = None
-    from_base: bool = False  # a delta's blob: linked from the base release on the host
+    from_base: bool = False  # linked from the base release (a delta's) or the served one
 
 
 def _sha256(path: Path) -> str:
@@ -139,6 +140,7 @@ class _Sync:
         self.final = posixpath.join(repo_root, "releases", release)
         self.incoming = posixpath.join(repo_root, "incoming", release)
         self.base: str | None = None  # a delta's base release folder on the host
+        self.reusing = False  # base is the served release, for a full bundle's blobs
 
     def use_base(self, delta: dict[str, Any], name: str) -> None:
         """A delta's base must be on the host, complete, and the very bundle it names."""
@@ -262,12 +264,12 @@ def _copy(sync: _Sync, bundle: Path, stage: Path, items: list[Item], progress: A
     inc = sync.incoming
     have, links = sync.listing(inc)
     files = [i for i in items if i.link is None]
-    if any(i.from_base for i in files) and sync.base is None:
-        raise HostError("internal: a delta's files with no base release chosen")
     sized = [i for i in files if have.get(i.rel) == i.size]
     got = sync.hashes(inc, [i.rel for i in sized])
     keep = {i.rel for i in sized if got.get(i.rel) == i.sha256}
     todo = [i for i in files if i.rel not in keep]
+    if sync.base is None:  # a full bundle: blobs the served release holds are linked
+        todo = _reuse_served(sync, todo)
     # a partial copy of a bundle file (named by its content) is continued where it stopped,
     # and hashed whole when it is done; generated mirror files are always copied again
     partial = {i.rel: p if i.rel.startswith("bundle/")
@@ -284,6 +286,8 @@ def _copy(sync: _Sync, bundle: Path, stage: Path, items: list[Item], progress: A
     sftp = sync.r.sftp
     copied = 0
     linked = [i for i in todo if i.from_base]
+    if linked and sync.base is None:
+        raise HostError("internal: files to link with no base release chosen")
     if linked:  # hard links into the base release (a copy across file systems)
         sync.sh('b="$1"; i="$2"; shift 2; for r in "$@"; do '
                 'ln -f "$b/$r" "$i/$r.part" 2>/dev/null || cp -f "$b/$r" "$i/$r.part"; done',
@@ -295,15 +299,15 @@ def _copy(sync: _Sync, bundle: Path, stage: Path, items: list[Item], progress: A
         start = partial[i.rel]
         if not start and i.rel in have:
             sftp.remove(posixpath.join(inc, i.rel))
-        mode = "ab" if start else "wb"
-        with open(_local(bundle, stage, i), "rb") as src, sftp.open(dest, mode) as dst:
-            dst.set_pipelined(True)
-            src.seek(start)
-            while chunk := src.read(CHUNK):
-                dst.write(chunk)
-                copied += len(chunk)
-                progress.advance(task, len(chunk))
+        copied += _send(sftp, _local(bundle, stage, i), dest, start, progress, task)
     arrived = sync.hashes(inc, [i.rel + ".part" for i in todo])
+    if sync.reusing:  # a served blob that is not what its name says is sent after all
+        for i in linked:
+            if arrived.get(i.rel + ".part") != i.sha256:
+                sftp.remove(posixpath.join(inc, i.rel) + ".part")  # the link, not the file
+                copied += _send(sftp, _local(bundle, stage, i),
+                                posixpath.join(inc, i.rel) + ".part", 0, progress, task)
+                arrived.update(sync.hashes(inc, [i.rel + ".part"]))
     damaged = []
     for i in todo:  # whole files take their names; damaged ones are dropped
         part = posixpath.join(inc, i.rel) + ".part"
@@ -325,7 +329,44 @@ def _copy(sync: _Sync, bundle: Path, stage: Path, items: list[Item], progress: A
             sftp.symlink(i.link, path)
             made += 1
     return {"filesCopied": len(todo) - len(linked), "filesKept": len(keep),
-            "filesFromBase": len(linked), "bytesCopied": copied, "linksMade": made}
+            "filesFromBase": 0 if sync.reusing else len(linked),
+            "filesFromServed": len(linked) if sync.reusing else 0,
+            "bytesCopied": copied, "linksMade": made}
+
+
+def _send(sftp: Any, src_path: Path, dest: str, start: int, progress: Any, task: Any) -> int:
+    """SRC_PATH from byte START on to DEST on the host (appended to what is there)."""
+    sent = 0
+    with open(src_path, "rb") as src, sftp.open(dest, "ab" if start else "wb") as dst:
+        dst.set_pipelined(True)
+        src.seek(start)
+        while chunk := src.read(CHUNK):
+            dst.write(chunk)
+            sent += len(chunk)
+            progress.advance(task, len(chunk))
+    return sent
+
+
+def _reuse_served(sync: _Sync, todo: list[Item]) -> list[Item]:
+    """A full bundle's blobs (files named by their content) that the served release holds
+    at the same size are hard-linked from it on the host instead of sent again: a new
+    release of a 2 GiB site mostly repeats the last one. Each is hashed on arrival like
+    every copied file, and one that is not what its name says is sent after all."""
+    served = sync.sh('[ -d "$1" ] && readlink -f "$1" || true',
+                     posixpath.join(sync.root, "current")).strip()
+    if not served or served == sync.final:
+        return todo
+    have, _ = sync.listing(posixpath.join(served, "bundle", "blobs"))
+    out = []
+    for i in todo:
+        rel = i.rel.removeprefix("bundle/blobs/")
+        if rel != i.rel and have.get(rel) == i.size and i.size:
+            out.append(dataclasses.replace(i, from_base=True))
+        else:
+            out.append(i)
+    if any(i.from_base for i in out):
+        sync.base, sync.reusing = served, True
+    return out
 
 
 def import_bundle(root: Path, bundle: Path, inventory: Path, *, trust_root: Path,
@@ -401,7 +442,7 @@ def _import(root: Path, bundle: Path, inventory: Path, inv: inv_mod.Inventory, *
         if sync.exists(sync.final):
             _check_release_on_host(sync, items)
             copy = {"filesCopied": 0, "filesKept": len(items), "filesFromBase": 0,
-                    "bytesCopied": 0, "linksMade": 0}
+                    "filesFromServed": 0, "bytesCopied": 0, "linksMade": 0}
         else:
             copy = _copy(sync, bundle, stage, items, progress)
             marker = json.dumps({"name": meta["name"], "version": meta["version"],
