@@ -311,9 +311,12 @@ def test_the_waf_refuses_attacks_at_the_gateway_and_logs_them(demo) -> None:
     ({"airlock_directory": {"url": "ldap://dir1:389"}}, "must be ldaps://"),
 ])
 def test_bad_identity_input_is_refused_before_anything_changes(demo, extravars, message):
+    # the directory bind is tried by the keycloak role itself, on its host: the run is
+    # limited to it (the other hosts' baseline would only cost CI minutes)
+    limit = GW if "keycloak_ldap_bind_password" in extravars else None
     run = run_playbook(REPO, "site.yml", demo["inventory"], site=demo["site"],
                        log_dir=demo["dir"] / "identity-logs", extravars=extravars, live=False,
-                       raise_on_failure=False)
+                       raise_on_failure=False, limit=limit)
     assert run.rc != 0 and run.changed == 0, run.changed_tasks
     assert message in json.dumps(run.failures), run.failures
 
