@@ -12,6 +12,7 @@ Usage: python3 llmload.py --url http://HOST:PORT/v1 [--key KEY] --model NAME
 import argparse
 import http.client
 import json
+import math
 import os
 import statistics
 import sys
@@ -68,7 +69,7 @@ def percentile(values: list[float], p: float) -> float | None:
     if not values:
         return None
     s = sorted(values)
-    k = max(0, min(len(s) - 1, round(p / 100 * len(s) + 0.5) - 1))
+    k = max(0, min(len(s) - 1, math.ceil(p / 100 * len(s)) - 1))  # rank ceil(P/100 N)
     return s[k]
 
 
