@@ -196,3 +196,58 @@ def test_percentiles_are_nearest_rank() -> None:
     s = report.series(list(range(1, 101)), "ms")
     assert (s["p50"], s["p95"], s["p99"], s["count"]) == (50, 95, 99, 100)
     assert report.series([], "ms")["p95"] is None
+
+
+class _Inv:
+    def __init__(self, groups: dict[str, list[str]]) -> None:
+        self.groups = groups
+
+    def group(self, name: str) -> list[str]:
+        return self.groups.get(name, [])
+
+
+def _ctx(tmp_path: Path, phase: str = "poc", **groups: list[str]):
+    from installer.acceptance.run import Context
+
+    said: list[str] = []
+    ctx = Context(root=tmp_path, inventory=tmp_path / "hosts.yml", site=tmp_path / "site",
+                  inv=_Inv(groups), phase=phase, users=1, duration=1.0, out=tmp_path,
+                  say=said.append)
+    return ctx, said
+
+
+def test_checks_report_not_deployed_failed_and_broken_probes(tmp_path: Path) -> None:
+    from installer.acceptance.run import Check, figure, passed, run_checks
+    from installer.errors import HostError
+
+    def broken(ctx):
+        raise HostError("ide1: unreachable")
+
+    def crashes(ctx):
+        return {}["nothing"]
+
+    checks = [
+        Check("terminal", ("terminal",), ("ide",), lambda ctx: {"terminal": passed("ran")}),
+        Check("git", ("git",), ("git_server",), lambda ctx: {"git": passed()}),
+        Check("explorer", ("file_explorer",), ("ide",), broken),
+        Check("socket", ("websocket",), ("ide",), crashes),
+        Check("latency", ("completion_p95", "chat_p95"), ("llm_gateway",),
+              lambda ctx: {"completion_p95": figure("completion_p95", 180.0)}),
+        Check("dlp", ("dlp_blocks",), ("llm_gateway",), lambda ctx: {}, phase="pilot"),
+    ]
+    ctx, said = _ctx(tmp_path, ide=["ide1"], llm_gateway=["ai1"])
+    got = run_checks(ctx, checks)
+    assert got["terminal"]["status"] == PASSED and got["terminal"]["check"]["name"] == "terminal"
+    assert got["git"] == {"status": NOT_MEASURED, "detail": "not deployed: the inventory has "
+                                                            "no host in git_server"}
+    assert got["file_explorer"]["status"] == FAILED
+    assert got["file_explorer"]["detail"] == "ide1: unreachable"
+    assert got["websocket"]["status"] == FAILED and "KeyError" in got["websocket"]["detail"]
+    assert got["completion_p95"]["status"] == PASSED and got["completion_p95"]["target_met"]
+    assert got["chat_p95"]["status"] == NOT_MEASURED  # the check gave no figure for it
+    assert "dlp_blocks" not in got  # a Pilot check is not run for a PoC report
+    assert "git: not measured (no git_server host)" in said
+    doc = report.build(phase="poc", results=got, site={}, load={}, measurements={}, now=T0)
+    report.validate(doc)
+    ctx, _ = _ctx(tmp_path, "pilot", ide=["ide1"], llm_gateway=["ai1"])
+    assert run_checks(ctx, checks)["dlp_blocks"]["status"] == NOT_MEASURED

@@ -61,7 +61,7 @@ def build(*, phase: str, results: dict[str, dict[str, Any]], site: dict[str, Any
                      "target": c.target, "bound": c.bound(), "status": r["status"],
                      "value": r.get("value"), "target_met": r.get("target_met"),
                      "detail": r.get("detail", ""), "evidence": r.get("evidence"),
-                     "source": r.get("source", "probe")})
+                     "source": r.get("source", "probe"), "check": r.get("check")})
     by_id = {r["id"]: r for r in rows}
     doc = {"schema": SCHEMA_ID, "airlock": __version__,
            "generated": (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds"),
