@@ -251,3 +251,116 @@ def test_checks_report_not_deployed_failed_and_broken_probes(tmp_path: Path) -> 
     report.validate(doc)
     ctx, _ = _ctx(tmp_path, "pilot", ide=["ide1"], llm_gateway=["ai1"])
     assert run_checks(ctx, checks)["dlp_blocks"]["status"] == NOT_MEASURED
+
+
+def _tls_pair(d: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 it signed (openssl, as a site CA does)."""
+    import subprocess
+
+    def ssl_(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    ssl_("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=test site CA", "-days", "2")
+    ssl_("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+         "srv.key", "-out", "srv.csr", "-subj", "/CN=127.0.0.1")
+    (d / "ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    ssl_("x509", "-req", "-in", "srv.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+         "-CAcreateserial", "-out", "srv.crt", "-days", "2", "-extfile", "ext")
+    return d / "ca.crt", d / "srv.crt", d / "srv.key"
+
+
+def test_watch_records_samples_and_a_component_going_down(tmp_path: Path) -> None:
+    """--watch against a real HTTPS server on loopback (TLS checked against its CA): up
+    while it answers below 500, down when it answers 503 or is gone."""
+    import http.server
+    import ssl
+    import threading
+
+    from installer.acceptance import acceptance as acc
+
+    ca, crt, key = _tls_pair(tmp_path)
+    site = tmp_path / "site"
+    (site / "pki").mkdir(parents=True)
+    (site / "pki" / "ca.crt").write_bytes(ca.read_bytes())
+    state = {"status": 302}
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(state["status"])
+            self.send_header("Location", "/auth/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(crt, key)
+    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{httpd.server_address[1]}/u/alice/"
+    try:
+        path = acc.watch(tmp_path, tmp_path / "hosts.yml", site=site, interval=5, rounds=1,
+                         say=lambda m: None, endpoints={"workbench:alice": url})
+        state["status"] = 503
+        acc.watch(tmp_path, tmp_path / "hosts.yml", site=site, interval=5, rounds=1,
+                  say=lambda m: None, endpoints={"workbench:alice": url})
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    acc.watch(tmp_path, tmp_path / "hosts.yml", site=site, interval=5, rounds=1,
+              say=lambda m: None, endpoints={"workbench:alice": url})
+    samples = availability.load(path)
+    states = [s["components"]["workbench:alice"] for s in samples]
+    assert [s["ok"] for s in states] == [True, False, False], states
+    assert states[0]["detail"].startswith("302") and states[1]["detail"].startswith("503")
+    assert "ConnectionRefused" in states[2]["detail"] or "URLError" in states[2]["detail"]
+    with pytest.raises(UsageError):
+        acc.watch(tmp_path, tmp_path / "hosts.yml", site=site, interval=1, rounds=1,
+                  endpoints={"x": url})
+
+
+def test_acceptance_writes_the_report_and_one_audit_record(tmp_path: Path) -> None:
+    """The whole command on the PoC inventory with stand-in checks (the lab's real probes
+    are tests/test_acceptance.py): report files, verdict, the audit record; a bad survey
+    stops it before any check runs."""
+    from installer.acceptance import acceptance as acc
+    from installer.acceptance.run import Check, passed
+    from installer.deploy.audit import AuditLog
+
+    repo = Path(__file__).resolve().parents[1]
+    ran: list[str] = []
+
+    def ok(ctx):
+        ran.append("ok")
+        return {"extensions": passed("3 installed")}
+
+    checks = [Check("extensions", ("extensions",), ("ide",), ok)]
+    site = tmp_path / "site"
+    bad = _csv(tmp_path, "item,value\nsatisfaction,9\n")
+    with pytest.raises(UsageError):
+        acc.acceptance(repo, repo / "inventories/poc/hosts.yml", site=site, survey_csv=bad,
+                       checks=checks, say=lambda m: None)
+    assert ran == []
+    good = _csv(tmp_path, "item,value\nsatisfaction,4.1\n")
+    doc = acc.acceptance(repo, repo / "inventories/poc/hosts.yml", site=site,
+                         survey_csv=good, checks=checks, out=tmp_path / "r",
+                         say=lambda m: None, now=T0)
+    assert ran == ["ok"] and doc["phase"] == "poc"
+    rows = {r["id"]: r for r in doc["criteria"]}
+    assert rows["extensions"]["status"] == PASSED
+    assert rows["satisfaction_poc"]["status"] == PASSED and rows["satisfaction_poc"][
+        "source"] == "survey"
+    assert doc["verdicts"][0]["verdict"] == "NO-GO"  # completion and Continue: not measured
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["report.html", "report.json",
+                                                                  "report.md"]
+    records = [json.loads(x) for x in (site / "audit.jsonl").read_text().splitlines()]
+    assert records[-1]["command"] == "acceptance" and records[-1]["result"] == "ok"
+    assert records[-1]["verdicts"] == {"poc": "NO-GO"}
+    assert AuditLog(site).verify()["ok"]
+    with pytest.raises(UsageError) as e:
+        acc.acceptance(repo, repo / "inventories/poc/hosts.yml", site=site, phase="production",
+                       checks=checks, say=lambda m: None)
+    assert "acceptance judges the PoC and the Pilot" in str(e.value)

@@ -117,7 +117,7 @@ def emit_json(doc: Any) -> None:
 
 
 def register() -> None:
-    from installer.cli import bundle, demo, deploy, hosts, keys, lab, mirror, network
+    from installer.cli import acceptance, bundle, demo, deploy, hosts, keys, lab, mirror, network
 
     main.add_command(bundle.bundle)
     main.add_command(keys.keys_group)
@@ -126,6 +126,7 @@ def register() -> None:
     main.add_command(network.network_group)
     main.add_command(hosts.hosts_group)
     main.add_command(demo.demo)
+    main.add_command(acceptance.acceptance_cmd)
     for cmd in (deploy.plan_cmd, deploy.preflight_cmd, deploy.deploy_cmd, deploy.upgrade_cmd,
                 deploy.status_cmd, deploy.audit_group):
         main.add_command(cmd)

@@ -24,6 +24,7 @@ from typing import Any
 MAX_USERS = 64
 MAX_DURATION_S = 600.0
 PROMPT = "def fibonacci(n):\n    "
+SAMPLES = 5000  # latencies returned per run, at most
 QUESTION = "In one sentence: what does a Python list comprehension do?"
 
 
@@ -86,7 +87,9 @@ def summary(results: list[dict[str, Any]], wall: float) -> dict[str, Any]:
             "wall_s": wall, "tokens": sum(r.get("tokens", 0) for r in ok),
             "total_s": {f"p{p}": percentile(totals, p) for p in (50, 95, 99)},
             "first_token_s": {f"p{p}": percentile(firsts, p) for p in (50, 95, 99)},
-            "mean_s": statistics.fmean(totals) if totals else None}
+            "mean_s": statistics.fmean(totals) if totals else None,
+            # the raw figures, for a histogram (bounded)
+            "samples": totals[:SAMPLES], "first_samples": firsts[:SAMPLES]}
 
 
 def run(url: str, key: str, model: str, kind: str, users: int, requests: int,
