@@ -65,7 +65,7 @@ CRITERIA: tuple[Criterion, ...] = (
     Criterion("websocket", "poc", "functional",
               "the WebSocket through the proxy stays up across a reconnect", "§2.4"),
     Criterion("extensions", "poc", "functional",
-              "the whitelisted extensions are installed (Continue among them)", "§2.4"),
+              "the extensions the inventory names are installed in each workbench", "§2.4"),
     Criterion("continue_chat", "poc", "functional",
               "Continue answers a chat question (its CLI, the user's config and key)",
               "§2.1, §2.4"),

@@ -330,7 +330,78 @@ def latency(ctx: Context) -> dict[str, Result]:
                                  f"{errors} of {requests} requests failed")}
 
 
+EXTENSIONS_DIR = "/opt/airlock/extensions"
+
+
+def _listed(r: Remote, user: str) -> list[str]:
+    rc, out, err = r.run(["docker", "exec", f"code-server-{user}", "code-server",
+                          "--extensions-dir", EXTENSIONS_DIR, "--list-extensions"], check=False)
+    if rc != 0:
+        raise HostError(f"code-server in {user}'s workbench cannot list its extensions "
+                        f"({rc}): {err.strip()[-300:]}")
+    return sorted(x.strip().lower() for x in out.split() if x.strip())
+
+
+def extensions(ctx: Context) -> dict[str, Result]:
+    """Every extension the inventory asks for is installed in each user's workbench."""
+    wanted = sorted(str(x).lower() for x in ctx.inv.var("airlock_ide_extensions", []) or [])
+    seen = {}
+    with Remote(ctx.inv.first("ide"), ctx.site) as r:
+        for u in _users(ctx):
+            seen[u["name"]] = _listed(r, u["name"])
+    missing = {u: sorted(set(wanted) - set(got)) for u, got in seen.items()
+               if set(wanted) - set(got)}
+    if not seen:
+        return {"extensions": failed("the inventory names no IDE user")}
+    if missing:
+        return {"extensions": failed(f"missing: {missing}", installed=seen)}
+    return {"extensions": passed(f"{len(wanted)} extension(s) in {len(seen)} workbench(es)",
+                                 installed=seen)}
+
+
+PROBE_VSIX = "/home/coder/.airlock-acceptance-probe.vsix"  # in the user's own home
+
+
+def extension_whitelist(ctx: Context) -> dict[str, Result]:
+    """A user installs a VSIX that no whitelist has (made here, harmless) into the
+    workbench's extensions folder: refused, the listing unchanged, no marketplace."""
+    import tempfile
+
+    from installer.lab.fixtures import make_vsix
+
+    user = _first_user(ctx)
+    with tempfile.TemporaryDirectory(prefix="airlock-probe-") as tmp:
+        vsix = make_vsix(Path(tmp) / "probe.vsix", "airlock-acceptance", "not-whitelisted",
+                         "0.0.1", "^1.80.0").read_bytes()
+    name = "airlock-acceptance.not-whitelisted"
+    box = f"code-server-{user}"
+    with Remote(ctx.inv.first("ide"), ctx.site) as r:
+        before = _listed(r, user)
+        r.run(["docker", "exec", "-i", box, "sh", "-c", f"cat > {PROBE_VSIX}"], stdin=vsix)
+        try:
+            rc, out, err = r.run(["docker", "exec", box, "code-server", "--extensions-dir",
+                                  EXTENSIONS_DIR, "--install-extension", PROBE_VSIX],
+                                 check=False)
+            _, gallery, _ = r.run(["docker", "exec", box, "printenv", "EXTENSIONS_GALLERY"],
+                                  check=False)
+            after = _listed(r, user)
+        finally:
+            r.run(["docker", "exec", box, "rm", "-f", PROBE_VSIX], check=False)
+    evidence = {"install": {"rc": rc, "said": (out + err)[-300:]}, "gallery": gallery.strip()}
+    if name in after or after != before:
+        return {"extension_whitelist": failed(
+            f"{user} installed {name}, which no whitelist names", **evidence)}
+    if gallery.strip() != "{}":
+        return {"extension_whitelist": failed(
+            "the workbench has an extension marketplace configured", **evidence)}
+    return {"extension_whitelist": passed(
+        f"{user}'s install of an unlisted VSIX refused; no marketplace", **evidence)}
+
+
 CHECKS = (
+    Check("extensions installed", ("extensions",), ("ide",), extensions),
+    Check("extension whitelist", ("extension_whitelist",), ("ide",), extension_whitelist,
+          "pilot"),
     Check("Continue answers and completes", ("continue_chat", "continue_completion"),
           ("ide", "llm_gateway"), continue_checks),
     Check("latency under load", ("completion_p95", "chat_p95", "error_rate"),
