@@ -23,7 +23,8 @@ MAX_USERS, MAX_DURATION = 500, 3600.0
 
 def acceptance(root: Path, inventory: Path, *, site: Path, phase: str | None = None,
                users: int | None = None, duration: float = 60.0, out: Path | None = None,
-               survey_csv: Path | None = None, checks: Any = None,
+               survey_csv: Path | None = None, accounts_file: Path | None = None,
+               checks: Any = None,
                say: Any = print, now: dt.datetime | None = None) -> dict[str, Any]:
     """The report's document (also written to OUT); one audit record whatever happens."""
     inv = inv_mod.load(inventory, root)
@@ -37,16 +38,22 @@ def acceptance(root: Path, inventory: Path, *, site: Path, phase: str | None = N
     if not 1 <= duration <= MAX_DURATION:
         raise UsageError(f"--duration {duration:g}: between 1 and {MAX_DURATION:g} seconds")
     surveyed = survey.read(survey_csv) if survey_csv else {}  # a bad CSV stops us first
+    from installer.acceptance import workbench
+
+    accounts = workbench.read_accounts(accounts_file) if accounts_file else None
     stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
     out = out or site / "acceptance" / stamp
     fields = {"inventory": {"path": str(inventory.resolve()), "digest": inv.digest},
               "phase": phase}
     if checks is None:
-        from installer.acceptance.probes import CHECKS as checks
+        from installer.acceptance.probes import CHECKS
+
+        checks = (workbench.CHECK, *CHECKS)
     with InventoryLock(site, inventory, "acceptance"), \
             audited(site, "acceptance", **fields) as rec:
         ctx = Context(root=root, inventory=inventory, site=site, inv=inv, phase=phase,
                       users=users, duration=duration, out=out, say=say)
+        ctx.accounts = accounts if accounts is not None else workbench.lab_accounts(ctx)
         results = run_checks(ctx, checks)
         results.update(surveyed)
         watched = site / "acceptance" / "availability.jsonl"

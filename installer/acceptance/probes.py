@@ -13,6 +13,7 @@ import socket
 import ssl
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,10 @@ def unauthenticated(ctx: Context) -> dict[str, Result]:
         url = _workbench_url(ctx, u)
         status, headers = _get(url, _ca(ctx))
         seen[url] = {"status": status, "location": headers.get("location", "")[:200]}
-        if status == 200 or (status in (301, 302, 303, 307, 308)
-                             and "/u/" in seen[url]["location"]
-                             and "/auth/" not in seen[url]["location"]):
+        # a redirect is a refusal unless it leads to a workbench itself (the sign-in's
+        # own URL names the workbench only as where to come back to, in its query)
+        to = urllib.parse.urlsplit(seen[url]["location"]).path
+        if status < 300 or (status in (301, 302, 303, 307, 308) and to.startswith("/u/")):
             return {"unauthenticated_refused": failed(
                 f"{url} answered {status} without a session", answers=seen)}
     return {"unauthenticated_refused": passed(

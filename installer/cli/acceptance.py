@@ -26,6 +26,9 @@ from installer.console import esc, out
 @click.option("--survey", "survey_csv", type=AbsolutePath(dir_okay=False),
               help="CSV of what no machine measures (acceptance rate, satisfaction, the "
                    "security team's approval).")
+@click.option("--accounts", "accounts_file", type=AbsolutePath(dir_okay=False),
+              help="Test users for the browser checks (YAML, mode 0600: [{user, password, "
+                   "totp}]); the lab's are found without it.")
 @click.option("--watch", is_flag=True,
               help="Record availability instead: probe every component each --interval.")
 @click.option("--interval", type=click.FloatRange(5, 3600), default=60, show_default=True,
@@ -35,7 +38,8 @@ from installer.console import esc, out
 @json_option
 def acceptance_cmd(inventory: Path, site: Path | None, phase: str | None, users: int | None,
                    duration: float, out_dir: Path | None, survey_csv: Path | None,
-                   watch: bool, interval: float, rounds: int | None, as_json: bool) -> None:
+                   accounts_file: Path | None, watch: bool, interval: float,
+                   rounds: int | None, as_json: bool) -> None:
     """Measure the PoC's and the Pilot's criteria (seed 001 §2.2, §2.4, §3.3, §7) on the
     deployed site and write the go/no-go report (HTML, JSON, Markdown). A criterion that
     nothing measured is reported as not measured, never as passed."""
@@ -50,7 +54,7 @@ def acceptance_cmd(inventory: Path, site: Path | None, phase: str | None, users:
         return
     doc = acc.acceptance(_root(), inventory, site=_site(site), phase=phase, users=users,
                          duration=duration, out=out_dir, survey_csv=survey_csv,
-                         say=_say(as_json))
+                         accounts_file=accounts_file, say=_say(as_json))
     if as_json:
         emit_json({"ok": True, **doc})
         return
