@@ -366,7 +366,8 @@ PROBE_VSIX = "/home/coder/.airlock-acceptance-probe.vsix"  # in the user's own h
 
 def extension_whitelist(ctx: Context) -> dict[str, Result]:
     """A user installs a VSIX that no whitelist has (made here, harmless) into the
-    workbench's extensions folder: refused, the listing unchanged, no marketplace."""
+    workbench's extensions folder: refused, the listing unchanged, every installed
+    extension on the inventory's whitelist, no marketplace."""
     import tempfile
 
     from installer.lab.fixtures import make_vsix
@@ -389,7 +390,15 @@ def extension_whitelist(ctx: Context) -> dict[str, Result]:
             after = _listed(r, user)
         finally:
             r.run(["docker", "exec", box, "rm", "-f", PROBE_VSIX], check=False)
-    evidence = {"install": {"rc": rc, "said": (out + err)[-300:]}, "gallery": gallery.strip()}
+    evidence = {"install": {"rc": rc, "said": (out + err)[-300:]}, "gallery": gallery.strip(),
+                "installed": after}
+    whitelist = {str(x).lower() for x in ctx.inv.var("airlock_ide_extension_whitelist", [])
+                 or []}
+    off = sorted(x for x in after if x not in whitelist)
+    if off:
+        return {"extension_whitelist": failed(
+            f"{user}'s workbench has extensions no whitelist names: {', '.join(off)}",
+            **evidence)}
     if name in after or after != before:
         return {"extension_whitelist": failed(
             f"{user} installed {name}, which no whitelist names", **evidence)}
