@@ -513,3 +513,16 @@ def test_lab_down_removes_exactly_what_up_made(lab, client) -> None:
     finally:
         bystander.remove()
 
+
+
+def test_a_stray_bridge_on_a_zone_subnet_is_named() -> None:
+    """A bridge a stopped engine left behind (same subnet as a zone) would take the lab's
+    traffic: lab up names it and stops, before any network is made."""
+    from installer.lab.lab import host_addresses, stray_interface
+    from installer.lab.topology import load_zones, network_file
+
+    zone = load_zones(network_file(REPO))["dmz"]
+    assert stray_interface(zone, [("eth0", "192.0.2.2/24"), ("lo", "127.0.0.1/8")]) is None
+    got = stray_interface(zone, [("eth0", "192.0.2.2/24"), ("br-8117a837d639", "10.0.2.1/24")])
+    assert got and "br-8117a837d639 already holds 10.0.2.1/24" in got and "dmz" in got
+    assert ("lo", "127.0.0.1/8") in host_addresses()  # read from this machine's ip -j

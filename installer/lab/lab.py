@@ -21,6 +21,7 @@ import io
 import json
 import os
 import socket
+import subprocess
 import tarfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -367,6 +368,29 @@ def _ipam(zone: Zone) -> Any:
     return IPAMConfig(pool_configs=[IPAMPool(subnet=str(zone.subnet), gateway=zone.gateway)])
 
 
+def host_addresses() -> list[tuple[str, str]]:
+    """(interface, address/prefix) of every IPv4 address on this machine (``ip -j``)."""
+    r = subprocess.run(["ip", "-j", "-4", "addr", "show"], capture_output=True, text=True)
+    if r.returncode:
+        raise LabError(f"ip addr failed: {r.stderr.strip()}")
+    return [(i["ifname"], f"{a['local']}/{a['prefixlen']}") for i in json.loads(r.stdout)
+            for a in i.get("addr_info", []) if a.get("family") == "inet"]
+
+
+def stray_interface(zone: Zone, addresses: list[tuple[str, str]]) -> str | None:
+    """A problem when an interface of this machine already holds an address in ZONE's
+    subnet: a bridge left by a container engine that was stopped without `airlock lab
+    down`, or another lab. The lab's traffic would be routed to it."""
+    import ipaddress
+
+    for ifname, addr in addresses:
+        if ipaddress.ip_interface(addr).network.overlaps(zone.subnet):
+            return (f"interface {ifname} already holds {addr}, inside zone {zone.name}'s "
+                    f"subnet {zone.subnet}: a bridge left by a container engine stopped "
+                    "without `airlock lab down`, or another lab")
+    return None
+
+
 def _check_subnet_free(client: Any, zone: Zone) -> None:
     import ipaddress
 
@@ -378,6 +402,11 @@ def _check_subnet_free(client: Any, zone: Zone) -> None:
                                f"engine's network {net.name} ({sub})",
                                hint="remove that network, or change the subnet in "
                                     "playbooks/group_vars/all/network.yml")
+    problem = stray_interface(zone, host_addresses())  # another (or a dead) engine's
+    if problem:
+        raise LabError(problem, hint="take that lab down with the engine that made it "
+                                     "(DOCKER_HOST=... airlock lab down), or, if its engine "
+                                     "is gone, `ip link delete` that bridge")
 
 
 def write_inventory(root: Path, topo: Topology, zones: dict[str, Zone],
