@@ -33,15 +33,12 @@ def _row(ctx: Context, check: str, cid: str) -> dict:
     return run_checks(ctx, [CHECKS[check]])[cid]
 
 
-def test_the_report_on_the_lab(demo, tmp_path: Path) -> None:
-    survey = tmp_path / "survey.csv"
-    survey.write_text("item,value,note\nsatisfaction,4.2,lab\nsecurity_approval,yes,lab\n")
-    out = tmp_path / "report"
-    proc = run_airlock("acceptance", "-i", str(demo["inventory"]), "--site", str(demo["site"]),
-                       "--phase", "pilot", "--users", "2", "--duration", "20", "-o", str(out),
-                       "--survey", str(survey), "--json", timeout=1500)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    doc = json.loads(proc.stdout)
+def test_the_demos_report(demo) -> None:
+    """`airlock demo` ended with `acceptance --phase pilot`: every probe of the lab passed,
+    the figures are there, what the lab cannot give is not measured, the JSON is valid
+    against the shipped schema and the page renders in Chromium."""
+    assert "16. acceptance" in demo["out"]
+    out = demo["work"] / "acceptance"
     saved = json.loads((out / "report.json").read_text())
     report.validate(saved)
     rows = {r["id"]: r for r in saved["criteria"]}
@@ -49,28 +46,55 @@ def test_the_report_on_the_lab(demo, tmp_path: Path) -> None:
                 "continue_chat", "continue_completion", "unauthenticated_refused",
                 "other_workbench_refused", "mfa_demanded", "tls_only_strong",
                 "extension_whitelist", "dlp_blocks", "rate_limited", "egress_refused",
-                "audit_chain", "satisfaction_pilot", "security_approval"]
+                "audit_chain"]
     assert {k: rows[k]["status"] for k in measured} == dict.fromkeys(measured, PASSED), {
         k: (rows[k]["status"], rows[k]["detail"]) for k in measured}
     for k in ("completion_p95", "chat_p95", "ide_load_p95", "error_rate"):
         assert rows[k]["status"] in (PASSED, FAILED) and rows[k]["value"] is not None, rows[k]
-    assert rows["git"]["status"] == NOT_MEASURED and rows["availability"]["status"] == \
-        NOT_MEASURED
-    verdicts = {v["phase"]: v for v in doc["verdicts"]}
+    for k in ("git", "availability", "satisfaction_pilot", "security_approval"):
+        assert rows[k]["status"] == NOT_MEASURED, rows[k]
+    verdicts = {v["phase"]: v for v in saved["verdicts"]}
     assert verdicts["pilot"]["verdict"] == "NO-GO"  # a week of availability is not measured
+    assert verdicts["poc"]["verdict"] == "NO-GO"  # satisfaction: nobody was asked
     assert len(saved["measurements"]["completion"]["samples"]) >= 20
-    # the page, as a person opens it
+    assert saved["load"]["stand_in"] and "llama.cpp" in saved["load"]["stand_in"]
     from installer.lab import browser
 
-    shot = demo["dir"] / "acceptance-report.png"
+    shot = demo["dir"] / "acceptance-report.png"  # kept: the test's artifact
     with browser.chromium(demo["site"] / "pki" / "ca.crt") as b:
         page = b.new_page()
         page.goto((out / "report.html").as_uri())
         assert page.locator("svg").count() >= 3 and "NO-GO" in page.inner_text("body")
         page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 20_000
+    print(f"acceptance report screenshot: {shot}")
+
+
+def test_the_command_with_a_survey(demo, tmp_path: Path) -> None:
+    """The CLI itself, a short PoC run: the survey's answers fill their rows, the verdict
+    follows, and the run is one audit record."""
+    survey = tmp_path / "survey.csv"
+    survey.write_text("item,value,note\nsatisfaction,4.2,lab\nacceptance_rate,30,lab\n")
+    out = tmp_path / "report"
+    proc = run_airlock("acceptance", "-i", str(demo["inventory"]), "--site", str(demo["site"]),
+                       "--phase", "poc", "--users", "1", "--duration", "5", "-o", str(out),
+                       "--survey", str(survey), "--json", timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    rows = {r["id"]: r for r in doc["criteria"]}
+    assert rows["satisfaction_poc"]["status"] == PASSED and rows["acceptance_rate"][
+        "target_met"] is True
+    assert {r["phase"] for r in doc["criteria"]} == {"poc"}
+    poc = doc["verdicts"][0]
+    completion = rows["completion_p95"]["status"]
+    core = all(rows[k]["status"] == PASSED for k in ("extensions", "continue_chat",
+                                                     "continue_completion"))
+    assert poc["verdict"] == ("GO" if completion == PASSED and core else "NO-GO"), poc
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json",
+                                                     "report.md", "screenshots"]
     records = [json.loads(x) for x in (demo["site"] / "audit.jsonl").read_text().splitlines()]
     assert records[-1]["command"] == "acceptance" and records[-1]["result"] == "ok"
+    assert records[-1]["verdicts"] == {"poc": poc["verdict"]}
 
 
 def test_a_stopped_workbench_turns_its_rows_red(demo, tmp_path: Path) -> None:

@@ -265,6 +265,9 @@ def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
     out.rule("[key]15. Continue asks the model (a workbench, through LiteLLM, the user's key)")
     ai_path(root, inventory, site, sorted(urls)[0], say=lambda m: out.print(f"  {esc(m)}"))
 
+    out.rule("[key]16. acceptance: seed 001's go/no-go, measured on the lab")
+    report = acceptance_step(root, inventory, site, work / "acceptance")
+
     out.rule("[key]what the lab serves")
     host = imp["repoHost"]
     out.print(esc(f"  packages and files: {imp['url']}  (apt, pypi/simple, npm, models, vsix, "
@@ -295,7 +298,30 @@ def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
         out.print(esc(f"  Keycloak admin:     https://{kc}:8443/auth/admin/ from the management "
                       f"zone only ({state.hosts[kc]['mgmt_address']}); user airlock-admin, "
                       f"password in {site / 'secrets' / 'keycloak' / 'admin.password'}"))
+    out.print(esc(f"  acceptance report:  {report['files']['html']}"))
     out.print("  remove the lab:     airlock lab down")
+
+
+def acceptance_step(root: Path, inventory: Path, site: Path, dest: Path) -> dict:
+    """`airlock acceptance --phase pilot` on the lab (the PoC's rows and the Pilot's
+    security checklist; a week of availability and people's answers are not measured)."""
+    from installer.acceptance.acceptance import acceptance
+
+    doc = acceptance(root, inventory, site=site, phase="pilot", duration=20, out=dest,
+                     say=lambda m: out.print(f"  {esc(m)}"))
+    counts = doc["counts"]
+    out.print(f"  {counts['passed']} passed, {counts['failed']} failed, "
+              f"{counts['not measured']} not measured")
+    for r in doc["criteria"]:
+        if r["status"] == "failed":
+            out.print(f"  [err]failed[/] {esc(r['title'])}: {esc(r['detail'][:200])}")
+    for v in doc["verdicts"]:
+        st = "ok" if v["verdict"] == "GO" else "warn"
+        why = "; ".join(r for n in v["needs"] for r in n["reasons"])
+        out.print(f"  [{st}]{esc(v['title'])}: {v['verdict']}[/]"
+                  + (esc(f" ({why[:300]})") if why else ""))
+    out.print(esc(f"  report: {doc['files']['html']}"))
+    return doc
 
 
 def ai_path(root: Path, inventory: Path, site: Path, user: str,
