@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,16 +155,7 @@ def ensure(purposes: Iterable[str], say: Callable[[str], object] = print,
     """Install what the purposes lack, one line per purpose saying what and why. When that
     cannot be done here (not root, not Debian), or ``problems`` names something missing
     that no Debian package gives, stop with all of it and the ``apt-get install`` line,
-    having installed nothing. Callers in threads take turns (apt holds one lock)."""
-    with _APT:
-        _ensure(purposes, say, problems)
-
-
-_APT = threading.Lock()
-
-
-def _ensure(purposes: Iterable[str], say: Callable[[str], object],
-            problems: Iterable[str]) -> None:
+    having installed nothing."""
     lacking = missing(purposes)
     problems = list(problems)
     packages = [p for pkgs in lacking.values() for p in pkgs]

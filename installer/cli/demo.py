@@ -363,18 +363,10 @@ def _ms(seconds: float | None) -> str:
 def link_lab_images(root: Path, say=print) -> None:  # type: ignore[no-untyped-def]
     """The images the lab builds itself (cached by recipe), linked where bundles/lab.yaml
     reads them."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from installer.lab import codeserver, keycloak, llamacpp, oauth2proxy
 
-    build = root / "bundles" / "sample" / "build"
-    # llama.cpp's compile (minutes of CPU, once per recipe) runs beside the other images'
-    # builds, which mostly wait on the Debian, npm, Maven and Go registries
-    with ThreadPoolExecutor(1, thread_name_prefix="llama-cpp") as pool:
-        compiling = pool.submit(llamacpp.link_into, build, say)
-        for m in (codeserver, keycloak, oauth2proxy):
-            m.link_into(build, say=say)
-        compiling.result()
+    for m in (codeserver, keycloak, oauth2proxy, llamacpp):
+        m.link_into(root / "bundles" / "sample" / "build", say=say)
 
 
 def lab_accounts(site: Path, users) -> dict[str, dict]:  # type: ignore[no-untyped-def]
