@@ -364,3 +364,25 @@ def test_acceptance_writes_the_report_and_one_audit_record(tmp_path: Path) -> No
         acc.acceptance(repo, repo / "inventories/poc/hosts.yml", site=site, phase="production",
                        checks=checks, say=lambda m: None)
     assert "acceptance judges the PoC and the Pilot" in str(e.value)
+
+
+def test_a_totp_code_is_not_offered_twice_across_processes(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """Keycloak refuses a code already used: the demo's login and a later process's (a
+    test, `airlock acceptance`) share the last code through the used file."""
+    import pyotp
+
+    from installer.lab import browser
+
+    codes = iter(["111111", "111111", "222222"])
+    monkeypatch.setattr(pyotp.TOTP, "now", lambda self: next(codes))
+    slept: list[float] = []
+    monkeypatch.setattr(browser.time, "sleep", slept.append)
+    used = tmp_path / "secrets" / "alice.totp-used"
+    secret = pyotp.random_base32()
+    assert browser.totp_code({"totp": secret, "used_file": str(used)}) == "111111"
+    assert used.read_text() == "111111" and used.stat().st_mode & 0o777 == 0o600
+    # another process: a fresh account dict, the same file
+    assert browser.totp_code({"totp": secret, "used_file": str(used)}) == "222222"
+    assert len(slept) == 1  # it waited for the next period once

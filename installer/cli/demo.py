@@ -386,7 +386,8 @@ def lab_accounts(site: Path, users) -> dict[str, dict]:  # type: ignore[no-untyp
         if found is not None:
             totp = d / f"{u}.totp"
             accounts[u] = {"user": u, "password": found.read_text().strip(),
-                           "totp": totp.read_text().strip() if totp.exists() else None}
+                           "totp": totp.read_text().strip() if totp.exists() else None,
+                           "used_file": str(d / f"{u}.totp-used")}
     return accounts
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from installer import system_packages
 from installer.errors import LabError
+from installer.fsutil import atomic_write
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -70,15 +71,23 @@ def chromium(ca_file: Path) -> Iterator[Any]:
 
 def totp_code(account: dict[str, Any]) -> str:
     """The current TOTP code of ACCOUNT's secret; a code already used is never offered
-    again (Keycloak refuses reuse): then it waits for the next period's."""
+    again (Keycloak refuses reuse): then it waits for the next period's. With
+    ACCOUNT["used_file"], the last code used is kept there, for the next process."""
     import pyotp
 
     totp = pyotp.TOTP(account["totp"].replace(" ", ""))
+    used = Path(account["used_file"]) if account.get("used_file") else None
+    last = account.get("last_code")
+    if last is None and used is not None and used.exists():
+        last = used.read_text().strip()  # another process's login (a demo, then a test)
     code = totp.now()
-    while code == account.get("last_code"):
+    while code == last:
         time.sleep(totp.interval - time.time() % totp.interval + 0.2)
         code = totp.now()
     account["last_code"] = code
+    if used is not None:
+        used.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        atomic_write(used, code.encode(), mode=0o600)
     return code
 
 
