@@ -56,8 +56,9 @@ def read_accounts(path: Path) -> dict[str, dict[str, Any]]:
 
 def _exec(ctx: Context, user: str, script: str) -> str:
     with Remote(ctx.inv.first("ide"), ctx.site) as r:
-        rc, out, err = r.run(["docker", "exec", f"code-server-{user}", "sh", "-c", script],
-                             check=False)
+        # bounded: a workbench that hangs fails its row, never the whole run
+        rc, out, err = r.run(["timeout", "30", "docker", "exec", f"code-server-{user}", "sh",
+                              "-c", script], check=False)
     if rc != 0:
         raise HostError(f"in {user}'s workbench: {err.strip()[-300:]}")
     return out
@@ -74,6 +75,9 @@ def _wait_file(ctx: Context, user: str, path: str, text: str, seconds: float = 3
 
 
 def _terminal_run(page: Any, command: str) -> None:
+    # the workbench's own document has the focus first (a webview, such as the Welcome
+    # page's, keeps the keys it gets to itself)
+    page.click(".monaco-workbench .part.statusbar")
     page.keyboard.press("Control+Backquote")
     page.wait_for_selector(".terminal-wrapper.active .xterm", state="visible",
                            timeout=TIMEOUT_S * 1000)
@@ -121,6 +125,12 @@ def run(ctx: Context) -> dict[str, Result]:
         sockets: list[dict[str, Any]] = []
         page.on("websocket", lambda ws: sockets.append(
             {"url": ws.url, "closed": False, "ws": ws}))
+        # what the gateway refused of the workbench's own requests (a WAF rule, a buffer); a
+        # 404 is code-server's own answer (it ships without VS Code's vsda, by design)
+        own = f"/u/{me.get('route', me['name'])}/"
+        refused: list[str] = []
+        page.on("response", lambda r: refused.append(f"{r.status} {r.url.split('?')[0]}")
+                if (r.status in (403, 429) or r.status >= 500) and own in r.url else None)
         t0 = time.monotonic()
         try:
             page.goto(url, wait_until="domcontentloaded", timeout=TIMEOUT_S * 1000)
@@ -200,6 +210,10 @@ def run(ctx: Context) -> dict[str, Result]:
                                    "terminal ran a command", **evidence) if ok else
                             failed("after 5 s offline the workbench did not come back",
                                    **evidence))
+        if refused:  # seen over the whole session: loads, terminal, editor, reconnect
+            out["workbench_loads"] = failed(
+                f"the gateway refused {len(refused)} of the workbench's own requests: "
+                + "; ".join(dict.fromkeys(refused))[:300], refused=refused[:20])
         cookies = bctx.cookies()
         if other is None:
             out["other_workbench_refused"] = {"status": NOT_MEASURED,
