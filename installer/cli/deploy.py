@@ -217,12 +217,14 @@ def deploy_cmd(inventory: Path, phase: str | None, check: bool, tags: str | None
               type=AbsolutePath(dir_okay=False, exists=True),
               envvar="AIRLOCK_TRUST_ROOT", show_envvar=True,
               help="Pinned root.json the bundle's signatures are checked against.")
+@click.option("--limit", help="Deploy only to these hosts or groups (Ansible pattern): a "
+                              "staged rollout; `airlock status` shows the others as old.")
 @site_option
 @json_option
-def upgrade_cmd(bundle_dir: Path, inventory: Path, trust_root: Path, site: Path | None,
-                as_json: bool) -> None:
+def upgrade_cmd(bundle_dir: Path, inventory: Path, trust_root: Path, limit: str | None,
+                site: Path | None, as_json: bool) -> None:
     """Import a newer bundle (a delta is accepted when its base is on the repo host; an
-    older version is refused), then deploy it."""
+    older version is refused), then deploy it (to every host, or to --limit's)."""
     from installer.deploy.deploy import deploy
     from installer.deploy.importer import import_bundle
 
@@ -232,8 +234,9 @@ def upgrade_cmd(bundle_dir: Path, inventory: Path, trust_root: Path, site: Path 
                                  site=_site(site), progress=bar, say=_say(as_json),
                                  live=False if as_json else None, command="upgrade import",
                                  confirm=_confirm(as_json))
-    result = deploy(_root(), inventory, site=_site(site), live=False if as_json else None,
-                    say=_say(as_json), command="upgrade", confirm=_confirm(as_json))
+    result = deploy(_root(), inventory, site=_site(site), limit=limit,
+                    live=False if as_json else None, say=_say(as_json), command="upgrade",
+                    confirm=_confirm(as_json))
     result["import"] = imported
     if as_json:
         emit_json(result)
