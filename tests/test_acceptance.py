@@ -120,35 +120,46 @@ def test_an_extension_off_the_whitelist_turns_its_row_red(demo, tmp_path: Path) 
     ctx = _ctx(demo, tmp_path)
     folder = "/srv/code-server/extensions"
     assert _row(ctx, "extension whitelist", "extension_whitelist")["status"] == PASSED
-    r = lab_ssh(demo, "ide1", f"cp -a {folder}/airlock-sample.hello-0.1.0 "
+    # the folder and its entry in extensions.json (what --install-extension writes)
+    register = ("import json,sys; p=sys.argv[1]; d=json.load(open(p)); e=dict(d[0]); "
+                "e['identifier']={'id': 'airlock-sample.unlisted'}; "
+                "e['relativeLocation']='airlock-sample.unlisted-0.1.0'; "
+                "e['location']=dict(e['location'], path=e['location']['path'].replace("
+                "'hello', 'unlisted'), fsPath=e['location']['fsPath'].replace('hello', "
+                "'unlisted'), external=e['location']['external'].replace('hello', 'unlisted'));"
+                " json.dump(d + [e], open(p, 'w'))")
+    r = lab_ssh(demo, "ide1", f"cp -a {folder}/extensions.json /root/extensions.json.saved && "
+                              f"cp -a {folder}/airlock-sample.hello-0.1.0 "
                               f"{folder}/airlock-sample.unlisted-0.1.0 && sed -i "
                               "'s/\"name\": \"hello\"/\"name\": \"unlisted\"/' "
-                              f"{folder}/airlock-sample.unlisted-0.1.0/package.json")
+                              f"{folder}/airlock-sample.unlisted-0.1.0/package.json && "
+                              f"python3 -c {shlex.quote(register)} {folder}/extensions.json")
     assert r.returncode == 0, r.stderr
     try:
         row = _row(ctx, "extension whitelist", "extension_whitelist")
         assert row["status"] == FAILED and "airlock-sample.unlisted" in row["detail"], row
     finally:
-        lab_ssh(demo, "ide1", f"rm -rf {folder}/airlock-sample.unlisted-0.1.0")
+        lab_ssh(demo, "ide1", f"rm -rf {folder}/airlock-sample.unlisted-0.1.0 && "
+                              f"mv /root/extensions.json.saved {folder}/extensions.json")
     assert _row(ctx, "extension whitelist", "extension_whitelist")["status"] == PASSED
 
 
 def _restart_litellm(demo: dict) -> None:
     lab_ssh(demo, "ai1", "systemctl restart airlock-litellm")
+    url = f"http://{demo['state']['hosts']['ai1']['zone_address']}:4000/health/readiness"
     deadline = time.monotonic() + 180
-    while lab_ssh(demo, "ai1", "python3 -c 'import urllib.request; urllib.request.urlopen("
-                               "\"http://127.0.0.1:4000/health/readiness\", timeout=5)'"
-                  ).returncode:
+    while lab_ssh(demo, "ai1", "python3 -c 'import sys, urllib.request; urllib.request.urlopen"
+                               f"(sys.argv[1], timeout=5)' {url}").returncode:
         assert time.monotonic() < deadline, "LiteLLM did not come back"
+        time.sleep(2)
         time.sleep(2)
 
 
 def test_dlp_turned_off_turns_its_row_red(demo, tmp_path: Path) -> None:
     ctx = _ctx(demo, tmp_path)
-    rules = "/etc/airlock-litellm/dlp.json"
-    assert lab_ssh(demo, "ai1", f"cp -a {rules} {rules}.probe-saved && python3 -c "
-                   + shlex.quote("import json,sys; p=sys.argv[1]; d=json.load(open(p)); "
-                                 "d['rules']=[]; json.dump(d, open(p,'w'))") + f" {rules}"
+    rules = "/etc/airlock/litellm/dlp.json"
+    # no rule at all (a valid file: the gateway starts, and lets everything through)
+    assert lab_ssh(demo, "ai1", f"cp -a {rules} {rules}.probe-saved && echo '[]' > {rules}"
                    ).returncode == 0
     try:
         _restart_litellm(demo)

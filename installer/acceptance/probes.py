@@ -238,6 +238,22 @@ def _first_user(ctx: Context) -> str:
     return str(users[0]["name"])
 
 
+def _dlp_masked(ctx: Context, user: str) -> bool:
+    """The LLM gateway's audit trail ends with USER's masking by the RRN rule."""
+    audit_file = f"{ctx.inv.var('litellm_log_dir', '/var/log/airlock-litellm')}/audit.jsonl"
+    with Remote(ctx.inv.first("llm_gateway"), ctx.site) as r:
+        _, out, _ = r.run(["tail", "-n", "20", str(audit_file)], check=False)
+    for line in reversed(out.splitlines()):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("event") == "dlp" and rec.get("user") == user:
+            return rec.get("action") == "masked" and \
+                "kr_resident_registration_number" in (rec.get("rules") or {})
+    return False
+
+
 def dlp(ctx: Context) -> dict[str, Result]:
     user = _first_user(ctx)
     ((status, text),) = _from_workbench(ctx, user, "/chat/completions", {
@@ -247,8 +263,10 @@ def dlp(ctx: Context) -> dict[str, Result]:
         return {"dlp_blocks": passed(f"{user}'s prompt with a resident registration number: "
                                      "400, rule kr_resident_registration_number",
                                      status=status)}
-    if status == 200 and RRN_PROBE not in text:
-        return {"dlp_blocks": passed("masked by policy (the model never saw it)",
+    if status == 200 and RRN_PROBE not in text and _dlp_masked(ctx, user):
+        # an answer without the number proves nothing by itself: the gateway's own audit
+        # record of the masking does
+        return {"dlp_blocks": passed("masked by policy (the gateway's audit names the rule)",
                                      status=status)}
     return {"dlp_blocks": failed(f"a prompt with a resident registration number got {status}",
                                  status=status, answer=text[:300])}
