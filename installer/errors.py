@@ -68,6 +68,11 @@ class SourceError(AirlockError):
     exit_code = 4
 
 
+class LockDrift(SourceError):
+    """The lock pins what the sources no longer serve, or they serve other bytes for it
+    (Debian replaced a package with its security update): ``--update-lock`` resolves again."""
+
+
 class ProblemsError(AirlockError):
     """An error that lists every finding (``problems``: dicts with file and problem)."""
 

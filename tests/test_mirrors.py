@@ -355,3 +355,33 @@ def test_unknown_package_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="no-such-package-airlock-test"):
         build(spec, tmp_path / "b", BuildOptions())
     assert not (tmp_path / "b").exists()
+
+
+def test_a_pinned_version_debian_no_longer_serves_is_lock_drift(tmp_path: Path) -> None:
+    """Debian replaces a package with its update (nginx deb12u11 -> u12): a build with the
+    old lock says so as LockDrift (the demo then resolves again); --update-lock takes the
+    new version."""
+    from installer.errors import LockDrift
+
+    spec = write_spec(tmp_path, """
+        apiVersion: airlock/v1
+        name: drift
+        version: 1
+        phase: poc
+        deb:
+          release: bookworm
+          packages: [hello]
+    """)
+    build(spec, tmp_path / "b", BuildOptions())
+    lock_file = tmp_path / "test.lock.json"
+    lock = json.loads(lock_file.read_text())
+    for p in lock["entries"]["deb/mirror"]["packages"].values():
+        if p["name"] == "hello":
+            p["version"] = "0.0-airlock-replaced"
+    lock_file.write_text(json.dumps(lock))
+    with pytest.raises(LockDrift, match=r"hello 0\.0-airlock-replaced"):
+        build(spec, tmp_path / "b2", BuildOptions())
+    assert not (tmp_path / "b2").exists()
+    again = build(spec, tmp_path / "b3", BuildOptions(update_lock=True))
+    assert again.lock_written
+    assert "0.0-airlock-replaced" not in lock_file.read_text()

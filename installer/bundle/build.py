@@ -36,7 +36,7 @@ from installer.bundle.sources.vsix import check_engine, read_vsix
 from installer.bundle.spec import ContentEntry, Spec
 from installer.bundle.store import Layout, canonical_json, pretty_json
 from installer.console import NullProgress
-from installer.errors import SourceError, SpecError
+from installer.errors import LockDrift, SourceError, SpecError
 from installer.fsutil import disk_full, staged_dir
 
 
@@ -353,7 +353,7 @@ def _compare_with_lock(kind: str, files: list[PackageFile], locked: dict[str, An
     if kind == "npm" or got == want:
         return
     changed = sorted(fn for fn in got.keys() | want.keys() if got.get(fn) != want.get(fn))
-    raise SourceError(f"{kind}: the resolved files differ from the lock: "
+    raise LockDrift(f"{kind}: the resolved files differ from the lock: "
                       + ", ".join(changed[:6]) + (" ..." if len(changed) > 6 else ""),
                       hint="an index now serves other files for pinned versions, or a pin "
                            "vanished; rebuild with --update-lock to accept and review the diff")

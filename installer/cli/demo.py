@@ -188,7 +188,7 @@ def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
     from installer.deploy.deploy import deploy, status
     from installer.deploy.importer import import_bundle
     from installer.deploy.preflight import preflight
-    from installer.errors import HostError, SourceError
+    from installer.errors import HostError, LockDrift
     from installer.lab import lab
 
     out.rule("[key]8. the lab bundle (sample content, code-server, Keycloak, oauth2-proxy, "
@@ -198,9 +198,8 @@ def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
     try:
         with progress() as bar:
             built = build(spec, work / "lab-bundle", BuildOptions(), bar)
-    except SourceError as e:
-        if "differ from the lock" not in str(e):
-            raise
+    except LockDrift as e:
+        out.print(f"[warn]{esc(str(e))}[/]")
         out.print("[warn]Debian has replaced pinned packages since bundles/lab.lock.json was "
                   "written; resolving again (the lock file is updated: review its diff)[/]")
         with progress() as bar:

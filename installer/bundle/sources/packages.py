@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from installer.bundle.spec import Located
-from installer.errors import SourceError
+from installer.errors import LockDrift, SourceError
 from installer.site import INSTALLED, checkout_root
 from installer.system_packages import require
 from installer.untrusted_zip import BoundedZip
@@ -332,8 +332,20 @@ def resolve_deb(entry: MirrorEntry, pins: dict[str, str], workdir: Path) -> list
     run(["apt-get", *opts, "-qq", "update"], f"deb: apt-get update for {entry.release}")
     wanted = [f"{p}={pins[p]}" if p in pins else p for p in entry.requirements]
     extra = [f"{n}={v}" for n, v in sorted(pins.items()) if n not in entry.requirements]
-    proc = run(["apt-get", *opts, "-qq", "--print-uris", "-y", "install", *wanted, *extra],
-               "deb: resolving the dependency closure")
+    try:
+        proc = run(["apt-get", *opts, "-qq", "--print-uris", "-y", "install", *wanted, *extra],
+                   "deb: resolving the dependency closure")
+    except SourceError as e:
+        gone = re.findall(r"Version '([^']+)' for '([^']+)' was not found", str(e))
+        if gone and pins:
+            raise LockDrift(
+                "deb: the archive no longer serves versions the lock pins: "
+                + ", ".join(f"{name} {version}" for version, name in gone[:6])
+                + (" ..." if len(gone) > 6 else ""),
+                hint="Debian replaces a package when it publishes its update; rebuild with "
+                     "--update-lock to take the new versions, and review the lock's diff") \
+                from None
+        raise
     uris, names = {}, []
     for line in proc.stdout.splitlines():
         m = APT_URI.match(line.strip())
