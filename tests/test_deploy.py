@@ -281,9 +281,10 @@ def test_delta_upgrade_copies_and_changes_only_what_changed(demo, tmp_path: Path
     assert rc == 9 and "needs its base lab v9" in doc["error"], out
     assert served_version(demo) == 2
 
-    # a staged rollout: the repo host and one client (new_release above runs every host)
+    # a staged rollout: the repo host and one client (new_release above runs every host),
+    # with the keycloak host its workspace list comes from (ide.yml refuses to run without)
     rc, doc, out = airlock_json(demo, "upgrade", "--bundle", str(delta), "--trust",
-                                str(demo["trust"]), "--limit", "repo1,ide1")
+                                str(demo["trust"]), "--limit", "repo1,ide1,gw1")
     assert rc == 0, out
     imp = doc["import"]
     assert imp["filesFromBase"] == made["omittedFiles"], imp
@@ -295,7 +296,7 @@ def test_delta_upgrade_copies_and_changes_only_what_changed(demo, tmp_path: Path
     r = lab_ssh(demo, "ide1", "python3 -c \"import urllib.request;print(urllib.request."
                               "urlopen('https://repo1/files/changelog/changelog.txt').read())\"")
     assert "one new file" in r.stdout, r.stdout + r.stderr
-    assert doc["run"]["changedTasks"] == {h: [RECORD_TASK] for h in ("repo1", "ide1")}, \
+    assert doc["run"]["changedTasks"] == {h: [RECORD_TASK] for h in ("repo1", "ide1", "gw1")}, \
         doc["run"]
 
     # the older full bundle is refused: by the trust state, before anything moves
@@ -427,6 +428,5 @@ def test_the_sites_root_of_trust_never_changes_by_accident(demo, tmp_path: Path)
     assert lab_ssh(demo, "ide1", f"cat {trusted}").stdout == ca
     # the repair puts back the one host's trust and nothing else (that the next run then
     # changes nothing is the idempotence the tests above check: a run costs CI minutes)
-    # (gw1 took the release the staged upgrade left it without in the renewal's run)
     assert doc["run"]["changedTasks"] == {"ide1": ["Trust the site CA",
                                                    "Update the CA store"]}, doc["run"]
