@@ -354,6 +354,6 @@ def _compare_with_lock(kind: str, files: list[PackageFile], locked: dict[str, An
         return
     changed = sorted(fn for fn in got.keys() | want.keys() if got.get(fn) != want.get(fn))
     raise LockDrift(f"{kind}: the resolved files differ from the lock: "
-                      + ", ".join(changed[:6]) + (" ..." if len(changed) > 6 else ""),
-                      hint="an index now serves other files for pinned versions, or a pin "
-                           "vanished; rebuild with --update-lock to accept and review the diff")
+                    + ", ".join(changed[:6]) + (" ..." if len(changed) > 6 else ""),
+                    hint="an index now serves other files for pinned versions, or a pin "
+                         "vanished; rebuild with --update-lock to accept and review the diff")
