@@ -96,6 +96,17 @@ def ensure_site(site: Path, say: Any = print) -> Path:
     return home
 
 
+def ensure_go_sumdb(site: Path, say: Any = print) -> Path:
+    """The site's Go checksum database folder (its signing key and append-only log)."""
+    from installer.bundle import gosumdb
+
+    home = site / "go-sumdb"
+    if not (home / gosumdb.KEY_FILE).is_file():
+        verifier = gosumdb.make_key(home)
+        say(f"made the site's Go checksum database {verifier} in {home}")
+    return home
+
+
 class InventoryLock:
     """An exclusive, non-blocking lock on one inventory, with who holds it."""
 

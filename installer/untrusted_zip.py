@@ -127,6 +127,10 @@ class BoundedZip:
                                f"{human(limit)} airlock reads of it")
         return b"".join(self._inflate(m))
 
+    def stream(self, name: str) -> Iterator[bytes]:
+        """Member NAME's bytes in chunks, checked as verify() checks them (KeyError: none)."""
+        return self._inflate(self.members[name])
+
     def verify(self) -> None:
         """Inflate every member, streamed, checking its size, its CRC-32 and its end."""
         for m in self.members.values():

@@ -395,3 +395,45 @@ def lab_ssh(demo: dict, host: str, command: str, timeout: float = 300,
                            "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", f"airlock@{addr}",
                            command],
                           capture_output=True, text=data is None, timeout=timeout, input=data)
+
+
+class Nginx:
+    def __init__(self, root: Path, port: int, work: Path):
+        binary = need("nginx")
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "logs").mkdir(exist_ok=True)
+        conf = work / "nginx.conf"
+        conf.write_text(textwrap.dedent(f"""
+            user root;
+            worker_processes 1;
+            error_log {work}/logs/error.log warn;
+            pid {work}/nginx.pid;
+            events {{ worker_connections 64; }}
+            http {{
+                include /etc/nginx/mime.types;
+                access_log {work}/logs/access.log;
+                client_body_temp_path {work}/body;
+                proxy_temp_path {work}/proxy;
+                fastcgi_temp_path {work}/fastcgi;
+                uwsgi_temp_path {work}/uwsgi;
+                scgi_temp_path {work}/scgi;
+                include {root}/nginx-http.conf;
+                server {{
+                    listen 127.0.0.1:{port};
+                    root {root};
+                    include {root}/nginx-locations.conf;
+                }}
+            }}
+        """))
+        subprocess.run([binary, "-t", "-c", str(conf), "-p", str(work)], check=True,
+                       capture_output=True)
+        log = work / "logs" / "stdout"
+        with open(log, "w") as lf:
+            self.proc = subprocess.Popen([binary, "-c", str(conf), "-p", str(work), "-g",
+                                          "daemon off;"], stdout=lf, stderr=subprocess.STDOUT)
+        wait_port(port, self.proc, log)
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)

@@ -14,12 +14,11 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from conftest import free_port, need, wait_port, write_spec
+from conftest import Nginx, free_port, need, write_spec
 from installer.bundle import mirror
 from installer.bundle.build import BuildOptions, build
 from installer.bundle.verify import verify
@@ -55,48 +54,6 @@ def site_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("sitekey") / "gnupg"
     mirror.make_site_key(home, "airlock test site")
     return home
-
-
-class Nginx:
-    def __init__(self, root: Path, port: int, work: Path):
-        binary = need("nginx")
-        work.mkdir(parents=True, exist_ok=True)
-        (work / "logs").mkdir(exist_ok=True)
-        conf = work / "nginx.conf"
-        conf.write_text(textwrap.dedent(f"""
-            user root;
-            worker_processes 1;
-            error_log {work}/logs/error.log warn;
-            pid {work}/nginx.pid;
-            events {{ worker_connections 64; }}
-            http {{
-                include /etc/nginx/mime.types;
-                access_log {work}/logs/access.log;
-                client_body_temp_path {work}/body;
-                proxy_temp_path {work}/proxy;
-                fastcgi_temp_path {work}/fastcgi;
-                uwsgi_temp_path {work}/uwsgi;
-                scgi_temp_path {work}/scgi;
-                include {root}/nginx-http.conf;
-                server {{
-                    listen 127.0.0.1:{port};
-                    root {root};
-                    include {root}/nginx-locations.conf;
-                }}
-            }}
-        """))
-        subprocess.run([binary, "-t", "-c", str(conf), "-p", str(work)], check=True,
-                       capture_output=True)
-        log = work / "logs" / "stdout"
-        with open(log, "w") as lf:
-            self.proc = subprocess.Popen([binary, "-c", str(conf), "-p", str(work), "-g",
-                                          "daemon off;"], stdout=lf, stderr=subprocess.STDOUT)
-        wait_port(port, self.proc, log)
-        self.url = f"http://127.0.0.1:{port}"
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ from installer.bundle.store import (
     canonical_json,
 )
 
-KIND_ORDER = {"image": 0, "model": 1, "vsix": 2, "file": 3, "pypi": 4, "npm": 5, "deb": 6}
+KIND_ORDER = {"image": 0, "model": 1, "vsix": 2, "file": 3, "pypi": 4, "npm": 5, "deb": 6,
+              "maven": 7, "go": 8}
 
 # CNCF ModelPack (modelpack/model-spec) media types and annotations.
 MP_ARTIFACT = "application/vnd.cncf.model.manifest.v1+json"
@@ -40,7 +41,9 @@ FILE_LAYER = "application/octet-stream"
 MIRROR_ARTIFACT = "application/vnd.airlock.mirror.{kind}.v1"
 MIRROR_LAYER = {"pypi": "application/vnd.airlock.pypi.file.v1",
                 "npm": "application/vnd.airlock.npm.tarball.v1+gzip",
-                "deb": "application/vnd.debian.binary-package"}
+                "deb": "application/vnd.debian.binary-package",
+                "maven": "application/vnd.airlock.maven.file.v1",
+                "go": "application/vnd.airlock.go.file.v1"}
 A_PACKAGE = "dev.airlock.package.name"
 A_PACKAGE_VERSION = "dev.airlock.package.version"
 

@@ -24,7 +24,9 @@ from installer.bundle.meta import BUNDLE_JSON, FORMAT, SBOM, SELF_INSTALLER, SUM
 from installer.bundle.sbom import make_sbom
 from installer.bundle.sources import images, openvsx
 from installer.bundle.sources.content import Job, jobs_for
+from installer.bundle.sources.golang import resolve_go
 from installer.bundle.sources.http import FetchOptions, download
+from installer.bundle.sources.maven import resolve_maven
 from installer.bundle.sources.packages import (
     PackageFile,
     canonical_name,
@@ -303,7 +305,8 @@ def _pins(kind: str, locked: dict[str, Any]) -> Any:
 
 def _collect_mirrors(spec: Spec, store: Layout, old: Lock, new: Lock, opts: BuildOptions,
                      progress: Any) -> list[Artifact]:
-    resolvers = {"pypi": resolve_pypi, "npm": resolve_npm, "deb": resolve_deb}
+    resolvers = {"pypi": resolve_pypi, "npm": resolve_npm, "deb": resolve_deb,
+                 "maven": resolve_maven, "go": resolve_go}
     artifacts = []
     for entry in spec.mirrors:
         key = f"{entry.kind}/mirror"
@@ -336,6 +339,10 @@ def _collect_mirrors(spec: Spec, store: Layout, old: Lock, new: Lock, opts: Buil
                 ann["dev.airlock.npm.integrity"] = f.attr["integrity"]
             if "architecture" in f.attr:
                 ann["dev.airlock.deb.architecture"] = f.attr["architecture"]
+            if "h1" in f.attr:  # a Go module's .zip or .mod: its go.sum hash
+                ann["dev.airlock.go.h1"] = f.attr["h1"]
+            if "sha1" in f.attr:  # a Maven file's published SHA-1, served beside it
+                ann["dev.airlock.maven.sha1"] = f.attr["sha1"]
             layer_files.append(StoredFile(f.filename, digest, size, ann))
         new.entries[key] = {"source": entry.source, "files": new_files, "packages": packages}
         ann = {"dev.airlock.deb.release": entry.release,

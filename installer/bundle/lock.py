@@ -24,7 +24,7 @@ from installer.untrusted import LIMITS, Err, positive_int, read_json
 LOCK_VERSION = 1
 CREATED = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-CONTENT, MIRRORS = {"image", "model", "vsix", "file"}, {"pypi", "npm", "deb"}
+CONTENT, MIRRORS = {"image", "model", "vsix", "file"}, {"pypi", "npm", "deb", "maven", "go"}
 
 
 def lock_path_for(spec_path: Path) -> Path:
@@ -111,7 +111,7 @@ def _check_entry(key: str, entry: Any, error: Err) -> None:
     where = f"entries[{_show(key)}]"
     if "/" not in key or kind not in CONTENT | MIRRORS:
         raise error(f"{where}: unknown entry (expected image/, model/, vsix/, file/, "
-                    "pypi/, npm/ or deb/)")
+                    "pypi/, npm/, deb/, maven/ or go/)")
     if not isinstance(entry, dict):
         raise error(f"{where} must be an object, got {_show(entry)}")
     if not isinstance(entry.get("source"), str):
@@ -154,7 +154,7 @@ def _check_entry(key: str, entry: Any, error: Err) -> None:
             if not isinstance(info.get(field_), str) or not info[field_]:
                 raise error(f"{at}.{field_} must be a non-empty string, got "
                             f"{_show(info.get(field_))}")
-        for field_ in ("integrity", "architecture"):
+        for field_ in ("integrity", "architecture", "h1", "sha1"):
             if field_ in info and not isinstance(info[field_], str):
                 raise error(f"{at}.{field_} must be a string, got {_show(info[field_])}")
         if kind == "npm" and not str(info.get("integrity", "")).startswith("sha512-"):

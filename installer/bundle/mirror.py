@@ -7,6 +7,10 @@ as static files (``airlock mirror export``):
     npm/NAME/-/BASE-VER.tgz     tarballs (scoped names under npm/@scope/NAME/)
     apt/dists/REL/…             Packages(.gz), Release, InRelease and Release.gpg signed with
     apt/pool/…                  the site key; apt/site-key.gpg for clients' signed-by=
+    maven/GROUP/ARTIFACT/VER/…  Maven 2 layout: each file with .sha1 and .sha256 beside it,
+                                maven-metadata.xml per artifact, plugin prefixes per group
+    go/PATH/@v/VER.{info,mod,zip}, go/PATH/@v/list   a GOPROXY tree
+    go/sumdb/NAME/…             the site's Go checksum database (installer.bundle.gosumdb)
     models/NAME/VERSION/PATH    model weights as their Hugging Face folder
     vsix/PUBLISHER.NAME-VER.vsix   extensions (never unpacked here)
     files/NAME/FILE             plain files
@@ -28,6 +32,7 @@ import hashlib
 import html
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -51,7 +56,7 @@ from installer.untrusted import (
 TITLE = "org.opencontainers.image.title"
 
 
-MIRROR_KINDS = ("pypi", "npm", "deb")
+MIRROR_KINDS = ("pypi", "npm", "deb", "maven", "go")
 CONTENT_KINDS = ("model", "vsix", "file")
 
 
@@ -136,9 +141,12 @@ class _Out:
 
 
 def export(bundle: Path, out: Path, *, base_url: str | None, site_key: Path | None,
-           force: bool = False, link: str | None = None) -> dict[str, Any]:
+           force: bool = False, link: str | None = None,
+           go_sumdb: Path | None = None) -> dict[str, Any]:
     """Write the served tree of BUNDLE into OUT. ``link``: the bundle's path relative to
-    OUT (e.g. ``../bundle``); files become relative links to its blobs."""
+    OUT (e.g. ``../bundle``); files become relative links to its blobs. ``go_sumdb``: the
+    site's Go checksum database folder (its key and append-only log), when BUNDLE carries
+    Go modules."""
     mirrors, content = _served(bundle)
     if not mirrors and not content:
         raise UsageError(f"{bundle} carries nothing to serve (package mirrors, models, VSIX "
@@ -149,10 +157,13 @@ def export(bundle: Path, out: Path, *, base_url: str | None, site_key: Path | No
     if "deb" in mirrors and not site_key:
         raise UsageError("the apt repository must be signed: give --site-key DIR",
                          hint="make one with: airlock mirror site-key DIR")
+    if "go" in mirrors and not go_sumdb:
+        raise UsageError("Go modules are served with the site's checksum database: give "
+                         "--go-sumdb DIR", hint="make one with: airlock mirror go-sumdb DIR")
     summary: dict[str, Any] = {"path": str(out.absolute())}
     try:
         _write(bundle, out, summary, mirrors, content, base_url=base_url, site_key=site_key,
-               force=force, link=link)
+               force=force, link=link, go_sumdb=go_sumdb)
     except KeyError as e:  # what _served checked is there; an annotation is not
         raise IntegrityError(f"{bundle}: a manifest lacks {e} (not a bundle airlock built)") \
             from None
@@ -161,7 +172,8 @@ def export(bundle: Path, out: Path, *, base_url: str | None, site_key: Path | No
 
 def _write(bundle: Path, out: Path, summary: dict[str, Any], mirrors: dict[str, Any],
            content: list[tuple[str, dict[str, Any]]], *, base_url: str | None,
-           site_key: Path | None, force: bool, link: str | None) -> None:
+           site_key: Path | None, force: bool, link: str | None,
+           go_sumdb: Path | None) -> None:
     with staged_dir(out, force=force) as tmp:
         put = _Out(bundle, tmp, link)
         if "pypi" in mirrors:
@@ -171,6 +183,10 @@ def _write(bundle: Path, out: Path, summary: dict[str, Any], mirrors: dict[str, 
                                   base_url.rstrip("/") + "/npm/")  # type: ignore[union-attr]
         if "deb" in mirrors:
             summary["deb"] = _apt(put, mirrors["deb"], tmp / "apt", site_key)  # type: ignore[arg-type]
+        if "maven" in mirrors:
+            summary["maven"] = _maven(put, mirrors["maven"], tmp / "maven")
+        if "go" in mirrors:
+            summary["go"] = _go(put, mirrors["go"], tmp / "go", go_sumdb)  # type: ignore[arg-type]
         if content:
             summary["content"] = _content(put, content, tmp)
         (tmp / "nginx-http.conf").write_text(NGINX_HTTP)
@@ -198,6 +214,11 @@ location /npm/ {
     try_files $uri/index.json $uri =404;
 }
 location /apt/ { autoindex off; }
+location /maven/ { default_type application/octet-stream; }
+location /go/ {
+    # the module proxy protocol and the checksum database: static files, plain text
+    default_type text/plain;
+}
 """
 
 
@@ -387,6 +408,119 @@ def _apt(put: _Out, manifest: dict[str, Any], root: Path, home: Path) -> dict[st
             "signedBy": fpr}
 
 
+
+
+# --------------------------------------------------------------------------- maven
+
+MAVEN_PLUGIN_GROUPS = ("org.apache.maven.plugins", "org.codehaus.mojo")
+PLUGIN_XML = "META-INF/maven/plugin.xml"
+
+
+def _goal_prefix(jar: Path) -> str | None:
+    """A Maven plugin's goal prefix (``dependency`` for maven-dependency-plugin)."""
+    from installer.untrusted_zip import BoundedZip
+
+    try:
+        with BoundedZip(_real(jar), what=jar.name, error=IntegrityError) as z:
+            xml = z.read(PLUGIN_XML, 8 << 20)
+    except IntegrityError:
+        return None
+    m = re.search(rb"<goalPrefix>\s*([A-Za-z0-9_.-]+)\s*</goalPrefix>", xml or b"")
+    return m.group(1).decode() if m else None
+
+
+def _maven(put: _Out, manifest: dict[str, Any], root: Path) -> dict[str, int]:
+    from installer.bundle.sources.maven import metadata_xml
+
+    created = (manifest.get("annotations") or {}).get("org.opencontainers.image.created", "")
+    updated = re.sub(r"[^0-9]", "", created)[:14] or "19700101000000"
+    versions: dict[tuple[str, str], set[str]] = {}
+    plugins: dict[str, dict[str, str]] = {}
+    for layer in manifest["layers"]:
+        ann = layer["annotations"]
+        rel = _safe_rel(ann[TITLE])
+        parts = rel.split("/")
+        if len(parts) < 4:
+            raise IntegrityError(f"maven file {rel!r} is not in Maven 2 layout")
+        dest = root / rel
+        put.put(layer, dest)
+        sha1 = ann.get("dev.airlock.maven.sha1") or _sha1(dest)
+        dest.with_name(dest.name + ".sha1").write_text(sha1)
+        dest.with_name(dest.name + ".sha256").write_text(layer["digest"][7:])
+        group, artifact, version = ".".join(parts[:-3]), parts[-3], parts[-2]
+        versions.setdefault((group, artifact), set()).add(version)
+        if (group in MAVEN_PLUGIN_GROUPS and rel.endswith(".jar")
+                and parts[-1] == f"{artifact}-{version}.jar"
+                and (prefix := _goal_prefix(dest))):
+            plugins.setdefault(group, {})[artifact] = prefix
+    for (group, artifact), vs in versions.items():
+        d = root / group.replace(".", "/") / artifact
+        _with_sums(d / "maven-metadata.xml", metadata_xml(group, artifact, sorted(vs), updated))
+    for group, prefixes in plugins.items():
+        body = "".join(f"    <plugin>\n      <name>{html.escape(a)}</name>\n      <prefix>"
+                       f"{html.escape(p)}</prefix>\n      <artifactId>{html.escape(a)}"
+                       "</artifactId>\n    </plugin>\n" for a, p in sorted(prefixes.items()))
+        _with_sums(root / group.replace(".", "/") / "maven-metadata.xml",
+                   "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<metadata>\n  <plugins>\n"
+                   f"{body}  </plugins>\n</metadata>\n")
+    return {"artifacts": len(versions), "files": len(manifest["layers"]),
+            "plugins": sum(len(p) for p in plugins.values())}
+
+
+def _with_sums(path: Path, text: str) -> None:
+    """A generated file and its .sha1 and .sha256, as a Maven repository serves them."""
+    data = text.encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    path.with_name(path.name + ".sha1").write_text(
+        hashlib.sha1(data, usedforsecurity=False).hexdigest())
+    path.with_name(path.name + ".sha256").write_text(hashlib.sha256(data).hexdigest())
+
+
+# --------------------------------------------------------------------------- go
+
+GO_FILE = re.compile(r"^(?P<path>.+)/@v/(?P<version>[^/]+)\.(?P<ext>info|mod|zip)$")
+PSEUDO = re.compile(r"(^|[-.])(0|[0-9]{14})-[0-9a-f]{12}(\+incompatible)?$")
+
+
+def _go(put: _Out, manifest: dict[str, Any], root: Path, sumdb: Path) -> dict[str, Any]:
+    """The GOPROXY tree, and the site's checksum database with this bundle's hashes added."""
+    from installer.bundle import gosumdb
+
+    signer = gosumdb.Signer.load(sumdb)
+    hashes: dict[tuple[str, str], dict[str, str]] = {}
+    listed: dict[str, set[str]] = {}
+    for layer in manifest["layers"]:
+        ann = layer["annotations"]
+        rel = _safe_rel(ann[TITLE])
+        m = GO_FILE.match(rel)
+        if not m:
+            raise IntegrityError(f"go file {rel!r} is not in the module proxy's layout")
+        put.put(layer, root / rel)
+        key = (ann["dev.airlock.package.name"], ann["dev.airlock.package.version"])
+        if m["ext"] in ("zip", "mod"):
+            h1 = ann.get("dev.airlock.go.h1")
+            if not h1:
+                raise IntegrityError(f"go file {rel!r} has no h1 hash in the bundle")
+            hashes.setdefault(key, {})[m["ext"]] = h1
+        if m["ext"] == "info" and not PSEUDO.search(key[1]):
+            listed.setdefault(m["path"], set()).add(key[1])
+    for path, versions in listed.items():
+        (root / path / "@v" / "list").write_text("".join(v + "\n" for v in sorted(versions)))
+    records = []
+    for (module, version), h in hashes.items():
+        if "mod" not in h:
+            raise IntegrityError(f"{module}@{version}: the bundle carries its zip without "
+                                 "its go.mod")
+        records.append(gosumdb.Record(module, version, h.get("zip"), h["mod"]))
+    log, added = gosumdb.append(sumdb, records)
+    for rel, data in gosumdb.static_files(log, signer).items():
+        dest = root / "sumdb" / signer.name / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+    return {"modules": len(listed), "files": len(manifest["layers"]),
+            "sumdb": {"name": signer.name, "verifier": signer.verifier(),
+                      "records": len(log), "added": added}}
 
 
 # --------------------------------------------------------------------------- content

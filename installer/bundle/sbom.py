@@ -21,7 +21,8 @@ from installer.bundle.artifacts import Artifact
 
 TYPES = {"image": ComponentType.CONTAINER, "model": ComponentType.MACHINE_LEARNING_MODEL,
          "vsix": ComponentType.APPLICATION, "file": ComponentType.FILE,
-         "pypi": ComponentType.DATA, "npm": ComponentType.DATA, "deb": ComponentType.DATA}
+         "pypi": ComponentType.DATA, "npm": ComponentType.DATA, "deb": ComponentType.DATA,
+         "maven": ComponentType.DATA, "go": ComponentType.DATA}
 
 
 def package_purl(kind: str, info: dict[str, str]) -> PackageURL:
@@ -34,6 +35,13 @@ def package_purl(kind: str, info: dict[str, str]) -> PackageURL:
                           version=info["version"],
                           qualifiers={"arch": info["architecture"]}
                           if info.get("architecture") else None)
+    if kind == "maven":  # name is group:artifact
+        group, _, artifact = info["name"].partition(":")
+        return PackageURL(type="maven", namespace=group, name=artifact, version=info["version"])
+    if kind == "go":  # name is the module path
+        namespace, _, name = info["name"].rpartition("/")
+        return PackageURL(type="golang", namespace=namespace or None, name=name,
+                          version=info["version"])
     return PackageURL(type="pypi", name=info["name"].lower().replace("_", "-"),
                       version=info["version"])
 

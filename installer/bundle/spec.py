@@ -341,6 +341,16 @@ def load(path: str | Path) -> Spec:
             "deb", at("deb"), tuple(d["packages"]), release=d["release"],
             architecture=d.get("architecture", "amd64"),
             sources=(base / d["sources"]) if "sources" in d else None))
+    for kind, items, files in (("maven", "artifacts", "poms"), ("go", "modules", "gomods")):
+        if kind in data:
+            d = data[kind]
+            listed = [f if isinstance(f, dict) else {"path": f} for f in d.get(files, [])]
+            spec.mirrors.append(MirrorEntry(
+                kind, at(kind), tuple(d.get(items, [])),
+                manifests=tuple(base / f["path"] for f in listed),
+                goals=tuple(tuple(f.get("goals", ())) for f in listed),
+                where=tuple(at(kind, items, i) for i in range(len(d.get(items, []))))
+                + tuple(at(kind, files, i) for i in range(len(d.get(files, []))))))
     if spec.vsix and not spec.vscode:
         raise SpecError("VSIX extensions need the VS Code version they will run on",
                         file=file, line=lines.get(("vsix",)), field="target.vscode",

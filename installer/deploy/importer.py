@@ -37,7 +37,7 @@ from installer.deploy.runner import run_playbook
 from installer.deploy.ssh import Remote
 from installer.errors import HostError, IntegrityError, UsageError
 from installer.fsutil import atomic_write
-from installer.site import MARKER, InventoryLock, ensure_site
+from installer.site import MARKER, InventoryLock, ensure_go_sumdb, ensure_site
 from installer.untrusted import LIMITS, open_stream, read_json, sha256_digest
 
 RESERVE = 64 << 20  # free space left on the host after the copy
@@ -430,7 +430,8 @@ def _import(root: Path, bundle: Path, inventory: Path, inv: inv_mod.Inventory, *
         else:
             view.symlink_to(bundle)
         exported = mirror.export(view, stage / "mirror", base_url=f"https://{server}/",
-                                 site_key=home, force=True, link="../bundle")
+                                 site_key=home, force=True, link="../bundle",
+                                 go_sumdb=ensure_go_sumdb(site, say))
         pub = stage / "mirror" / "apt" / "site-key.gpg"
         if pub.exists():  # the common role gives it to every host for apt's signed-by
             atomic_write(site / "apt-site-key.gpg", pub.read_bytes())

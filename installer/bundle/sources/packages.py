@@ -52,9 +52,9 @@ class PackageFile:
 
 @dataclass(frozen=True)
 class MirrorEntry:
-    kind: str  # pypi | npm | deb
+    kind: str  # pypi | npm | deb | maven | go
     at: Located
-    requirements: tuple[str, ...]
+    requirements: tuple[str, ...]  # maven: coordinates; go: module@version
     python: tuple[str, ...] = ("3.11",)
     platforms: tuple[str, ...] = ("manylinux_2_36_x86_64",)
     sdists: tuple[str, ...] = ()
@@ -62,10 +62,18 @@ class MirrorEntry:
     release: str = ""
     architecture: str = "amd64"
     sources: Path | None = None
+    manifests: tuple[Path, ...] = ()  # maven: pom.xml files; go: go.mod files
+    goals: tuple[tuple[str, ...], ...] = ()  # maven: what to run in a scratch copy, per pom
+    where: tuple[Located, ...] = ()  # each requirement's, then each manifest's, spec line
 
     @property
     def source(self) -> str:
-        """What the lock entry was made from: the spec entry's own text."""
+        """What the lock entry was made from: the spec entry's own text (and, for Maven and
+        Go, the bytes of the poms and go.mod/go.sum files it names)."""
+        if self.kind in ("maven", "go"):
+            from installer.bundle.sources import golang, maven
+
+            return (maven if self.kind == "maven" else golang).source_of(self)
         return json.dumps({"requirements": self.requirements, "python": self.python,
                            "platforms": self.platforms, "sdists": self.sdists,
                            "self": self.include_self, "release": self.release,
