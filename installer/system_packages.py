@@ -61,6 +61,9 @@ PURPOSES: dict[str, Purpose] = {
     "npm": _purpose(
         "a spec's npm packages",
         ("npm", "npm")),
+    "source-mirrors": _purpose(
+        "a spec's Maven and Go content (Maven and the go command resolve it)",
+        ("maven", "mvn"), ("golang-go", "go")),
     "engine": _purpose(
         "the lab's container engine, when none answers at DOCKER_HOST",
         ("docker.io", "dockerd"), ("docker.io", "docker")),
@@ -89,6 +92,8 @@ PURPOSES: dict[str, Purpose] = {
         ("docker-registry", "docker-registry"), ("skopeo", "skopeo"), ("zstd", "zstd"),
         ("nginx-light", "nginx"), ("util-linux", "unshare"), ("curl", "curl"),
         ("openssl", "openssl"), ("git", "git"),
+        # gitlab.rb checked with Ruby (GitLab checks it with its own)
+        ("ruby", "ruby"),
         # the gateway's WAF rules checked and attacked with the real module and rule set
         ("libnginx-mod-http-modsecurity", "/usr/lib/nginx/modules/ngx_http_modsecurity_module.so"),
         ("modsecurity-crs", "/usr/share/modsecurity-crs/rules")),

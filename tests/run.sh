@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 # The suite runs everything airlock does (the whole demo, so the lab, the code-server build
 # and the browser; the npm mirror) and its own tools. The system python3, before .venv exists.
 python3 -m installer.system_packages install \
-  venv reviewer mirror npm engine lab codeserver-build llama-build browser tests
+  venv reviewer mirror npm source-mirrors engine lab codeserver-build llama-build browser tests
 
 if [[ ! -x .venv/bin/python ]]; then
   echo "== creating .venv"
