@@ -1,0 +1,219 @@
+"""The source zone's roles that the lab cannot run (GitLab: no package or image of it is
+reachable here), checked as far as this machine honestly can: gitlab.rb rendered by
+Ansible's own template engine from the role's defaults and parsed by Ruby (GitLab checks
+it with its own Ruby before reconfigure), the role's input checks, a whole --check run
+(nothing written), and the filters. The lab's Git server (git_server) runs in tests/test_ide.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import need
+
+REPO = Path(__file__).resolve().parents[1]
+PLAYBOOK_BIN = Path(sys.executable).parent / "ansible-playbook"
+GOOD = {"gitlab_version": "18.5.1-ce.0", "gitlab_package_sha256": "a" * 64,
+        "gitlab_package_url": "https://127.0.0.1:9/files/gitlab-ce/gitlab-ce_18.5.1-ce.0_amd64.deb",
+        "gitlab_server_name": "gitlab.bank.test"}
+
+
+def _load(path: str, name: str):  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(name, REPO / path)
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def _play(tmp_path: Path, play: str, extra: dict, *args: str) -> subprocess.CompletedProcess:
+    (tmp_path / "play.yml").write_text(textwrap.dedent(play))
+    (tmp_path / "extra.json").write_text(json.dumps(extra))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+           "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp")}
+    return subprocess.run([str(PLAYBOOK_BIN), "-i", "localhost,", "-c", "local",
+                           "-e", f"@{tmp_path / 'extra.json'}", *args,
+                           str(tmp_path / "play.yml")],
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+def _render(tmp_path: Path, **overrides: object) -> str:
+    site = tmp_path / "site"
+    (site / "secrets/keycloak").mkdir(parents=True, exist_ok=True)
+    (site / "secrets/keycloak/gitlab.client-secret").write_text("s3cret-from-the-site\n")
+    out = tmp_path / "gitlab.rb"
+    proc = _play(tmp_path, f"""
+        - hosts: localhost
+          gather_facts: false
+          vars_files: [{REPO / 'roles/gitlab/defaults/main.yml'}]
+          tasks:
+            - ansible.builtin.set_fact:
+                _gitlab_oidc_secret: "{{{{ lookup('ansible.builtin.file',
+                  gitlab_oidc_client_secret_file) if gitlab_oidc_enabled else '' }}}}"
+            - ansible.builtin.template:
+                src: {REPO / 'roles/gitlab/templates/gitlab.rb.j2'}
+                dest: {out}
+                mode: "0600"
+    """, {**GOOD, "airlock_site_dir": str(site), **overrides})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    return out.read_text()
+
+
+def _ruby_ok(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([need("ruby"), "-c", str(path)], capture_output=True, text=True)
+
+
+def test_gitlab_rb_with_sso_parses_and_calls_nowhere(tmp_path: Path) -> None:
+    text = _render(tmp_path, airlock_controls={"sso": True},
+                   gitlab_oidc_issuer="https://gw1:8443/realms/airlock")
+    assert _ruby_ok(tmp_path / "gitlab.rb").returncode == 0
+    assert 'external_url "https://gitlab.bank.test"' in text
+    for line in ("letsencrypt['enable'] = false", "gitlab_rails['usage_ping_enabled'] = false",
+                 "'GITLAB_PRODUCT_USAGE_DATA_ENABLED' => 'false'", "registry['enable'] = false",
+                 "gitlab_rails['omniauth_auto_sign_in_with_provider'] = 'openid_connect'",
+                 'issuer: "https://gw1:8443/realms/airlock"', 'secret: "s3cret-from-the-site"',
+                 "gitlab_rails['backup_keep_time'] = 604800"):
+        assert line in text, line
+    assert oct((tmp_path / "gitlab.rb").stat().st_mode & 0o777) == "0o600"
+
+
+def test_gitlab_rb_without_sso_and_with_the_registry(tmp_path: Path) -> None:
+    text = _render(tmp_path, airlock_controls={"sso": False}, gitlab_registry_enabled=True,
+                   gitlab_registry_external_url="https://gitlab.bank.test:5050")
+    assert _ruby_ok(tmp_path / "gitlab.rb").returncode == 0
+    assert "gitlab_rails['omniauth_enabled'] = false" in text
+    assert 'registry_external_url "https://gitlab.bank.test:5050"' in text
+    assert "s3cret" not in text
+
+
+def test_a_broken_gitlab_rb_fails_ruby_check(tmp_path: Path) -> None:
+    """The validate: step can fail: a label with a quote that the template did not escape
+    would break Ruby; the template escapes it (to_json), and a hand-broken file fails."""
+    text = _render(tmp_path, airlock_controls={"sso": True}, gitlab_oidc_label='Bank "SSO"',
+                   gitlab_oidc_issuer="https://gw1:8443/realms/airlock")
+    assert _ruby_ok(tmp_path / "gitlab.rb").returncode == 0
+    assert 'label: "Bank \\"SSO\\""' in text
+    broken = tmp_path / "broken.rb"
+    broken.write_text(text.replace("pkce: true,", "pkce: true,,"))
+    assert _ruby_ok(broken).returncode != 0
+
+
+ROLE_PLAY = """
+    - hosts: localhost
+      gather_facts: false
+      roles:
+        - gitlab
+"""
+
+
+@pytest.mark.parametrize("override, words", [
+    ({"gitlab_version": "latest"}, "gitlab_version must be"),
+    ({"gitlab_package_sha256": "abc"}, "gitlab_package_sha256"),
+    ({"gitlab_package_url": "http://repo1/files/x.deb"}, "https URLs"),
+    ({"airlock_controls": {"sso": True}, "gitlab_oidc_issuer": ""}, "gitlab_oidc_issuer"),
+])
+def test_the_gitlab_role_refuses_bad_input_before_anything(tmp_path: Path, override: dict,
+                                                          words: str) -> None:
+    proc = _play(tmp_path, ROLE_PLAY, {**GOOD, "airlock_site_dir": str(tmp_path / "site"),
+                                       **override})
+    assert proc.returncode != 0
+    assert words in proc.stdout and "Nothing was changed" in proc.stdout, proc.stdout[-2000:]
+    assert not (tmp_path / "site").exists()  # not even a secret was made
+
+
+@pytest.fixture
+def package_server(tmp_path: Path):
+    """The repo host's files/ over HTTPS on loopback (a throwaway CA), with a stand-in for
+    the package: --check asks for it, never installs it."""
+    import http.server
+    import ssl
+    import threading
+    from functools import partial
+
+    from conftest import ca_and_cert
+
+    www = tmp_path / "www" / "files" / "gitlab-ce"
+    www.mkdir(parents=True)
+    (www / "gitlab-ce_18.5.1-ce.0_amd64.deb").write_bytes(b"not really a package\n")
+    ca, cert, key = ca_and_cert(tmp_path)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "www"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", ca
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_gitlab_role_in_check_mode_writes_nothing(tmp_path: Path, package_server) -> None:
+    """--check on a host without GitLab: the package is looked up on the repo host and
+    would be fetched and installed; nothing after it is attempted, nothing is written."""
+    import hashlib
+
+    if Path("/etc/gitlab").exists() or Path("/opt/gitlab").exists():
+        pytest.fail("this machine has GitLab: the check-mode test needs one without it")
+    url, ca = package_server
+    deb = "gitlab-ce_18.5.1-ce.0_amd64.deb"
+    sha = hashlib.sha256(b"not really a package\n").hexdigest()
+    before = set(Path("/var/cache").iterdir())
+    os.environ["SSL_CERT_FILE"] = str(ca)  # the site CA, as the pki role installs it
+    try:
+        proc = _play(tmp_path, ROLE_PLAY, {**GOOD, "airlock_site_dir": str(tmp_path / "site"),
+                                           "gitlab_package_url": f"{url}/files/gitlab-ce/{deb}",
+                                           "gitlab_package_sha256": sha}, "--check")
+    finally:
+        del os.environ["SSL_CERT_FILE"]
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "changed=" in proc.stdout and "failed=0" in proc.stdout
+    assert "Check that the repo host serves the package" in proc.stdout
+    assert "Install GitLab" in proc.stdout
+    assert set(Path("/var/cache").iterdir()) == before
+    assert not Path("/var/cache/airlock/gitlab-ce_18.5.1-ce.0_amd64.deb").exists()
+    assert not Path("/etc/gitlab").exists()
+
+
+def test_settings_are_changed_only_where_they_differ() -> None:
+    diff = _load("roles/gitlab/filter_plugins/gitlab.py", "gitlab_filters").gitlab_settings_diff
+    current = {"version_check_enabled": True, "gravatar_enabled": False,
+               "import_sources": ["github", "git"], "signup_enabled": False}
+    wanted = {"version_check_enabled": False, "gravatar_enabled": False, "import_sources": [],
+              "signup_enabled": False, "a_setting_this_gitlab_lacks": False}
+    assert diff(wanted, current) == {"version_check_enabled": False, "import_sources": []}
+    assert diff({"import_sources": ["git", "github"]}, current) == {}
+
+
+def test_git_server_credentials_keep_matching_lines_and_replace_others() -> None:
+    htpasswd = _load("roles/git_server/filter_plugins/airlock_git.py",
+                     "git_filters").airlock_git_htpasswd
+    import bcrypt
+
+    first = htpasswd({"alice": "a" * 32, "bob": "b" * 32})
+    lines = dict(line.split(":", 1) for line in first.splitlines())
+    assert bcrypt.checkpw(b"a" * 32, lines["alice"].encode())
+    assert htpasswd({"alice": "a" * 32, "bob": "b" * 32}, first) == first  # a re-run: same
+    changed = htpasswd({"alice": "a" * 32, "bob": "c" * 32}, first)
+    new = dict(line.split(":", 1) for line in changed.splitlines())
+    assert new["alice"] == lines["alice"] and new["bob"] != lines["bob"]
+    assert bcrypt.checkpw(b"c" * 32, new["bob"].encode())
+    assert "carol" not in htpasswd({"alice": "a" * 32}, first + "carol:$2b$12$x\n")
+
+
+def test_the_roles_ship_what_their_readme_promises() -> None:
+    for role in ("gitlab", "git_server"):
+        specs = (REPO / f"roles/{role}/meta/argument_specs.yml").read_text()
+        defaults = (REPO / f"roles/{role}/defaults/main.yml").read_text()
+        for line in defaults.splitlines():
+            if line and not line.startswith(("#", " ", "-")) and ":" in line:
+                assert line.split(":")[0] in specs, f"{role}: {line.split(':')[0]}"
