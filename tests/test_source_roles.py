@@ -6,6 +6,7 @@ it with its own Ruby before reconfigure), the role's input checks, a whole --che
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -19,6 +20,8 @@ import pytest
 from conftest import need
 
 REPO = Path(__file__).resolve().parents[1]
+STAND_IN = b"not really a package\n"  # --check asks the repo host for it, never installs it
+STAND_IN_SHA = hashlib.sha256(STAND_IN).hexdigest()
 PLAYBOOK_BIN = Path(sys.executable).parent / "ansible-playbook"
 GOOD = {"gitlab_version": "18.5.1-ce.0", "gitlab_package_sha256": "a" * 64,
         "gitlab_package_url": "https://127.0.0.1:9/files/gitlab-ce/gitlab-ce_18.5.1-ce.0_amd64.deb",
@@ -139,9 +142,11 @@ def package_server(tmp_path: Path):
 
     from conftest import ca_and_cert
 
-    www = tmp_path / "www" / "files" / "gitlab-ce"
-    www.mkdir(parents=True)
-    (www / "gitlab-ce_18.5.1-ce.0_amd64.deb").write_bytes(b"not really a package\n")
+    for rel in ("gitlab-ce/gitlab-ce_18.5.1-ce.0_amd64.deb",
+                "gitlab-runner/gitlab-runner_18.5.0_amd64.deb",
+                "gitlab-runner/gitlab-runner-helper-images_18.5.0_all.deb"):
+        (tmp_path / "www/files" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "www/files" / rel).write_bytes(STAND_IN)
     ca, cert, key = ca_and_cert(tmp_path)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
@@ -157,24 +162,26 @@ def package_server(tmp_path: Path):
         server.server_close()
 
 
+def _check_run(tmp_path: Path, ca: Path, play: str, extra: dict) -> subprocess.CompletedProcess:
+    os.environ["SSL_CERT_FILE"] = str(ca)  # the site CA, as the pki role installs it
+    try:
+        return _play(tmp_path, play, extra, "--check")
+    finally:
+        del os.environ["SSL_CERT_FILE"]
+
+
 def test_the_gitlab_role_in_check_mode_writes_nothing(tmp_path: Path, package_server) -> None:
     """--check on a host without GitLab: the package is looked up on the repo host and
     would be fetched and installed; nothing after it is attempted, nothing is written."""
-    import hashlib
-
     if Path("/etc/gitlab").exists() or Path("/opt/gitlab").exists():
         pytest.fail("this machine has GitLab: the check-mode test needs one without it")
     url, ca = package_server
     deb = "gitlab-ce_18.5.1-ce.0_amd64.deb"
-    sha = hashlib.sha256(b"not really a package\n").hexdigest()
     before = set(Path("/var/cache").iterdir())
-    os.environ["SSL_CERT_FILE"] = str(ca)  # the site CA, as the pki role installs it
-    try:
-        proc = _play(tmp_path, ROLE_PLAY, {**GOOD, "airlock_site_dir": str(tmp_path / "site"),
-                                           "gitlab_package_url": f"{url}/files/gitlab-ce/{deb}",
-                                           "gitlab_package_sha256": sha}, "--check")
-    finally:
-        del os.environ["SSL_CERT_FILE"]
+    proc = _check_run(tmp_path, ca, ROLE_PLAY, {
+        **GOOD, "airlock_site_dir": str(tmp_path / "site"),
+        "gitlab_package_url": f"{url}/files/gitlab-ce/{deb}",
+        "gitlab_package_sha256": STAND_IN_SHA})
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "changed=" in proc.stdout and "failed=0" in proc.stdout
     assert "Check that the repo host serves the package" in proc.stdout
@@ -217,3 +224,80 @@ def test_the_roles_ship_what_their_readme_promises() -> None:
         for line in defaults.splitlines():
             if line and not line.startswith(("#", " ", "-")) and ":" in line:
                 assert line.split(":")[0] in specs, f"{role}: {line.split(':')[0]}"
+
+
+# --------------------------------------------------------------------------- ci_runner
+
+RUNNER_PLAY = """
+    - hosts: localhost
+      gather_facts: false
+      roles:
+        - ci_runner
+"""
+RUNNER = {"ci_runner_version": "18.5.0", "ci_runner_package_sha256": STAND_IN_SHA,
+          "ci_runner_helper_package_sha256": STAND_IN_SHA,
+          "ci_runner_gitlab_url": "https://gitlab.bank.test",
+          "ci_runner_registry": "repo1:5000", "airlock_repo_url": "https://repo1"}
+
+
+def test_runner_config_toml_pins_images_to_the_repo_host(tmp_path: Path) -> None:
+    import tomllib
+
+    site = tmp_path / "site"
+    (site / "go-sumdb").mkdir(parents=True)
+    (site / "go-sumdb/verifier").write_text("sumdb.airlock.site+01234567+AAAA\n")
+    out = tmp_path / "config.toml"
+    proc = _play(tmp_path, f"""
+        - hosts: localhost
+          gather_facts: false
+          vars_files: [{REPO / 'roles/ci_runner/defaults/main.yml'}]
+          vars: {{_ci_runner_token: glrt-test-token}}
+          tasks:
+            - ansible.builtin.template:
+                src: {REPO / 'roles/ci_runner/templates/config.toml.j2'}
+                dest: {out}
+                mode: "0600"
+    """, {**RUNNER, "airlock_site_dir": str(site)})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    conf = tomllib.loads(out.read_text())
+    runner = conf["runners"][0]
+    assert runner["url"] == "https://gitlab.bank.test" and runner["token"] == "glrt-test-token"
+    assert runner["executor"] == "docker" and "session_server" not in conf
+    docker = runner["docker"]
+    assert docker["allowed_images"] == ["repo1:5000/**"] == docker["allowed_services"]
+    assert docker["privileged"] is False and docker["pull_policy"] == ["if-not-present"]
+    assert docker["helper_image"] == "repo1:5000/gitlab-runner-helper:x86_64-v18.5.0"
+    env = dict(e.split("=", 1) for e in runner["environment"])
+    assert env["GOPROXY"] == "https://repo1/go/"
+    assert env["GOSUMDB"] == "sumdb.airlock.site+01234567+AAAA"
+    assert env["PIP_INDEX_URL"] == "https://repo1/pypi/simple/"
+    assert env["MAVEN_ARGS"] == "-gs /etc/airlock/build/maven-settings.xml"
+
+
+@pytest.mark.parametrize("override, words", [
+    ({"ci_runner_version": "latest"}, "ci_runner_version must be"),
+    ({"ci_runner_gitlab_url": "http://gitlab"}, "https"),
+    ({"ci_runner_allowed_images": []}, "ci_runner_allowed_images"),
+])
+def test_the_runner_role_refuses_bad_input_before_anything(tmp_path: Path, override: dict,
+                                                          words: str) -> None:
+    proc = _play(tmp_path, RUNNER_PLAY, {**RUNNER, "airlock_site_dir": str(tmp_path / "site"),
+                                         **override})
+    assert proc.returncode != 0
+    assert words in proc.stdout and "Nothing was" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_the_runner_role_in_check_mode_writes_nothing(tmp_path: Path, package_server) -> None:
+    if Path("/etc/gitlab-runner").exists():
+        pytest.fail("this machine has a GitLab Runner: the check-mode test needs one without")
+    url, ca = package_server
+    site = tmp_path / "site"
+    before = set(Path("/var/cache").iterdir())
+    proc = _check_run(tmp_path, ca, RUNNER_PLAY, {
+        **RUNNER, "airlock_site_dir": str(site), "airlock_repo_url": url,
+        "ci_runner_site_ca": str(ca)})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "failed=0" in proc.stdout
+    assert set(Path("/var/cache").iterdir()) == before
+    assert not Path("/etc/gitlab-runner").exists() and not Path("/etc/airlock/build").exists()
+    assert not (site / "secrets").exists()  # no runner was created in --check
