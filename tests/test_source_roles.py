@@ -301,3 +301,169 @@ def test_the_runner_role_in_check_mode_writes_nothing(tmp_path: Path, package_se
     assert set(Path("/var/cache").iterdir()) == before
     assert not Path("/etc/gitlab-runner").exists() and not Path("/etc/airlock/build").exists()
     assert not (site / "secrets").exists()  # no runner was created in --check
+
+
+# --------------------------------------------------------------------------- nexus
+
+KEYPAIR = "-----BEGIN PGP PRIVATE KEY BLOCK-----\n(test)\n-----END PGP PRIVATE KEY BLOCK-----\n"
+
+
+def _tgz(name: str, version: str) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        data = json.dumps({"name": name, "version": version}).encode()
+        info = tarfile.TarInfo("package/package.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _mirror(root: Path) -> Path:
+    """A served release's mirror/ as `airlock mirror export` writes it (small files)."""
+    m = root / "mirror"
+    lib = m / "maven/org/example/lib/1.0"
+    lib.mkdir(parents=True)
+    for f, data in (("lib-1.0.jar", b"jar"), ("lib-1.0.pom", b"<project/>"),
+                    ("lib-1.0-sources.jar", b"sources")):
+        (lib / f).write_bytes(data)
+        (lib / (f + ".sha1")).write_text(hashlib.sha1(data, usedforsecurity=False).hexdigest())
+    (m / "maven/org/example/lib/maven-metadata.xml").write_text("<metadata/>")
+    parent = m / "maven/org/example/parent/3"
+    parent.mkdir(parents=True)
+    (parent / "parent-3.pom").write_bytes(b"<project>parent</project>")
+    (m / "pypi/files").mkdir(parents=True)
+    (m / "pypi/files/example_pkg-1.0-py3-none-any.whl").write_bytes(b"wheel")
+    (m / "npm/is-odd/-").mkdir(parents=True)
+    (m / "npm/is-odd/-/is-odd-3.0.1.tgz").write_bytes(_tgz("is-odd", "3.0.1"))
+    (m / "npm/@scope/thing/-").mkdir(parents=True)
+    (m / "npm/@scope/thing/-/thing-1.2.0.tgz").write_bytes(_tgz("@scope/thing", "1.2.0"))
+    (m / "npm/is-odd/index.json").write_text("{}")
+    (m / "apt/pool/main/h").mkdir(parents=True)
+    (m / "apt/pool/main/h/hello_2.10-3_amd64.deb").write_bytes(b"deb")
+    return m
+
+
+@pytest.fixture
+def nexus(tmp_path: Path):
+    import ssl
+
+    from nexus_contract import State, serve
+
+    from conftest import ca_and_cert
+
+    d = tmp_path / "tls"
+    d.mkdir()
+    ca, cert, key = ca_and_cert(d)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    state = State("airlock", "nexus-pass")
+    server, url = serve(state, ctx)
+    try:
+        yield state, url, ca
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _push(tmp_path: Path, base: str, ca: Path, *args: str, **params: object):
+    mirror = tmp_path / "release" / "mirror"
+    if not mirror.exists():
+        _mirror(tmp_path / "release")
+    p = {"url": base, "username": "airlock", "password": "nexus-pass", "ca_path": str(ca),
+         "mirror": str(mirror), "apt_keypair": KEYPAIR,
+         "repositories": {"maven": "m2", "pypi": "py", "npm": "js", "apt": "deb"}, **params}
+    (tmp_path / "params.json").write_text(json.dumps(p))
+    proc = _play(tmp_path, f"""
+        - hosts: localhost
+          gather_facts: false
+          tasks:
+            - airlock_nexus: "{{{{ lookup('ansible.builtin.file', '{tmp_path / 'params.json'}')
+                | from_json }}}}"
+              register: pushed
+            - ansible.builtin.copy:
+                content: "{{{{ pushed | to_json }}}}"
+                dest: {tmp_path / 'result.json'}
+                mode: "0600"
+              check_mode: false
+    """, {}, *args)
+    result = json.loads((tmp_path / "result.json").read_text()) if proc.returncode == 0 else {}
+    return proc, result
+
+
+@pytest.fixture(autouse=False)
+def library(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANSIBLE_LIBRARY", str(REPO / "roles/nexus/library"))
+
+
+def test_nexus_push_makes_repositories_uploads_everything_then_nothing(
+        tmp_path: Path, nexus, library) -> None:
+    state, url, ca = nexus
+    proc, first = _push(tmp_path, url, ca)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert first["changed"] and sorted(first["created"]) == ["deb", "js", "m2", "py"]
+    assert first["formats"]["maven"] == {"uploaded": 4, "held": 0}
+    assert first["formats"]["npm"] == {"uploaded": 2, "held": 0}
+    held = state.assets
+    assert set(held["m2"]) == {"org/example/lib/1.0/lib-1.0.jar",
+                               "org/example/lib/1.0/lib-1.0.pom",
+                               "org/example/lib/1.0/lib-1.0-sources.jar",
+                               "org/example/parent/3/parent-3.pom"}
+    assert held["m2"]["org/example/lib/1.0/lib-1.0-sources.jar"] == b"sources"  # raw bytes
+    assert set(held["js"]) == {"is-odd/-/is-odd-3.0.1.tgz", "@scope/thing/-/thing-1.2.0.tgz"}
+    assert set(held["py"]) == {"packages/example-pkg/1.0/example_pkg-1.0-py3-none-any.whl"}
+    assert set(held["deb"]) == {"pool/h/hello/hello_2.10-3_amd64.deb"}
+    assert state.repos["m2"]["maven"] == {"versionPolicy": "RELEASE", "layoutPolicy": "STRICT"}
+    uploads = sum(1 for c in state.calls if c == ("POST", "/service/rest/v1/components"))
+    assert uploads == 2 + 1 + 2 + 1  # one request per component
+    state.calls.clear()
+    proc, again = _push(tmp_path, url, ca)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert not again["changed"] and again["formats"]["maven"] == {"uploaded": 0, "held": 4}
+    assert not [c for c in state.calls if c[0] in ("POST", "PUT")]
+
+
+def test_nexus_push_in_check_mode_changes_nothing(tmp_path: Path, nexus, library) -> None:
+    state, url, ca = nexus
+    proc, result = _push(tmp_path, url, ca, "--check")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert result["changed"] and sorted(result["created"]) == ["deb", "js", "m2", "py"]
+    assert result["formats"]["pypi"] == {"uploaded": 1, "held": 0}
+    assert state.repos == {} and not [c for c in state.calls if c[0] in ("POST", "PUT")]
+
+
+def test_nexus_settings_drift_is_put_back_whole(tmp_path: Path, nexus, library) -> None:
+    state, url, ca = nexus
+    assert _push(tmp_path, url, ca)[0].returncode == 0
+    state.repos["deb"]["storage"]["writePolicy"] = "allow"  # someone changed it by hand
+    state.repos["deb"]["aptSigning"] = {"keypair": "", "passphrase": None}
+    proc, result = _push(tmp_path, url, ca)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert result["updated"] == ["deb"]
+    assert state.repos["deb"]["storage"]["writePolicy"] == "ALLOW_ONCE"
+    assert state.repos["deb"]["aptSigning"]["keypair"] == KEYPAIR  # resent: a PUT replaces
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"url": "http://nexus.bank.test"}, "url must be https"),
+    ({"apt_keypair": ""}, "apt_keypair"),
+    ({"repositories": {"cargo": "rust"}}, "unknown format"),
+    ({"password": "wrong"}, "HTTP 401"),
+])
+def test_nexus_push_refuses_bad_input_and_changes_nothing(tmp_path: Path, nexus, library,
+                                                         change: dict, words: str) -> None:
+    state, url, ca = nexus
+    proc, _ = _push(tmp_path, url, ca, **change)
+    assert proc.returncode != 0 and words in proc.stdout, proc.stdout[-2000:]
+    assert "nexus-pass" not in proc.stdout  # never logged
+    assert state.repos == {}
+
+
+def test_a_read_only_nexus_is_refused_before_anything(tmp_path: Path, nexus, library) -> None:
+    state, url, ca = nexus
+    state.writable = False
+    proc, _ = _push(tmp_path, url, ca)
+    assert proc.returncode != 0 and "HTTP 503" in proc.stdout
+    assert [c for c in state.calls if c[0] != "GET"] == [] and state.repos == {}
