@@ -232,7 +232,8 @@ DEMO_PASS = "demo-test-passphrase"
 # Modules that use the one lab `airlock demo` makes, in the order they must run (the
 # deploy tests build on the upgrade the import tests leave behind).
 SHARED_LAB_MODULES = ("test_import.py", "test_deploy.py", "test_ide.py", "test_ai.py",
-                      "test_identity.py", "test_offline_install.py", "test_acceptance.py")
+                      "test_identity.py", "test_source_zone.py", "test_offline_install.py",
+                      "test_acceptance.py")
 _shared: dict = {}
 
 

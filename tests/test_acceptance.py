@@ -46,12 +46,12 @@ def test_the_demos_report(demo) -> None:
                 "continue_chat", "continue_completion", "unauthenticated_refused",
                 "other_workbench_refused", "mfa_demanded", "tls_only_strong",
                 "extension_whitelist", "dlp_blocks", "rate_limited", "egress_refused",
-                "audit_chain"]
+                "audit_chain", "git"]
     assert {k: rows[k]["status"] for k in measured} == dict.fromkeys(measured, PASSED), {
         k: (rows[k]["status"], rows[k]["detail"]) for k in measured}
     for k in ("completion_p95", "chat_p95", "ide_load_p95", "error_rate"):
         assert rows[k]["status"] in (PASSED, FAILED) and rows[k]["value"] is not None, rows[k]
-    for k in ("git", "availability", "satisfaction_pilot", "security_approval"):
+    for k in ("availability", "satisfaction_pilot", "security_approval"):
         assert rows[k]["status"] == NOT_MEASURED, rows[k]
     verdicts = {v["phase"]: v for v in saved["verdicts"]}
     assert verdicts["pilot"]["verdict"] == "NO-GO"  # a week of availability is not measured
@@ -186,6 +186,19 @@ def test_an_opened_firewall_turns_its_row_red(demo, tmp_path: Path) -> None:
     finally:
         lab_ssh(demo, "ide1", f"nft delete rule inet airlock output handle {handle}")
     assert _row(ctx, "egress from each zone", "egress_refused")["status"] == PASSED
+
+
+def test_a_git_server_without_the_repository_turns_its_row_red(demo, tmp_path: Path) -> None:
+    ctx = _ctx(demo, tmp_path)
+    assert _row(ctx, "Git from a workbench", "git")["status"] == PASSED
+    r = lab_ssh(demo, "repo1", "mv /srv/git/demo.git /srv/git/demo.git.away")
+    assert r.returncode == 0, r.stderr
+    try:
+        row = _row(ctx, "Git from a workbench", "git")
+        assert row["status"] == FAILED and "demo.git" in row["detail"], row
+    finally:
+        lab_ssh(demo, "repo1", "mv /srv/git/demo.git.away /srv/git/demo.git")
+    assert _row(ctx, "Git from a workbench", "git")["status"] == PASSED
 
 
 @pytest.mark.parametrize("args, words", [

@@ -24,7 +24,7 @@ from installer.bundle.sources.maven import DEPENDENCY_PLUGIN, settings_xml
 from installer.bundle.verify import verify
 from installer.errors import IntegrityError, SourceError, SpecError
 
-PROJECTS = Path(__file__).parent / "projects"
+PROJECTS = Path(__file__).resolve().parents[1] / "bundles" / "sample" / "projects"
 
 SPEC = """
     apiVersion: airlock/v1

@@ -1,8 +1,10 @@
 """The source zone's roles that the lab cannot run (GitLab: no package or image of it is
-reachable here), checked as far as this machine honestly can: gitlab.rb rendered by
-Ansible's own template engine from the role's defaults and parsed by Ruby (GitLab checks
+reachable here) and the nexus push, checked as far as this machine honestly can: gitlab.rb
+rendered by Ansible from the role's defaults and parsed by Ruby (GitLab checks
 it with its own Ruby before reconfigure), the role's input checks, a whole --check run
-(nothing written), and the filters. The lab's Git server (git_server) runs in tests/test_ide.py."""
+(nothing written), the filters, and the nexus module against a stand-in that follows
+Nexus's REST contract (tests/nexus_contract.py). The lab's Git server runs in
+tests/test_source_zone.py."""
 
 from __future__ import annotations
 

@@ -168,7 +168,7 @@ def test_what_the_demo_needs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     monkeypatch.delenv("DOCKER_HOST", raising=False)
     assert demo_mod.needs(True) == (["reviewer"], [])
     purposes, problems = demo_mod.needs(False)
-    assert purposes == ["reviewer", "mirror", "lab", "engine", "codeserver-build",
+    assert purposes == ["reviewer", "mirror", "source-mirrors", "lab", "engine", "codeserver-build",
                         "llama-build", "browser"]
     assert problems == ["root, for the lab (its container engine, debootstrap)", "node",
                         "cmake", "playwright"]
@@ -178,7 +178,8 @@ def test_what_the_demo_needs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     codeserver.archive_path().write_bytes(b"")
     llamacpp.archive_path().write_bytes(b"")
     monkeypatch.setattr(sp.os, "geteuid", lambda: 0)
-    assert demo_mod.needs(False) == (["reviewer", "mirror", "lab", "browser"], ["playwright"])
+    assert demo_mod.needs(False) == (["reviewer", "mirror", "source-mirrors", "lab", "browser"],
+                                     ["playwright"])
 
 
 def test_demo_stops_before_anything(monkeypatch: pytest.MonkeyPatch, lacking: set[str],

@@ -428,14 +428,44 @@ def extension_whitelist(ctx: Context) -> dict[str, Result]:
 
 
 def git(ctx: Context) -> dict[str, Result]:
-    """Clone, commit and push from a workbench to the source zone's Git server: measured
-    where the inventory deploys one (``airlock_git_url``); the source zone's roles are
-    not built yet (issue 19), so until then this row says so."""
-    if not ctx.inv.var("airlock_git_url"):
+    """Clone, commit and push from the first user's workbench to the source zone's Git
+    server (``airlock_git_url``, repository ``airlock_acceptance_git_repo``): a branch of
+    its own, pushed, read back from the server, then deleted. Not measured where the
+    inventory deploys no Git server."""
+    url = str(ctx.inv.var("airlock_git_url", "") or "")
+    if not url or ctx.inv.var("airlock_git_server", "") == "none":
         return {"git": {"status": NOT_MEASURED,
                         "detail": "no Git server is deployed by this inventory "
-                                  "(airlock_git_url unset: the source zone's roles)"}}
-    raise HostError("airlock_git_url is set, and the Git check is not built yet")
+                                  "(airlock_git_url unset)"}}
+    repo = str(ctx.inv.var("airlock_acceptance_git_repo", "demo.git"))
+    user = _first_user(ctx)
+    branch = f"airlock-acceptance-{int(time.time())}"
+    remote = f"{url.rstrip('/')}/{repo}"
+    script = (f"set -e; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; cd \"$d\"; "
+              f"git clone -q {remote} r; cd r; git checkout -q -b {branch}; "
+              "echo 'airlock acceptance probe' > .airlock-acceptance; "
+              "git add .airlock-acceptance; "
+              "git -c user.name=airlock-acceptance -c user.email=acceptance@airlock.invalid "
+              "commit -q -m 'airlock acceptance probe'; "
+              f"git push -q origin {branch}; c=$(git rev-parse HEAD); "
+              f"s=$(git ls-remote origin refs/heads/{branch} | cut -f1); "
+              f"git push -q origin --delete {branch}; echo \"$c $s\"")
+    t0 = time.monotonic()
+    with Remote(ctx.inv.first("ide"), ctx.site) as r:
+        rc, out, err = r.run(["timeout", "120", "docker", "exec", f"code-server-{user}", "sh",
+                              "-c", script], check=False)
+    seconds = time.monotonic() - t0
+    evidence = {"user": user, "remote": remote, "branch": branch,
+                "seconds": round(seconds, 2), "said": (out + err)[-300:]}
+    words = out.split()
+    if rc != 0 or len(words) < 2:
+        return {"git": failed(f"clone, commit and push from {user}'s workbench to {remote} "
+                              "failed", **evidence)}
+    if words[-2] != words[-1]:
+        return {"git": failed(f"the server holds {words[-1][:12]} for {branch}, the workbench "
+                              f"pushed {words[-2][:12]}", **evidence)}
+    return {"git": passed(f"{user} cloned {remote}, committed and pushed {words[-2][:12]} "
+                          f"(read back from the server) in {seconds:.1f} s", **evidence)}
 
 
 CHECKS = (

@@ -52,7 +52,7 @@ def needs(no_lab: bool) -> tuple[list[str], list[str]]:
         return purposes, problems
     from installer.lab import browser, codeserver, engine, keycloak, llamacpp, oauth2proxy
 
-    purposes += ["mirror", "lab"]
+    purposes += ["mirror", "source-mirrors", "lab"]  # the lab bundle: Maven and Go content
     problems += system_packages.root("for the lab (its container engine, debootstrap)")
     host = os.environ.get("DOCKER_HOST")
     if not (host and engine.answers(host)):

@@ -34,7 +34,9 @@ VERSION = "4.100.3"  # VS Code 1.100.3 (bundles/lab.yaml's target); Node 20
 NODE = "/usr/bin/node"
 # runtime libraries of the native modules, git for the workbench, tini-like init: dumb-init
 PACKAGES = ("ca-certificates", "libkrb5-3", "libsecret-1-0", "libxkbfile1", "libx11-6",
-            "libstdc++6", "git", "procps", "dumb-init", "openssh-client", "less", "locales")
+            "libstdc++6", "git", "procps", "dumb-init", "openssh-client", "less", "locales",
+            # the bank's developers build Java and Go in their workbench (from the repo host)
+            "openjdk-17-jdk-headless", "maven", "golang-go")
 USER = "coder"
 UID = 1000
 HOME = "/home/coder"

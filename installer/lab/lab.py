@@ -300,8 +300,11 @@ def up(root: Path, topo_name: str = "poc", say=print) -> LabState:  # type: igno
 def names(topo: Topology, zones: dict[str, Zone]) -> dict[str, str]:
     """What the site's DNS answers: each host's name at its zone address (so traffic
     between hosts crosses the zones and the router, never the mgmt network)."""
-    return {h.name: zones[h.zone].address(ROUTER_OCTET if h.router else h.octet)
-            for h in topo.hosts}
+    out = {}
+    for h in topo.hosts:
+        for name in (h.name, *h.aliases):
+            out[name] = zones[h.zone].address(ROUTER_OCTET if h.router else h.octet)
+    return out
 
 
 def services_address(topo: Topology, state: LabState) -> str:

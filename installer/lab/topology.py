@@ -48,6 +48,8 @@ class LabHost:
     # the bank's directory (stand-in: slapd, see installer/lab/directory.py), also outside
     # the inventory: airlock reads it through Keycloak, never manages it
     directory: bool = False
+    # more names the site's DNS gives this host's zone address (a service of its own)
+    aliases: tuple[str, ...] = ()
 
     @property
     def managed(self) -> bool:
@@ -67,7 +69,9 @@ TOPOLOGIES: dict[str, Topology] = {
         LabHost("ide1", "ide", 10, ("ide",), runs_containers=True),
         LabHost("ai1", "ai", 10, ("completion_gpu", "chat_gpu", "llm_gateway"),
                 runs_containers=True),
-        LabHost("repo1", "backend", 10, ("repo", "gitlab", "nexus"), runs_containers=True),
+        # the Git server (the lab's stand-in for GitLab) answers as git on the repo host
+        LabHost("repo1", "backend", 10, ("repo", "gitlab", "nexus"), runs_containers=True,
+                aliases=("git",)),
         # production routes between VLANs through the site's firewall; the lab models it
         # with a host that forwards only the port matrix's flows
         LabHost("fw1", MGMT, ROUTER_OCTET, ("router",), router=True),
