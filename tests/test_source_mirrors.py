@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -291,49 +292,42 @@ def test_locked_rebuild_is_byte_identical(bundle: Path, tmp_path: Path) -> None:
 
 def _bad(tmp_path: Path, body: str) -> Path:
     _projects(tmp_path)
-    return write_spec(tmp_path, body)
+    return write_spec(tmp_path, "apiVersion: airlock/v1\nname: bad\nversion: 1\nphase: poc\n"
+                      + textwrap.dedent(body).lstrip())
+
+
+def _refused(tmp_path: Path, spec: Path) -> str:
+    """The build's error; nothing was written (no bundle, no lock)."""
+    with pytest.raises(SourceError) as e:
+        build(spec, tmp_path / "b", BuildOptions())
+    assert not (tmp_path / "b").exists() and not (tmp_path / "test.lock.json").exists()
+    return str(e.value)
 
 
 def test_a_coordinate_that_does_not_exist_names_its_spec_line(tmp_path: Path) -> None:
     spec = _bad(tmp_path, """
-        apiVersion: airlock/v1
-        name: bad
-        version: 1
-        phase: poc
         maven:
           artifacts:
             - org.apache.commons:commons-lang3:3.17.0
             - org.example.airlock:no-such-artifact:1.0
     """)
-    with pytest.raises(SourceError) as e:
-        build(spec, tmp_path / "b", BuildOptions())
-    assert f"{spec}:8:" in str(e.value) and "no-such-artifact:jar:1.0" in str(e.value)
-    assert not (tmp_path / "b").exists() and not (tmp_path / "test.lock.json").exists()
+    said = _refused(tmp_path, spec)
+    assert f"{spec}:8:" in said and "no-such-artifact:jar:1.0" in said
 
 
 def test_a_pom_that_does_not_parse_names_it(tmp_path: Path) -> None:
     spec = _bad(tmp_path, """
-        apiVersion: airlock/v1
-        name: bad
-        version: 1
-        phase: poc
         maven:
           poms: [java-hello/pom.xml]
     """)
     pom = tmp_path / "java-hello/pom.xml"
     pom.write_text(pom.read_text().replace("</dependencies>", "", 1))
-    with pytest.raises(SourceError) as e:
-        build(spec, tmp_path / "b", BuildOptions())
-    assert f"{spec}:6:" in str(e.value) and "Non-parseable POM" in str(e.value)
-    assert not (tmp_path / "b").exists()
+    said = _refused(tmp_path, spec)
+    assert f"{spec}:6:" in said and "Non-parseable POM" in said
 
 
 def test_a_go_sum_line_that_disagrees_names_it(tmp_path: Path) -> None:
     spec = _bad(tmp_path, """
-        apiVersion: airlock/v1
-        name: bad
-        version: 1
-        phase: poc
         go:
           gomods: [go-hello/go.mod]
     """)
@@ -342,10 +336,8 @@ def test_a_go_sum_line_that_disagrees_names_it(tmp_path: Path) -> None:
     n = next(i for i, line in enumerate(lines) if line.startswith("github.com/spf13/pflag v1.0.5 "))
     lines[n] = "github.com/spf13/pflag v1.0.5 h1:" + "A" * 43 + "="
     gosum.write_text("\n".join(lines) + "\n")
-    with pytest.raises(SourceError) as e:
-        build(spec, tmp_path / "b", BuildOptions())
-    assert f"{gosum}:{n + 1}:" in str(e.value) and "checksum mismatch" in str(e.value)
-    assert not (tmp_path / "b").exists()
+    said = _refused(tmp_path, spec)
+    assert f"{gosum}:{n + 1}:" in said and "checksum mismatch" in said
 
 
 def test_malformed_coordinates_and_modules_are_spec_errors(tmp_path: Path) -> None:

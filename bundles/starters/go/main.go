@@ -1,23 +1,31 @@
-// The PoC's Go starter set: a command-line program with common libraries, built inside
-// the closed network from the bundle's GOPROXY tree.
+// The PoC's Go starter set: a command-line program with common libraries (cobra, uuid,
+// testify in its tests), built inside the closed network from the bundle's GOPROXY tree.
 package main
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 )
 
-func main() {
+func newCommand() *cobra.Command {
+	var name string
 	cmd := &cobra.Command{
-		Use: "go-hello",
-		Run: func(*cobra.Command, []string) {
-			id := uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://airlock.invalid/"))
-			fmt.Println("hello", id)
+		Use:   "starter",
+		Short: "Prints a name-based UUID for NAME",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintln(cmd.OutOrStdout(), name, uuid.NewSHA1(uuid.NameSpaceURL, []byte(name)))
+			return err
 		},
 	}
-	if err := cmd.Execute(); err != nil {
-		panic(err)
+	cmd.Flags().StringVar(&name, "name", "https://airlock.invalid/", "the name to derive the UUID from")
+	return cmd
+}
+
+func main() {
+	if err := newCommand().Execute(); err != nil {
+		os.Exit(1)
 	}
 }

@@ -175,14 +175,9 @@ def resolve_go(entry: MirrorEntry, pins: dict[str, str], workdir: Path) -> list[
             _go(go, ["mod", "download", "all"], "go: fetching the modules and their closure",
                 scratch, env)
         except SourceError as e:
-            i = _item_for(str(e), entry)
-            if i is None:
-                raise
-            raise entry.where[i].source_error(str(e)) from None
-    for j, gomod in enumerate(entry.manifests):
-        at = entry.where[len(entry.requirements) + j]
-        if not gomod.is_file():
-            raise at.error(f"{gomod}: no such file")
+            raise entry.blame(e, _item_for(str(e), entry)) from None
+    for j in range(len(entry.manifests)):
+        gomod, at = entry.manifest(j)
         scratch = workdir / f"gomod-{j}"
         scratch.mkdir()
         shutil.copyfile(gomod, scratch / "go.mod")  # never changed in place

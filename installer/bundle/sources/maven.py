@@ -135,14 +135,9 @@ def resolve_maven(entry: MirrorEntry, pins: dict[str, str], workdir: Path) -> li
             _mvn(repo, ["-f", str(pom_dir / "pom.xml"), f"{DEPENDENCY_PLUGIN}:resolve"],
                  "resolving the coordinates with Maven", pom_dir)
         except SourceError as e:
-            i = _entry_for(str(e), entry)
-            if i is None:
-                raise
-            raise entry.where[i].source_error(str(e)) from None
-    for j, pom in enumerate(entry.manifests):
-        at = entry.where[len(entry.requirements) + j]
-        if not pom.is_file():
-            raise at.error(f"{pom}: no such file")
+            raise entry.blame(e, _entry_for(str(e), entry)) from None
+    for j in range(len(entry.manifests)):
+        pom, at = entry.manifest(j)
         # go-offline reads the project; it writes nothing into it
         try:
             _mvn(repo, ["-f", str(pom.absolute()), f"{DEPENDENCY_PLUGIN}:go-offline"],

@@ -66,6 +66,18 @@ class MirrorEntry:
     goals: tuple[tuple[str, ...], ...] = ()  # maven: what to run in a scratch copy, per pom
     where: tuple[Located, ...] = ()  # each requirement's, then each manifest's, spec line
 
+    def manifest(self, j: int) -> tuple[Path, Located]:
+        """The J-th pom.xml or go.mod and its spec line (a missing file is an error there)."""
+        at = self.where[len(self.requirements) + j]
+        path = self.manifests[j]
+        if not path.is_file():
+            raise at.error(f"{path}: no such file")
+        return path, at
+
+    def blame(self, e: SourceError, index: int | None) -> SourceError:
+        """E said at the spec line of requirement INDEX, or as it is when none is known."""
+        return e if index is None else self.where[index].source_error(str(e))
+
     @property
     def source(self) -> str:
         """What the lock entry was made from: the spec entry's own text (and, for Maven and
