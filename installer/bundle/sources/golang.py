@@ -156,19 +156,14 @@ def resolve_go(entry: MirrorEntry, pins: dict[str, str], workdir: Path) -> list[
     go = require("go", SourceError)
     env = _environment(go, workdir)
     if entry.requirements:
-        for i, text in enumerate(entry.requirements):
-            try:
-                parse_module(text)
-            except ValueError:
-                raise entry.where[i].error(
-                    f"{text!r} is not a module path@version",
-                    hint="write the module path and an exact semantic version, e.g. "
-                         "golang.org/x/text@v0.14.0") from None
+        modules = entry.parsed(parse_module, "a module path@version",
+                               "write the module path and an exact semantic version, e.g. "
+                               "golang.org/x/text@v0.14.0")
         scratch = workdir / "modules"
         scratch.mkdir()
         # required as written (no `go get`: it looks up newer versions, and the lock would
         # then change with every release upstream)
-        requires = "".join(f"\t{p} {v}\n" for p, v in map(parse_module, entry.requirements))
+        requires = "".join(f"\t{p} {v}\n" for p, v in modules)
         (scratch / "go.mod").write_text("module airlock.invalid/mirror\n\ngo 1.21\n\n"
                                         f"require (\n{requires})\n")
         try:

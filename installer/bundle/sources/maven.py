@@ -119,15 +119,9 @@ def resolve_maven(entry: MirrorEntry, pins: dict[str, str], workdir: Path) -> li
     repo = workdir / "m2"
     repo.mkdir(parents=True, exist_ok=True)
     if entry.requirements:
-        coords = []
-        for i, text in enumerate(entry.requirements):
-            try:
-                coords.append(parse_coordinate(text))
-            except ValueError:
-                raise entry.where[i].error(
-                    f"{text!r} is not a Maven coordinate",
-                    hint="write group:artifact:version, optionally :classifier and :type, "
-                         "with an exact version") from None
+        coords = entry.parsed(parse_coordinate, "a Maven coordinate",
+                              "write group:artifact:version, optionally :classifier and "
+                              ":type, with an exact version")
         pom_dir = workdir / "coordinates"
         pom_dir.mkdir()
         (pom_dir / "pom.xml").write_text(coordinates_pom(coords))

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,17 @@ class MirrorEntry:
         if not path.is_file():
             raise at.error(f"{path}: no such file")
         return path, at
+
+    def parsed(self, parse: Callable[[str], Any], what: str, hint: str) -> list[Any]:
+        """Each requirement through PARSE; one that does not parse (ValueError) is an error
+        at its own spec line: "'TEXT' is not WHAT", with HINT."""
+        out = []
+        for i, text in enumerate(self.requirements):
+            try:
+                out.append(parse(text))
+            except ValueError:
+                raise self.where[i].error(f"{text!r} is not {what}", hint=hint) from None
+        return out
 
     def blame(self, e: SourceError, index: int | None) -> SourceError:
         """E said at the spec line of requirement INDEX, or as it is when none is known."""
