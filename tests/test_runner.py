@@ -1,5 +1,6 @@
 """The playbook runner without a lab: a real ansible-playbook on this machine (connection
-local), its controller killed outright, and nothing of the run left behind."""
+local), its controller killed outright, and nothing of the run left behind; the tasks
+that changed each host, no_log tasks (whose results Ansible censors) included."""
 
 from __future__ import annotations
 
@@ -130,3 +131,47 @@ def test_a_stopped_run_stops_its_workers_too(tmp_path: Path) -> None:
         for pid in _pids_with(marker) + _pids_with(str(root / "playbooks" / "slow.yml")):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_changed_no_log_tasks_are_named_in_the_run(tmp_path: Path) -> None:
+    from installer.deploy.runner import run_playbook
+
+    (tmp_path / "playbooks").mkdir()
+    out = tmp_path / "out"
+    (tmp_path / "playbooks" / "p.yml").write_text(textwrap.dedent(f"""\
+        - hosts: all
+          gather_facts: false
+          tasks:
+            - name: A secret per user (a loop, censored)
+              ansible.builtin.copy:
+                content: "secret-{{{{ item }}}}\\n"
+                dest: "{out}/{{{{ item }}}}"
+                mode: "0600"
+              loop: [a, b]
+              no_log: true
+            - name: One secret (censored)
+              ansible.builtin.copy:
+                content: "key\\n"
+                dest: "{out}/key"
+                mode: "0600"
+              no_log: true
+            - name: Something plain
+              ansible.builtin.copy:
+                content: "plain\\n"
+                dest: "{out}/plain"
+                mode: "0644"
+        """))
+    out.mkdir()
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(f"all:\n  hosts:\n    here:\n      ansible_connection: local\n"
+                         f"      ansible_python_interpreter: {sys.executable}\n")
+    site = tmp_path / "site"
+    first = run_playbook(tmp_path, "p.yml", inventory, site=site, live=False)
+    assert first.changed_tasks == {"here": ["A secret per user (a loop, censored)",
+                                            "One secret (censored)", "Something plain"]}
+    assert first.stats["here"]["changed"] == 3
+    second = run_playbook(tmp_path, "p.yml", inventory, site=site, live=False)
+    assert second.changed_tasks == {} and second.stats["here"]["changed"] == 0
+    (out / "b").write_text("edited\n")
+    third = run_playbook(tmp_path, "p.yml", inventory, site=site, live=False)
+    assert third.changed_tasks == {"here": ["A secret per user (a loop, censored)"]}

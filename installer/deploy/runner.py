@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -50,6 +51,14 @@ class RunResult:
                 "changedTasks": self.changed_tasks, "ident": self.ident}
 
 
+_CHANGED = re.compile(r"^(\x1b\[[0-9;]*m)?changed: ")
+
+
+def _says_changed(ev: dict[str, Any]) -> bool:
+    """The event's own output line begins with "changed:" (what a censored result keeps)."""
+    return bool(_CHANGED.match(str(ev.get("stdout") or "").lstrip()))
+
+
 class _View:
     """What the operator sees while a playbook runs."""
 
@@ -59,6 +68,7 @@ class _View:
         self.hosts: set[str] = set()
         self.failures: list[dict[str, str]] = []
         self.changed_tasks: dict[str, list[str]] = {}
+        self._changed_items: set[tuple[str, str]] = set()  # (host, task) of no_log items
         self._live: Any = None
         if live:
             from rich.live import Live
@@ -96,8 +106,14 @@ class _View:
                 err.print(f"[key]{esc(self.title)}[/] play: {esc(self.play)}")
         elif name == "playbook_on_task_start":
             self.task = data.get("task", "")
+        elif name == "runner_item_on_ok" and _says_changed(ev):
+            self._changed_items.add((str(host), str(data.get("task_uuid", ""))))
         elif name == "runner_on_ok":
-            changed = bool((data.get("res") or {}).get("changed"))
+            res = data.get("res") or {}
+            # a no_log task's result is censored, changed included: its lines still say
+            changed = bool(res.get("changed")) or ("censored" in res and (
+                _says_changed(ev) or (str(host), str(data.get("task_uuid", "")))
+                in self._changed_items))
             self.counts["changed" if changed else "ok"] += 1
             if changed:
                 self.changed_tasks.setdefault(str(host), []).append(str(data.get("task", "")))
