@@ -231,9 +231,11 @@ def skopeo_push(source: str, dest: str, *extra: str) -> None:
 DEMO_PASS = "demo-test-passphrase"
 # Modules that use the one lab `airlock demo` makes, in the order they must run (the
 # deploy tests build on the upgrade the import tests leave behind).
-SHARED_LAB_MODULES = ("test_import.py", "test_deploy.py", "test_ide.py", "test_ai.py",
-                      "test_identity.py", "test_source_zone.py", "test_offline_install.py",
-                      "test_acceptance.py")
+# test_source_zone first: the Maven repository and GOPROXY tree it builds from are the
+# demo's release's (the smaller lab releases the later modules import carry no packages)
+SHARED_LAB_MODULES = ("test_source_zone.py", "test_import.py", "test_deploy.py",
+                      "test_ide.py", "test_ai.py", "test_identity.py",
+                      "test_offline_install.py", "test_acceptance.py")
 _shared: dict = {}
 
 
