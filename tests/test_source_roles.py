@@ -469,3 +469,43 @@ def test_a_read_only_nexus_is_refused_before_anything(tmp_path: Path, nexus, lib
     proc, _ = _push(tmp_path, url, ca)
     assert proc.returncode != 0 and "HTTP 503" in proc.stdout
     assert [c for c in state.calls if c[0] != "GET"] == [] and state.repos == {}
+
+
+def test_a_workbenchs_git_credentials_are_what_gits_own_store_reads_and_writes(
+        tmp_path: Path) -> None:
+    """The code_server role's .git-credentials, rendered by Ansible from the role's own task:
+    git's credential store finds the password in it, and storing it again (as every push
+    does) leaves the file byte for byte as the role wrote it (else the next deploy would
+    change it)."""
+    import yaml
+
+    tasks = yaml.safe_load((REPO / "roles/code_server/tasks/homes.yml").read_text())
+    task = next(t for t in tasks if t["name"].startswith("Give each user their Git credent"))
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    (secrets_dir / "alice.password").write_text("S3cretPassw0rdOfThirtyTwoLetters\n")
+    creds = tmp_path / "home" / ".git-credentials"
+    creds.parent.mkdir()
+    proc = _play(tmp_path, """
+        - hosts: localhost
+          gather_facts: false
+          tasks:
+            - ansible.builtin.copy:
+                content: "{{ _content }}"
+                dest: "{{ _dest }}"
+                mode: "0600"
+              vars:
+                item: {name: alice}
+        """, {"_content": task["ansible.builtin.copy"]["content"], "_dest": str(creds),
+              "code_server_git_url": "https://git.bank.test",
+              "code_server_git_secrets_dir": str(secrets_dir)})
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    written = creds.read_bytes()
+    assert written == b"https://alice:S3cretPassw0rdOfThirtyTwoLetters@git.bank.test\n"
+    git = ["git", "-c", f"credential.helper=store --file={creds}"]
+    ask = "protocol=https\nhost=git.bank.test\n\n"
+    fill = subprocess.run([*git, "credential", "fill"], input=ask, capture_output=True,
+                          text=True, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+    assert fill.returncode == 0 and "password=S3cretPassw0rdOfThirtyTwoLetters" in fill.stdout
+    subprocess.run([*git, "credential", "approve"], input=fill.stdout, text=True, check=True)
+    assert creds.read_bytes() == written
