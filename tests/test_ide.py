@@ -100,7 +100,11 @@ def test_http_redirects_and_unknown_routes_are_404(demo) -> None:
     r = subprocess.run(["curl", "-s", "--cacert", ca, "--tls-max", "1.1", "-o", "/dev/null",
                         f"https://{gw}/healthz"], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
-    # every request is one JSON object in the access log, with its route
+    # every request is one JSON object in the access log, with its route (this test's own
+    # request for alice's workbench, without a session: the sign-in's redirect)
+    r = subprocess.run(["curl", "-s", "--cacert", ca, "-o", "/dev/null", "-w", "%{http_code}",
+                        f"https://{gw}/u/alice/"], capture_output=True, text=True, timeout=30)
+    assert r.stdout in ("200", "302"), r.stdout
     log = lab_ssh(demo, "gw1", "tail -n 50 /var/log/nginx/airlock-gateway.json").stdout
     entries = [json.loads(line) for line in log.splitlines()]
     assert any(e["route"] == "alice" and e["status"] in (200, 302) for e in entries)

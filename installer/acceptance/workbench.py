@@ -156,7 +156,7 @@ def run(ctx: Context) -> dict[str, Result]:
             steps = browser.login(page, account, TIMEOUT_S * 1000)
             page.wait_for_selector(EXPLORER, state="visible", timeout=TIMEOUT_S * 1000)
         except Exception as e:  # the sign-in's or the page's: the rows say why
-            page.screenshot(path=str(shots / "workbench-failed.png"))
+            browser.evidence(page, shots / "workbench-failed.png")
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             return {**{c: failed(f"the workbench did not load: {msg}") for c in CRITERIA},
                     "mfa_demanded": {"status": NOT_MEASURED,
@@ -192,9 +192,9 @@ def run(ctx: Context) -> dict[str, Result]:
                                       "workbench", marker=marker) if ok else
                                failed("the terminal's command did not run"))
         except PlaywrightError as e:
-            page.screenshot(path=str(shots / "terminal-failed.png"))
+            shot = browser.evidence(page, shots / "terminal-failed.png")
             out["terminal"] = failed(f"no terminal: {str(e).splitlines()[0]}",
-                                     screenshot=str(shots / "terminal-failed.png"))
+                                     **({"screenshot": str(shot)} if shot else {}))
         try:
             listed = page.locator(f"{EXPLORER} .monaco-list-row", has_text=name)
             listed.first.wait_for(state="visible", timeout=30000)

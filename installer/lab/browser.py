@@ -140,6 +140,18 @@ def _trust(home: Path, ca_file: Path) -> None:
             raise LabError(f"certutil failed: {(r.stdout + r.stderr).strip()}")
 
 
+def evidence(page: Any, path: Path) -> Path | None:
+    """A screenshot of PAGE at PATH where Chromium can take one (an error page sometimes
+    cannot be captured: the failure it shows is said without it)."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    try:
+        page.screenshot(path=str(path))
+    except PlaywrightError:
+        return None
+    return path
+
+
 def open_workbenches(urls: dict[str, str], ca_file: Path, shots: Path, timeout_s: float = 90,
                      say=print, accounts: dict[str, dict[str, Any]] | None = None,
                      cookies_out: list[dict[str, Any]] | None = None
@@ -173,11 +185,10 @@ def open_workbenches(urls: dict[str, str], ca_file: Path, shots: Path, timeout_s
                                        state="visible", timeout=timeout_s * 1000)
                 seconds = time.monotonic() - t0
             except PlaywrightError as e:
-                shot = shots / f"{user}-failed.png"
-                page.screenshot(path=str(shot))
+                shot = evidence(page, shots / f"{user}-failed.png")
                 raise LabError(f"{user}'s workbench at {url} did not load: "
                                f"{str(e).splitlines()[0]}",
-                               hint=f"screenshot: {shot}") from None
+                               hint=f"screenshot: {shot}" if shot else None) from None
             shot = shots / f"{user}.png"
             page.screenshot(path=str(shot))
             results[user] = {
