@@ -19,6 +19,27 @@ fi
 echo "== installing airlock and test tools into .venv"
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 
+# The lab, its images and the bundles the tests build take this much room under /tmp at the
+# most (a cold run, measured: see the figure this script prints at its end); say so now rather
+# than fail half-way.
+need_gib=${AIRLOCK_TEST_DISK_GIB:-30}
+free_gib=$(df --output=avail -B1G /tmp | tail -1 | tr -d ' ')
+if (( free_gib < need_gib )); then
+  echo "only ${free_gib} GiB free under /tmp; the suite needs about ${need_gib} GiB" \
+       "(the lab, its images and the test bundles): free some room and run it again" >&2
+  exit 1
+fi
+echo "== ${free_gib} GiB free under /tmp (about ${need_gib} GiB needed)"
+# The lowest free room seen during the run, said at the end (a bounded sampler, stopped by PID).
+low_file=$(mktemp /tmp/airlock-test-disk.XXXXXX)
+df --output=avail -B1M /tmp | tail -1 | tr -d ' ' >"$low_file"
+( for _ in $(seq 1440); do
+    sleep 5
+    now=$(df --output=avail -B1M /tmp | tail -1 | tr -d ' ')
+    (( now < $(cat "$low_file") )) && echo "$now" >"$low_file"
+  done ) &
+sampler_pid=$!
+
 # A private engine for the tests that use one (docker-daemon source); never the host's.
 engine_dir=$(mktemp -d /tmp/airlock-test-engine.XXXXXX)
 dockerd --data-root "$engine_dir/data" --exec-root "$engine_dir/exec" \
@@ -28,6 +49,9 @@ engine_pid=$!
 cleanup() {
   kill "$engine_pid" 2>/dev/null && wait "$engine_pid" 2>/dev/null
   rm -rf "$engine_dir"
+  kill "$sampler_pid" 2>/dev/null
+  echo "== disk: ${free_gib} GiB free under /tmp at the start, $(( $(cat "$low_file") / 1024 )) GiB at the lowest"
+  rm -f "$low_file"
 }
 trap cleanup EXIT
 export DOCKER_HOST="unix://$engine_dir/docker.sock"
