@@ -12,7 +12,6 @@ the management port, and the ``/auth`` path the gateway serves it under.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -60,33 +59,10 @@ def problems() -> list[str]:
     return found
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fetch(say=print) -> Path:  # type: ignore[no-untyped-def]
-    """The distribution zip, from Maven Central through ``mvn`` (a repository of the
-    cache's own), its SHA-256 checked against the pin."""
-    repo = cache_dir() / "maven"
-    zip_path = repo / "org/keycloak/keycloak-quarkus-dist" / VERSION / \
-        f"keycloak-quarkus-dist-{VERSION}.zip"
-    if not zip_path.exists():
-        say(f"mvn dependency:get {ARTIFACT} (Maven Central, strict checksums)")
-        localimage.run(["mvn", "-B", "-q", "--strict-checksums", f"-Dmaven.repo.local={repo}",
-                        "dependency:get", f"-Dartifact={ARTIFACT}", "-Dtransitive=false"],
-                       "mvn dependency:get", image="keycloak")
-    got = _sha256(zip_path)
-    if got != SHA256:
-        zip_path.unlink()
-        raise LabError(f"Keycloak {VERSION} from Maven Central has sha256 {got}, not the "
-                       f"pinned {SHA256}; the file was removed",
-                       hint="if Keycloak re-published it, review the change and update the "
-                            "pin in installer/lab/keycloak.py")
-    return zip_path
+    """The distribution zip, from Maven Central through ``mvn``, checked against the pin."""
+    return localimage.maven_fetch(ARTIFACT, SHA256, "keycloak", "installer/lab/keycloak.py",
+                                  say)
 
 
 def _server(zip_path: Path, work: Path, say) -> Path:  # type: ignore[no-untyped-def]

@@ -133,6 +133,36 @@ def pack(root: Path, work: Path, dest: Path, reference: str, config: dict[str, A
     tar.unlink()
 
 
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def maven_fetch(artifact: str, sha256: str, image: str, pin_in: str,
+                say: Say = print) -> Path:
+    """ARTIFACT (group:artifact:version:type) from Maven Central through ``mvn`` (strict
+    checksums, a repository of the cache's own), its SHA-256 checked against the pin."""
+    group, name, version, kind = artifact.split(":")
+    repo = cache_dir() / "maven"
+    path = repo / group.replace(".", "/") / name / version / f"{name}-{version}.{kind}"
+    if not path.exists():
+        say(f"mvn dependency:get {artifact} (Maven Central, strict checksums)")
+        run(["mvn", "-B", "-q", "--strict-checksums", f"-Dmaven.repo.local={repo}",
+             "dependency:get", f"-Dartifact={artifact}", "-Dtransitive=false"],
+            "mvn dependency:get", image=image)
+    got = sha256_file(path)
+    if got != sha256:
+        path.unlink()
+        raise LabError(f"{artifact} from Maven Central has sha256 {got}, not the pinned "
+                       f"{sha256}; the file was removed",
+                       hint=f"if it was re-published, review the change and update the pin "
+                            f"in {pin_in}")
+    return path
+
+
 def link(archive_path: Path, build_dir: Path, name: str) -> Path:
     """``build_dir/NAME`` -> the cached archive: where ``bundles/lab.yaml`` reads it."""
     dest = build_dir / name
