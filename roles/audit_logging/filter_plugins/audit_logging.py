@@ -53,10 +53,9 @@ def audit_logging_problems(store_url: Any, readers: Any, files: Any, siem: Any,
             elif not re.match(r"^[A-Za-z0-9_.-]{1,32}$", str(f.get("tag", ""))):
                 out.append(f"audit_logging_files[{i}] ({f.get('path')}): tag must be 1-32 "
                            "letters, digits, '._-'")
-    if siem:
-        if not isinstance(siem, dict) or not siem.get("host") or not str(
-                siem.get("port", "")).isdigit():
-            out.append("audit_logging_siem_syslog must be {host, port} (syslog over TLS)")
+    if siem and (not isinstance(siem, dict) or not siem.get("host")
+                 or not str(siem.get("port", "")).isdigit()):
+        out.append("audit_logging_siem_syslog must be {host, port} (syslog over TLS)")
     for name, value, low in (("audit_logging_buffer_mb", buffer_mb, 16),
                              ("audit_logging_retention_days", retention_days, 1)):
         try:
