@@ -11,7 +11,7 @@ from rich.table import Table
 
 from installer.cli import AbsolutePath, emit_json, json_option
 from installer.console import esc, out, progress
-from installer.errors import AuditError, HostError, SpecError
+from installer.errors import AuditError, HostError, SpecError, UsageError
 
 inventory_option = click.option(
     "-i", "--inventory", required=True, type=AbsolutePath(),
@@ -298,13 +298,18 @@ def audit_group() -> None:
 
 
 @audit_group.command("verify")
+@click.option("--against-store", is_flag=True,
+              help="Also compare every record with the site's log store's copy.")
 @site_option
 @json_option
-def audit_verify(site: Path | None, as_json: bool) -> None:
-    """Check the chain: an edited, inserted, reordered or deleted record is named."""
+def audit_verify(against_store: bool, site: Path | None, as_json: bool) -> None:
+    """Check the chain: an edited, inserted, reordered or deleted record is named; with
+    --against-store, a record that differs from (or is missing in) the store's copy too."""
     from installer.deploy.audit import AuditLog
 
     result = AuditLog(_site(site)).verify()
+    if against_store:
+        result = _against_store(_site(site), result)
     if as_json:
         emit_json(result)
         if not result["ok"]:
@@ -316,6 +321,29 @@ def audit_verify(site: Path | None, as_json: bool) -> None:
                          hint="compare with the copy in syslog / the SIEM")
     out.print(f"[ok]audit log intact[/]: {result['records']} records, chain and head "
               f"match ({esc(result['path'])})")
+
+
+def _against_store(site: Path, result: dict) -> dict:
+    import json as _json
+
+    from installer.deploy import auditstore
+    from installer.deploy.audit import AuditLog
+
+    store = auditstore.Store.of(site)
+    if store is None:
+        raise UsageError(f"{site / auditstore.CONFIG} is missing: this site has no log store",
+                         hint="deploy the logging hosts first (site.yml), or verify without "
+                              "--against-store")
+    log = AuditLog(site)
+    auditstore.ship(site, log.records())  # what the store missed, first
+    try:
+        shipped = int(_json.loads((site / auditstore.SHIPPED).read_text())["seq"])
+    except (OSError, ValueError, KeyError, TypeError):
+        shipped = 0
+    in_store = auditstore.stored(store)
+    problems = auditstore.compare(log.records(), in_store, shipped)
+    return {**result, "ok": result["ok"] and not problems, "store": store.url,
+            "stored": len(in_store), "problems": result["problems"] + problems}
 
 
 @audit_group.command("show")

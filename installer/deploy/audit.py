@@ -5,8 +5,9 @@ hash of the record before it (64 zeros for the first), and ``hash``, the SHA-256
 canonical JSON without ``hash``. ``SITE/audit.head`` keeps the count and the last hash, so
 cutting records off the end is found too. Editing a record breaks its hash; deleting,
 inserting or reordering breaks the chain. Someone who rewrites the whole chain and the head
-can only be caught by a copy kept elsewhere: every record also goes to syslog, which the
-``audit_logging`` role ships to the SIEM.
+can only be caught by a copy kept elsewhere: every record also goes to syslog, and to the
+site's log store where it has one (``installer/deploy/auditstore.py``: ``airlock audit
+verify --against-store`` compares the two).
 
 Syslog target: ``AIRLOCK_SYSLOG`` = ``/dev/log`` (the default where it exists), another
 socket path, ``udp:HOST:PORT``, ``tcp:HOST:PORT``, or ``none``.
@@ -124,6 +125,10 @@ class AuditLog:
             os.chmod(tmp, 0o600)
             os.replace(tmp, self.head_path)
         record["syslog"] = _to_syslog(record)
+        from installer.deploy import auditstore
+
+        # the site's log store, where it has one: this record and any the store missed
+        record["store"] = auditstore.ship(self.site, self.records())
         return record
 
     def records(self) -> list[dict[str, Any]]:
