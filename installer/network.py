@@ -97,9 +97,11 @@ def parse(data: dict[str, Any], groups: set[str], where: str = "network data mod
         if flow.dst in external:
             raise SpecError(f"{flow.dst!r} is an external source; flows may not go to it",
                             file=where, field=field)
-        if flow.src in services:
+        if flow.src in services and not services[flow.src].get("client"):
             raise SpecError(f"{flow.src!r} is a site service; flows go to it, not from it",
-                            file=where, field=field)
+                            file=where, field=field,
+                            hint="mark the service client: true where it also connects to "
+                                 "the platform (a SIEM that pulls)")
         if not 0 < flow.first_port < 65536 or flow.proto not in PROTOS:
             raise SpecError(f"port {flow.port}/{flow.proto} is not a valid tcp/udp port",
                             file=where, field=field)

@@ -107,7 +107,7 @@ def test_lab_rejects_overlapping_zones(tmp_path: Path) -> None:
 
 def test_committed_port_matrix_matches_the_data(tmp_path: Path) -> None:
     proc = run_airlock("network", "matrix", "-o", str(tmp_path), check=True)
-    assert "17 flows" in proc.stdout
+    assert f"{len(DATA['network_flows'])} flows" in proc.stdout
     for name in ("port-matrix.md", "port-matrix.csv"):
         assert (REPO / "docs" / name).read_text() == (tmp_path / name).read_text(), \
             f"docs/{name} is stale: run airlock network matrix -o docs"
@@ -196,3 +196,24 @@ def test_an_optional_service_without_addresses_opens_nothing_and_with_them_only_
                    for r in network.host_rules(m, inv, h)["output"])
     assert [(r["source"], r["address"]) for r in network.router_rules(m, inv)
             if r["port"] == 636] == [("10.0.2.10", "10.0.5.30")]
+
+
+def test_a_pulling_siem_reaches_the_log_store_only_and_monitoring_reaches_every_exporter() -> None:
+    """The SIEM is a site service that also connects (client: true): with its addresses,
+    the logging host lets it in on 9200 and nothing else does; the monitoring host reaches
+    every host's node exporter; a site service not marked client still sends nothing."""
+    groups = {**INV.groups, "logging": ["log1"], "monitoring": ["log1"]}
+    hostvars = {**INV.hostvars, "log1": {"airlock_zone": "mgmt",
+                                         "airlock_zone_address": "10.0.1.20"}}
+    inv = network.Inventory(groups, hostvars, {**INV.variables,
+                                               "airlock_siem_servers": ["10.30.0.5"]})
+    m = model()
+    siem_in = [(h, r["port"]) for h in hostvars
+               for r in network.host_rules(m, inv, h)["input"] if r["address"] == "10.30.0.5"]
+    assert siem_in == [("log1", 9200)]
+    out = {(r["port"], r["address"]) for r in network.host_rules(m, inv, "log1")["output"]}
+    assert {(9100, a["airlock_zone_address"]) for a in hostvars.values()} <= out
+    data = copy.deepcopy(DATA)
+    del data["network_services"]["siem"]["client"]
+    with pytest.raises(SpecError, match="site service; flows go to it"):
+        model(data)
