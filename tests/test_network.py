@@ -41,7 +41,7 @@ def test_the_committed_model_is_valid_and_has_the_seed_zones() -> None:
     m = model()
     assert {z: v["subnet"] for z, v in m.zones.items()} == {
         "mgmt": "10.0.1.0/24", "dmz": "10.0.2.0/24", "ide": "10.0.3.0/24",
-        "ai": "10.0.4.0/24", "backend": "10.0.5.0/24"}
+        "ai": "10.0.4.0/24", "backend": "10.0.5.0/24", "audit": "10.0.6.0/24"}
     ports = {(f.src, f.dst, f.port) for f in m.flows}
     for seed_flow in [("vde", "gateway", 443), ("gateway", "keycloak", 8443),
                       ("gateway", "ide", "8100-8199"), ("llm_gateway", "completion_gpu", 8000),
@@ -123,7 +123,7 @@ def test_vlan_interfaces_and_their_networkd_files() -> None:
     assert [(v["name"], v["vlan"], v["address"], v["prefix"]) for v in vlans] == [
         ("vlan30", 30, "10.0.3.10", 24), ("vlan10", 10, "10.0.1.101", 24)]
     assert {r["destination"] for r in vlans[0]["routes"]} == {"10.0.2.0/24", "10.0.4.0/24",
-                                                              "10.0.5.0/24"}
+                                                              "10.0.5.0/24", "10.0.6.0/24"}
     assert all(r["gateway"] == "10.0.3.254" for r in vlans[0]["routes"])
     env = Environment(loader=FileSystemLoader(REPO / "roles/firewall/templates"),
                       undefined=StrictUndefined, keep_trailing_newline=True)
