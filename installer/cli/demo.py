@@ -50,7 +50,8 @@ def needs(no_lab: bool) -> tuple[list[str], list[str]]:
     problems: list[str] = []
     if no_lab:
         return purposes, problems
-    from installer.lab import browser, codeserver, engine, keycloak, llamacpp, oauth2proxy
+    from installer.lab import (browser, codeserver, elasticsearch, engine, keycloak, llamacpp,
+                               oauth2proxy)
 
     purposes += ["mirror", "source-mirrors", "lab"]  # the lab bundle: Maven and Go content
     problems += system_packages.root("for the lab (its container engine, debootstrap)")
@@ -64,6 +65,8 @@ def needs(no_lab: bool) -> tuple[list[str], list[str]]:
         problems += keycloak.problems()
     if not oauth2proxy.archive_path().exists():
         problems += oauth2proxy.problems()
+    if not elasticsearch.archive_path().exists():
+        problems += elasticsearch.problems()
     if not llamacpp.archive_path().exists():
         purposes.append("llama-build")
         problems += llamacpp.problems()
@@ -362,9 +365,9 @@ def _ms(seconds: float | None) -> str:
 def link_lab_images(root: Path, say=print) -> None:  # type: ignore[no-untyped-def]
     """The images the lab builds itself (cached by recipe), linked where bundles/lab.yaml
     reads them."""
-    from installer.lab import codeserver, keycloak, llamacpp, oauth2proxy
+    from installer.lab import codeserver, elasticsearch, keycloak, llamacpp, oauth2proxy
 
-    for m in (codeserver, keycloak, oauth2proxy, llamacpp):
+    for m in (codeserver, keycloak, oauth2proxy, llamacpp, elasticsearch):
         m.link_into(root / "bundles" / "sample" / "build", say=say)
 
 
