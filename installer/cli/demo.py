@@ -50,8 +50,15 @@ def needs(no_lab: bool) -> tuple[list[str], list[str]]:
     problems: list[str] = []
     if no_lab:
         return purposes, problems
-    from installer.lab import (browser, codeserver, elasticsearch, engine, keycloak, llamacpp,
-                               oauth2proxy)
+    from installer.lab import (
+        browser,
+        codeserver,
+        elasticsearch,
+        engine,
+        keycloak,
+        llamacpp,
+        oauth2proxy,
+    )
 
     purposes += ["mirror", "source-mirrors", "lab"]  # the lab bundle: Maven and Go content
     problems += system_packages.root("for the lab (its container engine, debootstrap)")
