@@ -14,9 +14,9 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
+import localplay
 import pytest
 
 from conftest import need
@@ -38,15 +38,7 @@ def _load(path: str, name: str):  # type: ignore[no-untyped-def]
 
 
 def _play(tmp_path: Path, play: str, extra: dict, *args: str) -> subprocess.CompletedProcess:
-    (tmp_path / "play.yml").write_text(textwrap.dedent(play))
-    (tmp_path / "extra.json").write_text(json.dumps(extra))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-           "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp")}
-    return subprocess.run([str(PLAYBOOK_BIN), "-i", "localhost,", "-c", "local",
-                           "-e", f"@{tmp_path / 'extra.json'}", *args,
-                           str(tmp_path / "play.yml")],
-                          env=env, capture_output=True, text=True, timeout=600)
+    return localplay.play(tmp_path, play, extra, *args)
 
 
 def _render(tmp_path: Path, **overrides: object) -> str:

@@ -1,0 +1,28 @@
+"""A play run by the real ansible-playbook on this machine (connection local), with the
+project's roles and configuration: for checking what a role writes without a lab."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PLAYBOOK_BIN = Path(sys.executable).parent / "ansible-playbook"
+
+
+def play(tmp_path: Path, text: str, extra: dict, *args: str,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """TEXT (a playbook, dedented) against localhost with EXTRA as extra vars."""
+    (tmp_path / "play.yml").write_text(textwrap.dedent(text))
+    (tmp_path / "extra.json").write_text(json.dumps(extra))
+    full = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+            "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"), **(env or {})}
+    return subprocess.run([str(PLAYBOOK_BIN), "-i", "localhost,", "-c", "local",
+                           "-e", f"@{tmp_path / 'extra.json'}", *args,
+                           str(tmp_path / "play.yml")],
+                          env=full, capture_output=True, text=True, timeout=600)
