@@ -311,3 +311,47 @@ def test_who_and_what_are_read_from_each_kind_of_line(tmp_path: Path, rsyslog: P
     assert (llm["user"], llm["llm.model"], llm["llm.prompt_tokens"], llm["event.outcome"]) \
         == ("bob", "chat", 12, "ok")
     assert "http.status" not in llm  # LiteLLM's "ok" never lands in a number's field
+
+
+@pytest.mark.parametrize("override, words", [
+    ({"audit_logging_store_url": "http://log1:9200"}, "must be https://HOST:PORT"),
+    ({"audit_logging_siem_readers": ["airlock-shipper"]}, "may not use airlock's own"),
+    ({"audit_logging_files": [{"path": "relative.log", "tag": "x"}]}, "needs an absolute path"),
+    ({"audit_logging_buffer_mb": 4}, "audit_logging_buffer_mb must be a whole number of at"),
+    ({"audit_logging_secrets_dir": ""}, "audit_logging_secrets_dir is empty"),
+])
+def test_bad_logging_input_is_refused_before_anything(tmp_path: Path, override: dict,
+                                                      words: str) -> None:
+    proc = localplay.play(tmp_path, f"""
+        - hosts: localhost
+          gather_facts: false
+          vars_files: [{LOG / 'defaults/main.yml'}]
+          tasks:
+            - ansible.builtin.include_role:
+                name: audit_logging
+                tasks_from: validate
+        """, {"audit_logging_store_url": "https://log1:9200",
+              "audit_logging_secrets_dir": str(tmp_path / "secrets"), **override})
+    assert proc.returncode != 0 and words in proc.stdout, proc.stdout[-2000:]
+    assert not (tmp_path / "secrets").exists()  # no password made before the checks pass
+
+
+def test_the_stores_users_file_keeps_what_still_matches() -> None:
+    import importlib.util
+
+    import bcrypt
+
+    spec = importlib.util.spec_from_file_location(
+        "al", LOG / "filter_plugins/audit_logging.py")
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    first = mod.audit_logging_users_file({"siem": "a" * 32, "airlock-shipper": "b" * 32})
+    lines = dict(line.split(":", 1) for line in first.splitlines())
+    assert all(h.startswith("$2a$10$") for h in lines.values())  # what Elasticsearch reads
+    assert bcrypt.checkpw(b"a" * 32, lines["siem"].encode())
+    assert mod.audit_logging_users_file({"siem": "a" * 32, "airlock-shipper": "b" * 32},
+                                        first) == first  # a second run changes nothing
+    changed = mod.audit_logging_users_file({"siem": "c" * 32, "airlock-shipper": "b" * 32},
+                                           first)
+    assert changed.splitlines()[0] == first.splitlines()[0]  # the shipper's line kept
+    assert changed != first
