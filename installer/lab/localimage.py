@@ -51,7 +51,17 @@ def run(cmd: Sequence[str], what: str, cwd: Path | None = None,
 
 
 def debootstrap(root: Path, packages: Sequence[str], say: Say) -> None:
-    """Debian 12 (minbase) with PACKAGES at ROOT, caches and documentation removed."""
+    """Debian 12 (minbase) with PACKAGES at ROOT, caches and documentation removed. The
+    root of one package set is kept in the cache (a tar) and unpacked for the next image
+    that asks for the same set (Keycloak's and Elasticsearch's: a JRE, once per run)."""
+    key = hashlib.sha256("\n".join(sorted(packages)).encode()).hexdigest()[:16]
+    cached = cache_dir() / "roots" / f"bookworm-{key}.tar"
+    if cached.exists():
+        say(f"Debian 12 with {', '.join(packages)}: from the cache ({cached.name})")
+        root.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-xpf", str(cached)],
+                       check=True)
+        return
     say("debootstrap the image's Debian 12: " + ", ".join(packages))
     proc = subprocess.run(["debootstrap", "--variant=minbase", "--include=" + ",".join(packages),
                            "bookworm", str(root)], capture_output=True, text=True)
@@ -64,6 +74,11 @@ def debootstrap(root: Path, packages: Sequence[str], say: Say) -> None:
         shutil.rmtree(root / d, ignore_errors=True)
         (root / d).mkdir(parents=True, exist_ok=True)
     (root / "etc/machine-id").write_text("")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    part = cached.with_name(cached.name + ".part")
+    subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-cpf", str(part), "."],
+                   check=True)
+    os.replace(part, cached)
 
 
 def add_user(root: Path, name: str, uid: int, home: str, login: str = "/usr/sbin/nologin") -> None:
