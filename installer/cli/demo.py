@@ -307,6 +307,15 @@ def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
         out.print(esc(f"  Keycloak admin:     https://{kc}:8443/auth/admin/ from the management "
                       f"zone only ({state.hosts[kc]['mgmt_address']}); user airlock-admin, "
                       f"password in {site / 'secrets' / 'keycloak' / 'admin.password'}"))
+    log = next((h for h, v in state.hosts.items() if "logging" in v.get("groups", [])), None)
+    if log:
+        h = state.hosts[log]
+        out.print(esc(f"  logs:               https://{h['mgmt_address']}:9200/airlock-*/_search "
+                      f"(read-only account siem, password in "
+                      f"{site / 'secrets' / 'logging' / 'siem.password'}; see README: "
+                      "finding a user's actions)"))
+        out.print(esc(f"  monitoring:         http://{h['zone_address']}:9090/alerts "
+                      f"(Prometheus on {log}, from the management zone)"))
     out.print(esc(f"  acceptance report:  {report['files']['html']}"))
     out.print("  remove the lab:     airlock lab down")
 
