@@ -174,7 +174,7 @@ def test_an_edit_in_the_store_is_named_by_verify_against_the_store(demo: dict) -
 # ------------------------------------------------------------------- monitoring
 
 def _prometheus(demo: dict, path: str) -> dict[str, Any]:
-    addr = demo["state"]["hosts"]["log1"]["zone_address"]
+    addr = demo["state"]["hosts"]["log1"]["mgmt_address"]
     r = lab_ssh(demo, "log1", f"curl -sS --max-time 20 'http://{addr}:9090{path}'")
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)

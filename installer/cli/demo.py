@@ -314,7 +314,7 @@ def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
                       f"(read-only account siem, password in "
                       f"{site / 'secrets' / 'logging' / 'siem.password'}; see README: "
                       "finding a user's actions)"))
-        out.print(esc(f"  monitoring:         http://{h['zone_address']}:9090/alerts "
+        out.print(esc(f"  monitoring:         http://{h['mgmt_address']}:9090/alerts "
                       f"(Prometheus on {log}, from the management zone)"))
     out.print(esc(f"  acceptance report:  {report['files']['html']}"))
     out.print("  remove the lab:     airlock lab down")
