@@ -15,12 +15,13 @@ import json
 import subprocess
 import time
 import uuid
-from typing import Any
 
 import pytest
 
 from conftest import REPO, lab_ssh
-from installer.cli.demo import lab_accounts, save_totp
+from gateway import gateway_request as _curl
+from gateway import gateway_session as _session
+from installer.cli.demo import lab_accounts
 from installer.deploy.runner import run_playbook
 from installer.lab import browser
 
@@ -32,31 +33,6 @@ def _gw(demo: dict) -> str:
     return demo["state"]["hosts"][GW]["zone_address"]
 
 
-def _curl(demo: dict, url: str, *args: str, cookie: str | None = None) -> dict[str, Any]:
-    """One request with the site CA only; status, Location and body."""
-    cmd = ["curl", "-sS", "--http1.1", "--cacert", str(demo["site"] / "pki" / "ca.crt"),
-           "-o", "-", "-w", "\n%{http_code} %{redirect_url}", "--max-time", "30", *args, url]
-    if cookie:
-        cmd[1:1] = ["-H", f"Cookie: {cookie}"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    body, _, tail = r.stdout.rpartition("\n")
-    code, _, location = tail.partition(" ")
-    return {"status": int(code or 0), "location": location, "body": body, "rc": r.returncode}
-
-
-def _session(demo: dict, user: str, tmp_path) -> str:
-    """USER's gateway session cookie, from a real login in Chromium (password + TOTP)."""
-    accounts = lab_accounts(demo["site"], [user])
-    url = f"https://{_gw(demo)}/u/{user}/"
-    cookies: list[dict] = []
-    try:
-        browser.open_workbenches({user: url}, demo["site"] / "pki" / "ca.crt",
-                                 tmp_path / "shots", accounts=accounts, cookies_out=cookies)
-    finally:  # a TOTP set up before a later step failed is the user's from now on
-        save_totp(demo["site"], accounts)
-    found = [c for c in cookies if c["name"].startswith("_airlock_session")]
-    assert found, [c["name"] for c in cookies]
-    return "; ".join(f"{c['name']}={c['value']}" for c in found)
 
 
 def _journal(demo: dict, tag: str, since: str) -> str:

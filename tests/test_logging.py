@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import pytest
 
 from conftest import lab_ssh, run_airlock
+from gateway import gateway_request, gateway_session
 
 pytestmark = pytest.mark.usefixtures("demo")
 RECEIVER = "10.0.6.1"  # the controller on the audit network (the lab inventory's receiver)
@@ -77,24 +78,36 @@ def test_a_sudo_on_ide1_is_found_by_its_user(demo: dict) -> None:
     print(f"ingest delay (sudo on ide1 -> found): {time.monotonic() - t0:.1f} s")
 
 
-def test_a_failed_login_and_a_403_are_found_by_their_user(demo: dict) -> None:
+def test_a_failed_login_is_found_by_its_user(demo: dict) -> None:
     from installer.lab import browser
 
     gw = demo["state"]["hosts"]["gw1"]["zone_address"]
+    before = len(_search(demo, _both({"term": {"event.kind": "identity"}},
+                                     {"term": {"user": "alice"}},
+                                     {"term": {"event.action": "LOGIN_ERROR"}})))
     errors = browser.try_passwords(f"https://{gw}/u/alice/", demo["site"] / "pki" / "ca.crt",
                                    "alice", [f"wrong-{secrets.token_hex(3)}"])
     assert errors and errors[0], errors
     failed = _found(demo, _both({"term": {"event.kind": "identity"}},
                                 {"term": {"user": "alice"}},
-                                {"term": {"event.action": "LOGIN_ERROR"}}))
-    assert failed and failed[-1]["event"]["outcome"] == "failure", failed
-    # a 403: a request for bob's workbench without a session answers the sign-in; with
-    # alice's session it is refused, and the refusal names both
-    # (tests/test_identity.py makes the session; here the gateway's own record is enough)
-    refused = _found(demo, _both({"term": {"event.kind": "http"}},
-                                 {"term": {"event.outcome": "denied"}}), seconds=5)
-    # the identity tests ran before: their route-denied records are in the store
-    assert any(d.get("user") == "alice" for d in refused), refused[:3]
+                                {"term": {"event.action": "LOGIN_ERROR"}}), want=before + 1)
+    assert len(failed) == before + 1, failed[-3:]
+    assert all(d["event"]["outcome"] == "failure" for d in failed), failed[-3:]
+
+
+def test_a_403_at_the_gateway_is_found_by_its_user(demo: dict, tmp_path: Path) -> None:
+    """alice, signed in, asks for bob's workbench: the gateway's refusal names both."""
+    cookie = gateway_session(demo, "alice", tmp_path)
+    gw = demo["state"]["hosts"]["gw1"]["zone_address"]
+    query = _both({"term": {"event.kind": "http"}}, {"term": {"event.outcome": "denied"}},
+                  {"term": {"user": "alice"}})
+    before = len(_search(demo, query))
+    r = gateway_request(demo, f"https://{gw}/u/bob/", cookie=cookie)
+    assert r["status"] == 403, r
+    t0 = time.monotonic()
+    refused = _found(demo, query, want=before + 1)
+    assert len(refused) == before + 1, refused[-3:]
+    print(f"ingest delay (403 at gw1 -> found): {time.monotonic() - t0:.1f} s")
 
 
 def test_an_airlock_deploy_is_in_the_store_with_the_chain_head(demo: dict) -> None:

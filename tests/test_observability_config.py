@@ -15,10 +15,11 @@ import subprocess
 import time
 from pathlib import Path
 
-import debtools
-import localplay
 import pytest
 import yaml
+
+import debtools
+import localplay
 
 REPO = localplay.REPO
 MON = REPO / "roles/monitoring"

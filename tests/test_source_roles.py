@@ -16,9 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import localplay
 import pytest
 
+import localplay
 from conftest import need
 
 REPO = Path(__file__).resolve().parents[1]
