@@ -25,7 +25,7 @@ import pytest
 
 from conftest import AIRLOCK, REPO, lab_bundle, lab_ssh, lab_v2, run_airlock
 
-HOSTS = {"gw1", "ide1", "ai1", "repo1", "fw1"}
+HOSTS = {"gw1", "ide1", "ai1", "repo1", "fw1", "log1"}
 RECORD_TASK = "Write /etc/airlock/deployment.json"
 
 
