@@ -163,7 +163,9 @@ def stored(store: Store) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     after: list[Any] | None = None
     while True:
-        query: dict[str, Any] = {"size": PAGE, "sort": [{"@timestamp": "asc"}, {"_id": "asc"}],
+        # (Elasticsearch 8 does not sort by _id: the record's hash, a keyword, breaks ties)
+        query: dict[str, Any] = {"size": PAGE,
+                                 "sort": [{"@timestamp": "asc"}, {"airlock.record": "asc"}],
                                  "query": {"term": {"event.kind": "airlock"}}}
         if after:
             query["search_after"] = after
