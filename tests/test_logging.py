@@ -231,6 +231,13 @@ def test_an_edit_in_the_store_is_named_by_verify_against_the_store(demo: dict) -
                 "rm /root/users.before /root/users_roles.before")
 
 
+def test_the_stores_memory_is_reported(demo: dict) -> None:
+    r = lab_ssh(demo, "log1", "docker stats --no-stream --format '{{.MemUsage}}' elasticsearch")
+    assert r.returncode == 0 and ("MiB" in r.stdout or "GiB" in r.stdout), r
+    heap = lab_ssh(demo, "log1", "cat /opt/airlock/elasticsearch/config/heap.options").stdout
+    print(f"the store's memory: {r.stdout.strip()} ({' '.join(heap.split())})")  # reported
+
+
 # ------------------------------------------------------------------- monitoring
 
 def _prometheus(demo: dict, path: str) -> dict[str, Any]:
