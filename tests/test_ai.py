@@ -19,6 +19,9 @@ import pytest
 
 from conftest import REPO, lab_ssh
 from installer.deploy.runner import run_playbook
+from llmclient import llm_key as _key
+from llmclient import llm_post as _post
+from llmclient import llm_url as _llm_url
 
 pytestmark = pytest.mark.engine
 RRN = "900101-1234568"  # a resident registration number whose check digit is right
@@ -26,33 +29,6 @@ RRN = "900101-1234568"  # a resident registration number whose check digit is ri
 
 def _ai(demo: dict, command: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return lab_ssh(demo, "ai1", command, timeout=timeout)
-
-
-def _key(demo: dict, user: str) -> str:
-    return (demo["site"] / "secrets" / "litellm" / "users" / f"{user}.key").read_text().strip()
-
-
-def _llm_url(demo: dict) -> str:
-    return f"http://{demo['state']['hosts']['ai1']['zone_address']}:4000/v1"
-
-
-# Node's fetch in a user's workbench (the image has node, not curl): POST PATH BODY with
-# the key in $KEY; prints "STATUS JSON".
-FETCH = ("const [u,b]=process.argv.slice(1);"
-         "fetch(u,{method:'POST',headers:{'content-type':'application/json',"
-         "...(process.env.KEY?{authorization:'Bearer '+process.env.KEY}:{})},body:b})"
-         ".then(async r=>{console.log(r.status,await r.text())})"
-         ".catch(e=>{console.log('ERR',e.message);process.exit(2)})")
-
-
-def _post(demo: dict, user: str, path: str, body: dict, key: str | None) -> tuple[int, dict]:
-    env = f"-e KEY={shlex.quote(key)} " if key else ""
-    r = lab_ssh(demo, "ide1", f"docker exec {env}code-server-{user} node -e {shlex.quote(FETCH)} "
-                f"{shlex.quote(_llm_url(demo) + path)} {shlex.quote(json.dumps(body))}",
-                timeout=120)
-    status, _, text = r.stdout.strip().partition(" ")
-    assert status.isdigit(), r.stdout + r.stderr
-    return int(status), json.loads(text) if text.startswith("{") else {"text": text}
 
 
 def _audit(demo: dict) -> list[dict]:

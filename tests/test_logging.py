@@ -25,6 +25,7 @@ import pytest
 
 from conftest import REPO, lab_ssh, run_airlock
 from gateway import gateway_request, gateway_session
+from llmclient import llm_key, llm_post
 
 pytestmark = pytest.mark.usefixtures("demo")
 RECEIVER = "10.0.6.1"  # the controller on the audit network (the lab inventory's receiver)
@@ -117,6 +118,27 @@ def test_a_403_at_the_gateway_is_found_by_its_user(demo: dict, tmp_path: Path) -
     refused = _found(demo, query, want=before + 1)
     assert len(refused) == before + 1, refused[-3:]
     print(f"ingest delay (403 at gw1 -> found): {time.monotonic() - t0:.1f} s")
+
+
+def test_llm_requests_are_found_by_user_and_model_never_with_the_prompt(demo: dict) -> None:
+    """alice asks the model with a resident registration number in her prompt (refused by
+    the DLP rule) and once plainly: both requests are in the store under her name and the
+    model; neither the number, nor the prompt, nor her key is anywhere in the store."""
+    rrn, words = "900101-1234568", f"airlock-prompt-{secrets.token_hex(4)}"
+    query = _both({"term": {"event.kind": "llm"}}, {"term": {"user": "alice"}})
+    before = len(_search(demo, query))
+    key = llm_key(demo, "alice")
+    for text in (f"my number is {rrn}", f"say {words}"):
+        status, _ = llm_post(demo, "alice", "/chat/completions", {
+            "model": "chat", "max_tokens": 2, "messages": [{"role": "user", "content": text}]},
+            key)
+        assert status in (200, 400), status
+    docs = _found(demo, query, want=before + 2)
+    assert len(docs) >= before + 2, docs[-3:]
+    assert all(_field(d, "llm.model") for d in docs[before:]), docs[-2:]
+    for secret in (rrn, words, key, key[-12:]):
+        leaked = _search(demo, {"query_string": {"query": f'"{secret}"'}})
+        assert not leaked, (secret[:4], leaked[:2])
 
 
 def test_an_airlock_deploy_is_in_the_store_with_the_chain_head(demo: dict) -> None:
