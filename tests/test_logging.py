@@ -135,8 +135,8 @@ def test_llm_requests_are_found_by_user_and_model_never_with_the_prompt(demo: di
         assert status in (200, 400), status
     docs = _found(demo, query, want=before + 2)
     assert len(docs) >= before + 2, docs[-3:]
-    assert all(_field(d, "llm.model") for d in docs[before:]), docs[-2:]
-    for secret in (rrn, words, key, key[-12:]):
+    assert all(_field(d, "llm.model") for d in docs), docs[-2:]
+    for secret in (rrn, words, key):
         leaked = _search(demo, {"query_string": {"query": f'"{secret}"'}})
         assert not leaked, (secret[:4], leaked[:2])
 
