@@ -331,9 +331,9 @@ def _reused_demo(d: Path) -> dict:
 def lab_bundle(demo: dict, version: int, files: dict[str, Path], out: Path,
                signers: tuple[str, str]) -> Path:
     """lab vVERSION into OUT: the sample's image, readme and VSIX files, the images the demo
-    built (code-server, Keycloak, oauth2-proxy, the llama.cpp stand-in) and the model it
-    serves, plus FILES (name -> path); no packages, so it builds offline. Signed by two of
-    the demo's signers."""
+    built (code-server, Keycloak, oauth2-proxy, the llama.cpp stand-in, Elasticsearch) and
+    the model it serves, plus FILES (name -> path); no packages, so it builds offline.
+    Signed by two of the demo's signers."""
     sample = REPO / "bundles" / "sample"
     extra = "".join(f"  - {{name: {n}, path: {p}}}\n" for n, p in files.items())
     spec = out.with_name(out.name + ".yaml")
@@ -349,6 +349,7 @@ images:
   - {{name: oauth2-proxy, ref: "docker-archive:{sample}/build/oauth2-proxy.tar", lock: false}}
   - {{name: llama-cpp-server, ref: "docker-archive:{sample}/build/llama-cpp-server.tar",
      lock: false}}
+  - {{name: elasticsearch, ref: "docker-archive:{sample}/build/elasticsearch.tar", lock: false}}
 models:
   - {{name: smollm2, version: "0.1.2", family: llama, path: {sample}/build/smollm2}}
 vsix:
