@@ -7,6 +7,7 @@ import json
 import shlex
 
 from conftest import lab_ssh
+from installer.acceptance.probes import FETCH
 
 
 def llm_key(demo: dict, user: str) -> str:
@@ -17,20 +18,22 @@ def llm_url(demo: dict) -> str:
     return f"http://{demo['state']['hosts']['ai1']['zone_address']}:4000/v1"
 
 
-# Node's fetch in a user's workbench (the image has node, not curl): POST PATH BODY with
-# the key in $KEY; prints "STATUS JSON".
-FETCH = ("const [u,b]=process.argv.slice(1);"
-         "fetch(u,{method:'POST',headers:{'content-type':'application/json',"
-         "...(process.env.KEY?{authorization:'Bearer '+process.env.KEY}:{})},body:b})"
-         ".then(async r=>{console.log(r.status,await r.text())})"
-         ".catch(e=>{console.log('ERR',e.message);process.exit(2)})")
+def llm_posts(demo: dict, user: str, path: str, body: dict, key: str | None,
+              times: int = 1) -> list[tuple[int, str]]:
+    """TIMES parallel POSTs of BODY to PATH from USER's workbench with KEY (none: no
+    Authorization header): [(status, text)]. The key and the body go on stdin, as the
+    acceptance probes send them: sudo logs command lines, and those logs are in the store."""
+    r = lab_ssh(demo, "ide1", f"docker exec -i code-server-{user} node -e {shlex.quote(FETCH)} "
+                f"{shlex.quote(llm_url(demo) + path)} {times} 1000000",
+                data=f"{key or ''}\n{json.dumps(body)}".encode(), timeout=240)
+    try:
+        got = [(status, text) for status, text in json.loads(r.stdout)]
+    except ValueError:
+        raise AssertionError(r.stdout + r.stderr) from None
+    assert all(isinstance(status, int) for status, _ in got), got
+    return got
 
 
 def llm_post(demo: dict, user: str, path: str, body: dict, key: str | None) -> tuple[int, dict]:
-    env = f"-e KEY={shlex.quote(key)} " if key else ""
-    r = lab_ssh(demo, "ide1", f"docker exec {env}code-server-{user} node -e {shlex.quote(FETCH)} "
-                f"{shlex.quote(llm_url(demo) + path)} {shlex.quote(json.dumps(body))}",
-                timeout=120)
-    status, _, text = r.stdout.strip().partition(" ")
-    assert status.isdigit(), r.stdout + r.stderr
-    return int(status), json.loads(text) if text.startswith("{") else {"text": text}
+    ((status, text),) = llm_posts(demo, user, path, body, key)
+    return status, json.loads(text) if text.startswith("{") else {"text": text}

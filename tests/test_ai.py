@@ -21,6 +21,7 @@ from conftest import REPO, lab_ssh
 from installer.deploy.runner import run_playbook
 from llmclient import llm_key as _key
 from llmclient import llm_post as _post
+from llmclient import llm_posts
 from llmclient import llm_url as _llm_url
 
 pytestmark = pytest.mark.engine
@@ -91,16 +92,10 @@ def test_a_resident_registration_number_is_refused_and_audited_without_it(demo) 
 def test_a_user_over_the_rate_limit_gets_429(demo) -> None:
     """bob's limit is the lab's 30 requests a minute: the 31st within the minute is
     LiteLLM's own 429 (sent in parallel from bob's workbench, one token each)."""
-    key = _key(demo, "bob")
-    script = ("const [u,k]=process.argv.slice(1);const b=JSON.stringify({model:'autocomplete',"
-              "prompt:'x',max_tokens:1});"
-              "Promise.all([...Array(40)].map(()=>fetch(u,{method:'POST',headers:{"
-              "'content-type':'application/json',authorization:'Bearer '+k},body:b})"
-              ".then(r=>r.status))).then(s=>console.log(JSON.stringify(s)))")
-    r = lab_ssh(demo, "ide1", f"docker exec code-server-bob node -e {shlex.quote(script)} "
-                f"{shlex.quote(_llm_url(demo) + '/completions')} {shlex.quote(key)}",
-                timeout=240)
-    statuses = json.loads(r.stdout)
+    got = llm_posts(demo, "bob", "/completions",
+                    {"model": "autocomplete", "prompt": "x", "max_tokens": 1},
+                    _key(demo, "bob"), times=40)
+    statuses = [status for status, _ in got]
     assert 429 in statuses and 200 in statuses, statuses
     assert set(statuses) <= {200, 429}, statuses
     assert statuses.count(200) <= 30

@@ -191,10 +191,15 @@ def egress(ctx: Context) -> dict[str, Result]:
 
 # --- the AI path, from a user's workbench ----------------------------------------------
 
-FETCH = ("const [u,b,n]=process.argv.slice(1);const k=require('fs').readFileSync(0,'utf8')"
-         ".trim();Promise.all([...Array(Number(n||1))].map(()=>fetch(u,{method:'POST',"
+# Node's fetch in a user's workbench (the image has node, not curl): `node -e FETCH URL
+# [TIMES [MAXCHARS]]` with the key's line, then the JSON body, on stdin; prints
+# [[status, text], ...] as JSON (each text cut to MAXCHARS, 2000 by default).
+
+FETCH = ("const [u,n,m]=process.argv.slice(1);const s=require('fs').readFileSync(0,'utf8');"
+         "const i=s.indexOf('\\n');const k=s.slice(0,i).trim(),b=s.slice(i+1);"
+         "Promise.all([...Array(Number(n||1))].map(()=>fetch(u,{method:'POST',"
          "headers:{'content-type':'application/json',...(k?{authorization:'Bearer '+k}:{})},"
-         "body:b}).then(async r=>[r.status,(await r.text()).slice(0,2000)])))"
+         "body:b}).then(async r=>[r.status,(await r.text()).slice(0,Number(m||2000))])))"
          ".then(x=>console.log(JSON.stringify(x)))"
          ".catch(e=>{console.log(JSON.stringify([['ERR',e.message]]));process.exit(2)})")
 
@@ -217,13 +222,15 @@ def _key(ctx: Context, user: str) -> str:
 def _from_workbench(ctx: Context, user: str, path: str, body: dict[str, Any],
                     times: int = 1, key: str | None = None) -> list[tuple[Any, str]]:
     """TIMES parallel POSTs from USER's workbench container (Node's fetch: what the
-    workbench's own processes use), the key on stdin (never in a process list)."""
+    workbench's own processes use). The key and the body go on stdin, never on a command
+    line: sudo logs its command lines and the logs are shipped to the store, where a
+    probe's prompt (a resident registration number) must not be."""
     ide = ctx.inv.first("ide")
     k = _key(ctx, user) if key is None else key
     with Remote(ide, ctx.site) as r:
         rc, out, err = r.run(["docker", "exec", "-i", f"code-server-{user}", "node", "-e",
-                              FETCH, _llm_url(ctx) + path, json.dumps(body), str(times)],
-                             check=False, stdin=k.encode())
+                              FETCH, _llm_url(ctx) + path, str(times)],
+                             check=False, stdin=f"{k}\n{json.dumps(body)}".encode())
     try:
         return [tuple(x) for x in json.loads(out)]
     except ValueError:
