@@ -146,6 +146,21 @@ def test_llm_requests_are_found_by_user_and_model_never_with_the_prompt(demo: di
         assert not leaked, (secret[:4], leaked[:2])
 
 
+def test_no_secret_of_the_site_is_anywhere_in_the_store(demo: dict) -> None:
+    """Every password, key and TOTP seed in the site folder, searched for in every shipped
+    log (the store holds what every earlier test and the demo's acceptance run did on the
+    hosts: their sudo command lines, the gateway's and LiteLLM's records)."""
+    secrets_dir = demo["site"] / "secrets"
+    found = {}
+    for f in sorted(secrets_dir.rglob("*")):
+        value = f.read_text().strip() if f.is_file() else ""
+        if len(value) >= 16:  # (the TOTP "last used" counters are not secrets)
+            found[str(f.relative_to(secrets_dir))] = len(
+                _search(demo, {"query_string": {"query": f'"{value}"'}}))
+    assert len(found) >= 10, found
+    assert not any(found.values()), {k: n for k, n in found.items() if n}
+
+
 def test_an_airlock_deploy_is_in_the_store_with_the_chain_head(demo: dict) -> None:
     last = json.loads((demo["site"] / "audit.jsonl").read_text().splitlines()[-1])
     docs = _found(demo, {"term": {"airlock.record": last["hash"]}}, index="airlock-audit-*")
