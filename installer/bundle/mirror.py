@@ -36,6 +36,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -356,8 +357,13 @@ def _stop_agent(home: Path) -> None:
 
 def _gpg(home: Path, *args: str, stdin: bytes | None = None) -> bytes:
     require("gpg", SourceError)
-    proc = subprocess.run(["gpg", "--homedir", str(home), "--batch", "--quiet", "--yes",
-                           "--no-tty", *args], input=stdin, capture_output=True)
+    argv = ["gpg", "--homedir", str(home), "--batch", "--quiet", "--yes", "--no-tty", *args]
+    proc = subprocess.run(argv, input=stdin, capture_output=True)
+    if proc.returncode != 0 and b"failed to start agent" in proc.stderr:
+        # two gpg runs starting their agents at once (another airlock, a test beside it)
+        # can race on the shared socket folder (/run/user/UID/gnupg): once more, after it
+        time.sleep(1)
+        proc = subprocess.run(argv, input=stdin, capture_output=True)
     if proc.returncode != 0:
         raise SourceError(f"gpg {args[0]} failed: {proc.stderr.decode(errors='replace')[-500:]}")
     return proc.stdout
