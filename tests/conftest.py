@@ -239,22 +239,18 @@ SHARED_LAB_MODULES = ("test_source_zone.py", "test_import.py", "test_deploy.py",
 _shared: dict = {}
 
 
-# modules that make a lab of their own (on the shared lab's subnets) or whole scenarios of
-# containers: with the shared lab's, marked `lab` (tests/run.sh runs them alone, first)
-OWN_LAB_MODULES = ("test_lab.py", "test_molecule.py")
-
-
 def pytest_collection_modifyitems(items: list) -> None:
     """Run the shared lab's modules one after the other (and before test_lab.py, which
-    makes a lab of its own on the same subnets); mark them and the other lab modules `lab`,
-    so that the rest can run in parallel after them (tests/run.sh)."""
+    makes a lab of its own on the same subnets); mark them `lab`: tests/run.sh runs them
+    first, alone, and the rest (test_lab.py with them) in parallel after the shared lab is
+    down."""
     def key(item) -> int:
         name = Path(str(item.fspath)).name
         return SHARED_LAB_MODULES.index(name) if name in SHARED_LAB_MODULES else len(
             SHARED_LAB_MODULES)
     items.sort(key=key)  # stable: order inside each module is kept
     for item in items:
-        if Path(str(item.fspath)).name in SHARED_LAB_MODULES + OWN_LAB_MODULES:
+        if Path(str(item.fspath)).name in SHARED_LAB_MODULES:
             item.add_marker(pytest.mark.lab)
 
 

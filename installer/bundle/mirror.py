@@ -36,7 +36,6 @@ import re
 import shutil
 import subprocess
 import tarfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -359,11 +358,14 @@ def _gpg(home: Path, *args: str, stdin: bytes | None = None) -> bytes:
     require("gpg", SourceError)
     argv = ["gpg", "--homedir", str(home), "--batch", "--quiet", "--yes", "--no-tty", *args]
     proc = subprocess.run(argv, input=stdin, capture_output=True)
-    if proc.returncode != 0 and b"failed to start agent" in proc.stderr:
-        # two gpg runs starting their agents at once (another airlock, a test beside it)
-        # can race on the shared socket folder (/run/user/UID/gnupg): once more, after it
-        time.sleep(1)
-        proc = subprocess.run(argv, input=stdin, capture_output=True)
+    if (proc.returncode != 0 and b"failed to start agent" in proc.stderr
+            and not Path(f"/run/user/{os.getuid()}").is_dir()):
+        # without /run/user/UID, gpg-agent's socket goes in HOME itself, and a socket's
+        # path has at most 107 bytes
+        raise SourceError(f"gpg could not start its agent for {home}",
+                          hint=f"its socket goes in that folder ({len(str(home))} characters "
+                               "long) when /run/user/UID is missing, and a socket's path has "
+                               "at most 107: choose a shorter folder")
     if proc.returncode != 0:
         raise SourceError(f"gpg {args[0]} failed: {proc.stderr.decode(errors='replace')[-500:]}")
     return proc.stdout
