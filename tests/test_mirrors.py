@@ -22,6 +22,7 @@ from conftest import Nginx, free_port, need, write_spec
 from installer.bundle import mirror
 from installer.bundle.build import BuildOptions, build
 from installer.bundle.verify import verify
+from installer.errors import SourceError
 
 SPEC = """
     apiVersion: airlock/v1
@@ -342,3 +343,16 @@ def test_a_pinned_version_debian_no_longer_serves_is_lock_drift(tmp_path: Path) 
     again = build(spec, tmp_path / "b3", BuildOptions(update_lock=True))
     assert again.lock_written
     assert "0.0-airlock-replaced" not in lock_file.read_text()
+
+
+def test_a_site_key_folder_too_long_for_gpgs_socket_is_said_plainly(tmp_path: Path) -> None:
+    """Where /run/user/UID is missing (root on CI, a container), gpg-agent's socket goes in
+    the key's own folder, and a socket's path has at most 107 bytes: the error says so."""
+    if Path(f"/run/user/{os.getuid()}").is_dir():  # (gpg puts its sockets there)
+        made = mirror.make_site_key(tmp_path / ("k" * 120), "airlock test site")
+        assert len(made["fingerprint"]) == 40
+        return
+    home = tmp_path / ("k" * (110 - len(str(tmp_path))))
+    with pytest.raises(SourceError) as e:
+        mirror.make_site_key(home, "airlock test site")
+    assert "could not start its agent" in str(e.value) and "shorter folder" in e.value.hint
