@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from installer.bundle.digest import sha256_file
 from installer.errors import LabError
 
 EPOCH = 1767225600  # 2026-01-01T00:00:00Z: layers and archives are reproducible
@@ -99,11 +100,7 @@ def layer(root: Path, out: Path) -> str:
     subprocess.run(["tar", "-C", str(root), "--sort=name", f"--mtime=@{EPOCH}", "--numeric-owner",
                     "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
                     "--format=posix", "-cf", str(out), "."], check=True)
-    h = hashlib.sha256()
-    with open(out, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    return _hex_sha256(out)
 
 
 def archive(layer_tar: Path, diff_id: str, dest: Path, reference: str,
@@ -148,12 +145,9 @@ def pack(root: Path, work: Path, dest: Path, reference: str, config: dict[str, A
     tar.unlink()
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+def _hex_sha256(path: Path) -> str:
+    """PATH's SHA-256 as bare hex (the bundle's own chunked reader)."""
+    return sha256_file(path)[0].removeprefix("sha256:")
 
 
 def maven_fetch(artifact: str, sha256: str, image: str, pin_in: str,
@@ -168,7 +162,7 @@ def maven_fetch(artifact: str, sha256: str, image: str, pin_in: str,
         run(["mvn", "-B", "-q", "--strict-checksums", f"-Dmaven.repo.local={repo}",
              "dependency:get", f"-Dartifact={artifact}", "-Dtransitive=false"],
             "mvn dependency:get", image=image)
-    got = sha256_file(path)
+    got = _hex_sha256(path)
     if got != sha256:
         path.unlink()
         raise LabError(f"{artifact} from Maven Central has sha256 {got}, not the pinned "
