@@ -40,7 +40,9 @@ def host(tmp_path: Path, restic: Path) -> dict:
     (homes / "alice.img").write_bytes(b"\0" * 4096)  # the loop image: never backed up
     cfg = {"host": "ide9", "repository": str(tmp_path / "repo"),
            "password_file": str(conf / "password"), "state_dir": str(tmp_path / "state"),
-           "restic": str(restic), "keep": {"daily": 2}}
+           "restic": str(restic), "keep": {"daily": 2},
+           "metrics_dir": str(tmp_path / "textfile")}
+    (tmp_path / "textfile").mkdir()
     (conf / "config.json").write_text(json.dumps(cfg))
     (conf / "sources.d" / "homes.json").write_text(json.dumps(
         {"name": "homes", "paths": [str(homes)], "exclude": ["*.img"]}))
@@ -157,3 +159,27 @@ def test_restore_of_an_unknown_source_or_snapshot_is_refused(host: dict) -> None
     assert r.returncode == 1 and "no source 'nothing' on ide9 (its sources: homes)" in r.stderr
     r = run(host, "restore", "homes", "--snapshot", "feedbeef")
     assert r.returncode == 1 and "snapshot 'feedbeef' of homes: 0 match" in r.stderr
+
+
+def test_check_says_the_sources(host: dict) -> None:
+    r = run(host, "check")
+    assert r.returncode == 0 and r.stdout == f"homes: {host['homes']}\n", r
+
+
+def test_the_node_exporter_is_told_when_each_source_last_succeeded(host: dict) -> None:
+    """A failed run keeps the last success's time (the alert is about its age)."""
+    assert run(host, "init").returncode == 0
+    assert run(host, "run").returncode == 0
+    prom = (host["dir"] / "textfile" / "airlock_backup.prom").read_text()
+    assert 'airlock_backup_last_run_ok{source="homes"} 1' in prom
+    ok_line = next(x for x in prom.splitlines()
+                   if x.startswith('airlock_backup_last_success_timestamp_seconds{source="homes"}'))
+    (host["dir"] / "repo").rename(host["dir"] / "repo-gone")  # the backup host is lost
+    assert run(host, "run").returncode == 1
+    prom = (host["dir"] / "textfile" / "airlock_backup.prom").read_text()
+    assert 'airlock_backup_last_run_ok{source="homes"} 0' in prom and ok_line in prom
+    # in the form the exporter reads (Prometheus' own check of the text format)
+    promtool = deb_root("prometheus") / "usr" / "bin" / "promtool"
+    check = subprocess.run([str(promtool), "check", "metrics"], input=prom,
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
