@@ -21,7 +21,7 @@ from installer.errors import SpecError
 PROTOS = ("tcp", "udp")
 # the inventory groups every phase's inventory defines (one per component)
 GROUPS = {"gateway", "keycloak", "ide", "completion_gpu", "chat_gpu", "llm_gateway", "repo",
-          "gitlab", "nexus", "ci_runner", "logging", "monitoring", "router"}
+          "gitlab", "nexus", "ci_runner", "logging", "monitoring", "backup", "router"}
 DATA_FILE = Path("playbooks/group_vars/all/network.yml")
 
 

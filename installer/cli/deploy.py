@@ -367,3 +367,109 @@ def audit_show(count: int, site: Path | None, as_json: bool) -> None:
                              r.get("command"), f"{b.get('name', '')} v{b.get('version', '')}"
                              if b else "", r.get("result"))))
     out.print(t)
+
+
+# --------------------------------------------------------------------------- backups
+
+@click.group("backup")
+def backup_group() -> None:
+    """The hosts' backups (restic to the backup host): their state, a run now."""
+
+
+@backup_group.command("status")
+@inventory_option
+@site_option
+@click.option("--max-age", "max_age_h", type=click.FloatRange(min=1), default=26,
+              show_default=True, help="Hours after which a source's last snapshot is too old.")
+@json_option
+def backup_status_cmd(inventory: Path, site: Path | None, max_age_h: float,
+                      as_json: bool) -> None:
+    """Per host and source: the last good snapshot, its age, the last run's result. Exit
+    status 1 when a source has no snapshot, one older than --max-age, or a failed run."""
+    from installer.deploy import backup
+
+    result = backup.status(_root(), _inventory_file(inventory), site=_site(site),
+                           max_age_h=max_age_h)
+    if as_json:
+        emit_json(result)
+    else:
+        t = Table(title=f"backups to {result['backup_host']}")
+        for c in ("host", "source", "kind", "snapshots", "last snapshot", "age", "last run"):
+            t.add_column(c)
+        for r in result["sources"]:
+            if not r["reachable"]:
+                t.add_row(esc(r["host"]), "", "", "", "", "", f"[bad]{esc(r['error'])}[/]")
+                continue
+            last = r.get("last_run") or {}
+            run = ("" if not last else "[ok]ok[/]" if last.get("ok")
+                   else f"[bad]failed: {esc(last.get('error', '')[:80])}[/]")
+            age = "" if r["age_s"] is None else f"{r['age_s'] / 3600:.1f} h"
+            t.add_row(esc(r["host"]), esc(r["source"]), r["kind"], str(r["snapshots"]),
+                      esc((r["snapshot"] or "none")[:8]) + (f" {esc(r['time'][:19])}"
+                                                            if r["time"] else ""),
+                      age, run)
+        out.print(t)
+        for p in result["problems"]:
+            out.print(f"[bad]{esc(p)}[/]")
+    if not result["ok"]:
+        raise SystemExit(1)
+
+
+@backup_group.command("run")
+@inventory_option
+@site_option
+@click.argument("host")
+@click.argument("sources", nargs=-1)
+@json_option
+def backup_run_cmd(inventory: Path, site: Path | None, host: str, sources: tuple[str, ...],
+                   as_json: bool) -> None:
+    """Back up HOST now (what its timer runs nightly): SOURCES, or all of them."""
+    from installer.deploy import backup
+
+    result = backup.run_now(_root(), _inventory_file(inventory), host, list(sources),
+                            site=_site(site))
+    if as_json:
+        emit_json(result)
+    else:
+        out.print(esc(result["output"]) or "(nothing to back up)")
+        if result["error"]:
+            out.print(f"[bad]{esc(result['error'])}[/]")
+    if not result["ok"]:
+        raise SystemExit(1)
+
+
+@click.command("restore")
+@inventory_option
+@site_option
+@click.argument("host")
+@click.argument("source")
+@click.option("--snapshot", default="latest", show_default=True,
+              help="Which snapshot (its id or the start of it; `airlock backup status`).")
+@click.option("--path", "paths", multiple=True,
+              help="Only this file or folder (its absolute path on HOST); repeatable. "
+                   "Default: the whole source.")
+@click.option("--target", help="Restore under this folder on HOST instead of in place.")
+@json_option
+def restore_cmd(inventory: Path, site: Path | None, host: str, source: str, snapshot: str,
+                paths: tuple[str, ...], target: str | None, as_json: bool) -> None:
+    """Bring back HOST's SOURCE from a backup: a user's file (--path), a whole home, or a
+    database (restored whole, in place; its service is stopped meanwhile). Audited."""
+    from installer.deploy import backup
+    from installer.deploy.audit import AuditLog
+
+    site_dir = _site(site)
+    log = AuditLog(site_dir)
+    try:
+        result = backup.restore(_root(), _inventory_file(inventory), host, source,
+                                site=site_dir, snapshot=snapshot, paths=paths, target=target)
+    except HostError as e:
+        log.append("restore", "failed", host=host, source=source, snapshot=snapshot,
+                   paths=list(paths), error=str(e)[:500])
+        raise
+    log.append("restore", "ok", host=host, source=source, snapshot=result["snapshot"],
+               paths=list(paths), target=target, seconds=result["seconds"])
+    if as_json:
+        emit_json(result)
+        return
+    out.print(f"[ok]restored[/] {esc(result['restored'])} on {esc(host)} from snapshot "
+              f"{esc(result['snapshot'][:8])} in {result['seconds']} s")

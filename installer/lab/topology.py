@@ -77,8 +77,9 @@ TOPOLOGIES: dict[str, Topology] = {
         LabHost("fw1", MGMT, ROUTER_OCTET, ("router",), router=True),
         # stand-in for the site's DNS (dnsmasq) and NTP (chrony) servers
         LabHost("ns1", MGMT, 53, (), site_services=True),
-        # seed 000's audit/log zone: the log store (Elasticsearch) and monitoring
-        LabHost("log1", "audit", 10, ("logging", "monitoring"), runs_containers=True),
+        # seed 000's audit/log zone: the log store (Elasticsearch) and monitoring; the lab
+        # keeps its backups there too (one host less: the pilot and production have bak1)
+        LabHost("log1", "audit", 10, ("logging", "monitoring", "backup"), runs_containers=True),
         # stand-in for the bank's LDAP/Active Directory (OpenLDAP), in the backend zone
         LabHost("dir1", "backend", 30, (), directory=True),
     ]),
