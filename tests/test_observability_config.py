@@ -131,6 +131,12 @@ tests:
         values: '1 1 0x10'
       - series: 'probe_duration_seconds{{module="llm_completion",instance="c"}}'
         values: '0.5x60'
+      - series: 'airlock_backup_last_success_timestamp_seconds{{host="ide1",source="homes"}}'
+        values: '-108000x60'
+      - series: 'airlock_backup_last_success_timestamp_seconds{{host="gw1",source="keycloak-db"}}'
+        values: '0x60'
+      - series: 'airlock_backup_last_run_ok{{host="gw1",source="keycloak-db"}}'
+        values: '1 1 0x10'
     alert_rule_test:
       - eval_time: 3m
         alertname: CertificateExpiresSoon
@@ -151,6 +157,18 @@ tests:
           - exp_labels: {{severity: warning, seed: "001 2.2", module: llm_completion, instance: c}}
             exp_annotations:
               summary: "completion P95 over 10 minutes is 500ms (seed 001: under 400 ms)"
+      - eval_time: 10m
+        alertname: BackupTooOld
+        exp_alerts:
+          - exp_labels: {{severity: warning, host: ide1, source: homes}}
+            exp_annotations:
+              summary: "ide1 homes: the last good backup is 1d 6h 10m 0s old"
+      - eval_time: 2m
+        alertname: BackupFailed
+        exp_alerts:
+          - exp_labels: {{severity: warning, host: gw1, source: keycloak-db}}
+            exp_annotations:
+              summary: "gw1 keycloak-db: the last backup run failed (journalctl -u airlock-backup)"
 """
 
 
@@ -167,7 +185,8 @@ def test_the_alerts_fire_when_they_should_and_not_before(tmp_path: Path, prom: P
     # and the test can fail: with a 10-day threshold the 20-day certificate is quiet
     out = _monitoring(tmp_path, monitoring_thresholds={
         "completion_p95_s": 0.4, "chat_p95_s": 5, "error_ratio": 0.01,
-        "disk_free_ratio": 0.1, "cert_days": 10, "gpu_memory_ratio": 0.95})
+        "disk_free_ratio": 0.1, "cert_days": 10, "gpu_memory_ratio": 0.95,
+        "backup_age_h": 26})
     r = _tool(prom, "promtool", "test", "rules", str(spec))
     assert r.returncode != 0 and "CertificateExpiresSoon" in r.stdout + r.stderr
 
