@@ -235,7 +235,8 @@ DEMO_PASS = "demo-test-passphrase"
 # demo's release's (the smaller lab releases the later modules import carry no packages)
 SHARED_LAB_MODULES = ("test_source_zone.py", "test_import.py", "test_deploy.py",
                       "test_ide.py", "test_ai.py", "test_identity.py",
-                      "test_offline_install.py", "test_acceptance.py", "test_logging.py")
+                      "test_offline_install.py", "test_acceptance.py", "test_logging.py",
+                      "test_backups.py")
 _shared: dict = {}
 
 

@@ -386,6 +386,9 @@ EXPECTED_FLOWS = [
     ("monitoring", "all", 9100), ("monitoring", "gateway", 443), ("monitoring", "keycloak", 8443),
     ("monitoring", "llm_gateway", 4000), ("monitoring", "chat_gpu", 8000),
     ("monitoring", "completion_gpu", 8000), ("monitoring", "ide", 8100),
+    # backups: restic over SFTP from the hosts that keep data (sshd listens on every address:
+    # every other zone pair on 22 must be refused)
+    ("ide", "backup", 22), ("keycloak", "backup", 22), ("gitlab", "backup", 22),
 ]
 
 LISTENER = """
