@@ -91,7 +91,8 @@ def test_a_dropped_keycloak_database_is_restored_and_users_sign_in_again(
     # Keycloak was stopped for the restore and started again: wait for it
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        if lab_ssh(demo, "gw1", "curl -fsk https://127.0.0.1:9000/health/ready"
+        if lab_ssh(demo, "gw1", "curl -fsk https://"
+                   f"{demo['state']['hosts']['gw1']['mgmt_address']}:9000/auth/health/ready"
                    ).returncode == 0:
             break
         time.sleep(3)
