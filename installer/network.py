@@ -19,6 +19,9 @@ import yaml
 from installer.errors import SpecError
 
 PROTOS = ("tcp", "udp")
+# protocols without ports the matrix may allow between hosts (VRRP: the gateway pair's
+# keepalived adverts, IP protocol 112)
+PORTLESS = ("vrrp",)
 # the inventory groups every phase's inventory defines (one per component)
 GROUPS = {"gateway", "keycloak", "ide", "completion_gpu", "chat_gpu", "llm_gateway", "repo",
           "gitlab", "nexus", "ci_runner", "logging", "monitoring", "backup", "router"}
@@ -29,13 +32,13 @@ DATA_FILE = Path("playbooks/group_vars/all/network.yml")
 class Flow:
     src: str
     dst: str
-    port: int | str  # one port, or a range "LOW-HIGH" (nftables syntax)
+    port: int | str  # one port, a range "LOW-HIGH" (nftables syntax), "" for VRRP
     proto: str
     purpose: str
 
     @property
     def first_port(self) -> int:
-        return int(str(self.port).split("-")[0])
+        return int(str(self.port).split("-")[0]) if self.port != "" else 0
 
 
 def _port(value: Any) -> int | str:
@@ -59,6 +62,9 @@ class Model:
     # services the site already runs (DNS, NTP): flows may go to them; their addresses are
     # the inventory variable each one names (``addresses``), e.g. airlock_dns_servers
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # a group's shared address (a VIP its members hand over between them): the inventory
+    # variable that holds it; flows to the group go to it as well as to its members
+    virtual: dict[str, str] = field(default_factory=dict)
 
 
 def parse(data: dict[str, Any], groups: set[str], where: str = "network data model") -> Model:
@@ -66,6 +72,12 @@ def parse(data: dict[str, Any], groups: set[str], where: str = "network data mod
     zones = data.get("network_zones") or {}
     external = data.get("network_external") or {}
     services = data.get("network_services") or {}
+    virtual = data.get("network_virtual_addresses") or {}
+    for name, var in virtual.items():
+        if name not in groups or not (isinstance(var, str) and var.isidentifier()):
+            raise SpecError(f"network_virtual_addresses: {name!r} must be an inventory group "
+                            "and name the variable that holds its shared address "
+                            "(e.g. gateway: airlock_gateway_vip)", file=where)
     for name, svc in services.items():
         var = svc.get("addresses") if isinstance(svc, dict) else None
         if not (isinstance(var, str) and var.isidentifier()):
@@ -84,8 +96,11 @@ def parse(data: dict[str, Any], groups: set[str], where: str = "network data mod
     for i, f in enumerate(data.get("network_flows") or []):
         field = f"network_flows[{i}]"
         try:
-            flow = Flow(str(f["from"]), str(f["to"]), _port(f["port"]),
-                        str(f.get("proto", "tcp")), str(f.get("purpose", "")))
+            proto = str(f.get("proto", "tcp"))
+            if proto in PORTLESS and f.get("port") not in (None, ""):
+                raise ValueError(f"{proto} has no ports: leave port out")
+            port = "" if proto in PORTLESS else _port(f["port"])
+            flow = Flow(str(f["from"]), str(f["to"]), port, proto, str(f.get("purpose", "")))
         except (KeyError, ValueError, TypeError) as e:
             raise SpecError(f"needs from, to, port (and proto, purpose): {e}", file=where,
                             field=field) from None
@@ -102,11 +117,16 @@ def parse(data: dict[str, Any], groups: set[str], where: str = "network data mod
                             file=where, field=field,
                             hint="mark the service client: true where it also connects to "
                                  "the platform (a SIEM that pulls)")
-        if not 0 < flow.first_port < 65536 or flow.proto not in PROTOS:
-            raise SpecError(f"port {flow.port}/{flow.proto} is not a valid tcp/udp port",
+        if flow.proto in PORTLESS:
+            if flow.src != flow.dst or flow.src not in groups:
+                raise SpecError(f"{flow.proto} is allowed only between the members of one "
+                                "group (from and to the same group)", file=where, field=field)
+        elif not 0 < flow.first_port < 65536 or flow.proto not in PROTOS:
+            raise SpecError(f"port {flow.port}/{flow.proto} is not a valid tcp/udp port "
+                            f"(or one of {', '.join(PORTLESS)}, without a port)",
                             file=where, field=field)
         flows.append(flow)
-    return Model(zones, external, flows, services)
+    return Model(zones, external, flows, services, dict(virtual))
 
 
 def load(path: Path, groups: set[str]) -> Model:
@@ -152,27 +172,44 @@ class Inventory:
                                 f"gives no addresses for it ({var})",
                                 hint=f"set {var} in the inventory's group_vars/all")
             return [str(ipaddress.ip_address(a)) for a in found]
-        return [self.hostvars[h]["airlock_zone_address"] for h in self.hosts_of(name, model)]
+        found = [self.hostvars[h]["airlock_zone_address"] for h in self.hosts_of(name, model)]
+        # the group's shared address (held by one of its members), where the site has one
+        if found and name in model.virtual:
+            found += [str(ipaddress.ip_address(a))
+                      for a in self.variables.get(model.virtual[name]) or []]
+        return found
 
 
 def host_rules(model: Model, inv: Inventory, host: str) -> dict[str, list[dict[str, Any]]]:
     """{'input': [...], 'output': [...]} allow rules for one host, sorted and merged."""
     rules: dict[str, set[tuple]] = {"input": set(), "output": set()}
+    own = {inv.hostvars[host]["airlock_zone_address"]} if host in inv.hostvars else set()
     for f in model.flows:
+        # a flow within a group (VRRP between the pair) is to and from the other members:
+        # not this host itself, not the group's shared address
+        skip: set[str] = set()
+        if f.src == f.dst:
+            members = {inv.hostvars[h]["airlock_zone_address"] for h in inv.hosts_of(f.src, model)}
+            skip = own | (set(inv.addresses_of(f.src, model)) - members)
         if host in inv.hosts_of(f.dst, model):
             for addr in inv.addresses_of(f.src, model):
-                rules["input"].add((f.proto, f.port, addr, f.purpose))
+                if addr not in skip:
+                    rules["input"].add((f.proto, f.port, addr, f.purpose))
         if host in inv.hosts_of(f.src, model):
             for addr in inv.addresses_of(f.dst, model):
-                rules["output"].add((f.proto, f.port, addr, f.purpose))
+                if addr not in skip:
+                    rules["output"].add((f.proto, f.port, addr, f.purpose))
     return {k: [{"proto": p, "port": port, "address": a, "purpose": why}
                 for p, port, a, why in sorted(v, key=_order)] for k, v in rules.items()}
 
 
 def router_rules(model: Model, inv: Inventory) -> list[dict[str, Any]]:
-    """What the inter-zone firewall forwards: every flow, address to address."""
+    """What the inter-zone firewall forwards: every flow, address to address (VRRP stays
+    on its segment: never forwarded)."""
     out = set()
     for f in model.flows:
+        if f.proto in PORTLESS:
+            continue
         for s in inv.addresses_of(f.src, model):
             for d in inv.addresses_of(f.dst, model):
                 if s != d:
@@ -190,7 +227,7 @@ def matrix_rows(model: Model) -> list[list[str]]:
     rows = []
     for f in model.flows:
         rows.append([f.src, _zone_hint(f.src, model), f.dst, _zone_hint(f.dst, model),
-                     str(f.port), f.proto, f.purpose])
+                     str(f.port) or "-", f.proto, f.purpose])
     return rows
 
 
@@ -223,6 +260,11 @@ def matrix_markdown(model: Model) -> str:
                 "|---|---|---|"]
         for name, svc in model.services.items():
             out.append(f"| {name} | `{svc['addresses']}` | {svc.get('purpose', '')} |")
+    if model.virtual:
+        out += ["", "## Shared addresses", "", "A group's virtual address, held by one of its "
+                "members at a time; flows to the group are allowed to it too.", "",
+                "| group | address (inventory variable) |", "|---|---|"]
+        out += [f"| {g} | `{var}` |" for g, var in model.virtual.items()]
     out += ["", "## Allowed flows", "",
             "Default deny in and out on every host; replies to allowed connections are "
             "allowed; nothing else.", "", "| " + " | ".join(HEADER) + " |",

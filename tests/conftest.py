@@ -236,7 +236,7 @@ DEMO_PASS = "demo-test-passphrase"
 SHARED_LAB_MODULES = ("test_source_zone.py", "test_import.py", "test_deploy.py",
                       "test_ide.py", "test_ai.py", "test_identity.py",
                       "test_offline_install.py", "test_acceptance.py", "test_logging.py",
-                      "test_backups.py")
+                      "test_backups.py", "test_ha.py")
 _shared: dict = {}
 
 

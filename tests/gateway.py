@@ -10,6 +10,11 @@ from installer.cli.demo import lab_accounts, save_totp
 from installer.lab import browser
 
 
+def gateway_address(demo: dict) -> str:
+    """Where users reach the gateway: the pair's VIP where the lab has one, else gw1."""
+    return demo["state"].get("gateway_vip") or demo["state"]["hosts"]["gw1"]["zone_address"]
+
+
 def gateway_request(demo: dict, url: str, *args: str, cookie: str | None = None) -> dict[str, Any]:
     """One request with the site CA only; status, Location and body."""
     cmd = ["curl", "-sS", "--http1.1", "--cacert", str(demo["site"] / "pki" / "ca.crt"),
@@ -25,7 +30,7 @@ def gateway_request(demo: dict, url: str, *args: str, cookie: str | None = None)
 def gateway_session(demo: dict, user: str, tmp_path) -> str:
     """USER's gateway session cookie, from a real login in Chromium (password + TOTP)."""
     accounts = lab_accounts(demo["site"], [user])
-    url = f"https://{demo['state']['hosts']['gw1']['zone_address']}/u/{user}/"
+    url = f"https://{gateway_address(demo)}/u/{user}/"
     cookies: list[dict] = []
     try:
         browser.open_workbenches({user: url}, demo["site"] / "pki" / "ca.crt",

@@ -15,7 +15,7 @@ import pytest
 from test_logging import _prometheus
 
 from conftest import lab_ssh, run_airlock
-from gateway import gateway_request, gateway_session
+from gateway import gateway_address, gateway_request, gateway_session
 
 MEASURED: dict[str, float] = {}
 
@@ -98,7 +98,7 @@ def test_a_dropped_keycloak_database_is_restored_and_users_sign_in_again(
         time.sleep(3)
     MEASURED["Keycloak serving again"] = time.monotonic() - lost
     cookie = gateway_session(demo, "alice", tmp_path)  # password + TOTP, in Chromium
-    page = gateway_request(demo, f"https://{demo['state']['hosts']['gw1']['zone_address']}"
+    page = gateway_request(demo, f"https://{gateway_address(demo)}"
                                  "/u/alice/", cookie=cookie)
     # (the realm came back with its users, its clients and their TOTP secrets)
     assert page["status"] == 200, page

@@ -24,8 +24,9 @@ from pathlib import Path
 import pytest
 
 from conftest import AIRLOCK, REPO, lab_bundle, lab_ssh, lab_v2, run_airlock
+from gateway import gateway_address
 
-HOSTS = {"gw1", "ide1", "ai1", "repo1", "fw1", "log1"}
+HOSTS = {"gw1", "gw2", "ide1", "ai1", "ai2", "repo1", "fw1", "log1"}
 RECORD_TASK = "Write /etc/airlock/deployment.json"
 
 
@@ -307,7 +308,7 @@ def test_delta_upgrade_copies_and_changes_only_what_changed(demo, tmp_path: Path
 
 
 def _gateway(demo: dict) -> str:
-    return demo["state"]["hosts"]["gw1"]["zone_address"]
+    return gateway_address(demo)
 
 
 def _serials(demo: dict) -> dict[str, int]:

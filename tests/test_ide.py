@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, lab_ssh
+from gateway import gateway_address
 from installer.cli.demo import lab_accounts, save_totp
 from installer.deploy.runner import run_playbook
 from installer.lab import browser
@@ -35,7 +36,7 @@ def _ide(demo: dict, command: str, timeout: float = 300) -> subprocess.Completed
 
 
 def _urls(demo: dict) -> dict[str, str]:
-    gw = demo["state"]["hosts"]["gw1"]["zone_address"]
+    gw = gateway_address(demo)
     return {u: f"https://{gw}/u/{u}/" for u in ("alice", "bob")}
 
 
@@ -88,7 +89,7 @@ def test_without_the_site_ca_the_browser_refuses(demo, tmp_path) -> None:
 
 
 def test_http_redirects_and_unknown_routes_are_404(demo) -> None:
-    gw = demo["state"]["hosts"]["gw1"]["zone_address"]
+    gw = gateway_address(demo)
     ca = str(demo["site"] / "pki" / "ca.crt")
     r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}",
                         f"http://{gw}/u/alice/"], capture_output=True, text=True, timeout=30)
@@ -270,7 +271,7 @@ def test_continue_config_passes_continues_own_schema(demo, tmp_path) -> None:
 
 
 def test_adding_and_removing_a_user(demo) -> None:
-    gw = demo["state"]["hosts"]["gw1"]["zone_address"]
+    gw = gateway_address(demo)
     ca = str(demo["site"] / "pki" / "ca.crt")
 
     def status(user: str) -> str:

@@ -94,8 +94,8 @@ def lab(client, tmp_path_factory: pytest.TempPathFactory):
 def test_hosts_run_systemd_in_their_zones(lab, client) -> None:
     zones = load_zones(network_file(REPO))
     st = lab_mod.status()
-    assert st["up"] and set(st["hosts"]) == {"gw1", "ide1", "ai1", "repo1", "fw1", "log1",
-                                        "ns1", "dir1"}
+    assert st["up"] and set(st["hosts"]) == {"gw1", "gw2", "ide1", "ai1", "ai2", "repo1",
+                                        "fw1", "log1", "ns1", "dir1"}
     for name, h in st["hosts"].items():
         assert h["state"] == "running"
         c = client.containers.get(lab.containers[name])

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import pytest
 
 from conftest import REPO, lab_ssh, run_airlock
-from gateway import gateway_request, gateway_session
+from gateway import gateway_address, gateway_request, gateway_session
 from llmclient import llm_key, llm_post
 
 pytestmark = pytest.mark.usefixtures("demo")
@@ -91,7 +91,7 @@ def test_a_sudo_on_ide1_is_found_by_its_user(demo: dict) -> None:
 def test_a_failed_login_is_found_by_its_user(demo: dict) -> None:
     from installer.lab import browser
 
-    gw = demo["state"]["hosts"]["gw1"]["zone_address"]
+    gw = gateway_address(demo)
     before = len(_search(demo, _both({"term": {"event.kind": "identity"}},
                                      {"term": {"user": "alice"}},
                                      {"term": {"event.action": "LOGIN_ERROR"}})))
@@ -108,7 +108,7 @@ def test_a_failed_login_is_found_by_its_user(demo: dict) -> None:
 def test_a_403_at_the_gateway_is_found_by_its_user(demo: dict, tmp_path: Path) -> None:
     """alice, signed in, asks for bob's workbench: the gateway's refusal names both."""
     cookie = gateway_session(demo, "alice", tmp_path)
-    gw = demo["state"]["hosts"]["gw1"]["zone_address"]
+    gw = gateway_address(demo)
     query = _both({"term": {"event.kind": "http"}}, {"term": {"event.outcome": "denied"}},
                   {"term": {"user": "alice"}})
     before = len(_search(demo, query))

@@ -66,7 +66,7 @@ def test_host_rules_follow_the_matrix() -> None:
 
 def test_removing_a_flow_removes_its_rules_and_its_matrix_row() -> None:
     data = copy.deepcopy(DATA)
-    data["network_flows"] = [f for f in data["network_flows"] if f["port"] != 4000]
+    data["network_flows"] = [f for f in data["network_flows"] if f.get("port") != 4000]
     m = model(data)
     assert rule("tcp", 4000, "10.0.3.0/24") not in rules(m, "ai1", "input")
     assert rule("tcp", 4000, "10.0.4.10") not in rules(m, "ide1", "output")
@@ -216,4 +216,57 @@ def test_a_pulling_siem_reaches_the_log_store_only_and_monitoring_reaches_every_
     data = copy.deepcopy(DATA)
     del data["network_services"]["siem"]["client"]
     with pytest.raises(SpecError, match="site service; flows go to it"):
+        model(data)
+
+
+PAIR = network.Inventory(
+    {**INV.groups, "gateway": ["gw1", "gw2"], "monitoring": ["ide1"]},
+    {**INV.hostvars, "gw2": {"airlock_zone": "dmz", "airlock_zone_address": "10.0.2.11"}},
+    {**INV.variables, "airlock_gateway_vip": ["10.0.2.9"]})
+
+
+def test_the_gateway_pair_speaks_vrrp_to_each_other_only() -> None:
+    """VRRP (IP protocol 112, no port) in and out between the pair's own addresses: not to
+    itself, not to the VIP, not to anyone else, and never forwarded by the router."""
+    m = model()
+    for me, peer in (("gw1", "10.0.2.11"), ("gw2", "10.0.2.10")):
+        rules = network.host_rules(m, PAIR, me)
+        for chain in ("input", "output"):
+            vrrp = [r["address"] for r in rules[chain] if r["proto"] == "vrrp"]
+            assert vrrp == [peer], (me, chain, vrrp)
+            assert all(r["port"] == "" for r in rules[chain] if r["proto"] == "vrrp")
+    assert not any(r["proto"] == "vrrp" for r in network.host_rules(m, PAIR, "ide1")["output"])
+    assert not any(r["proto"] == "vrrp" for r in network.router_rules(m, PAIR))
+
+
+def test_flows_to_the_gateway_reach_its_vip_too() -> None:
+    m = model()
+    out = {(r["port"], r["address"]) for r in network.host_rules(m, PAIR, "ide1")["output"]
+           if r["port"] == 443 and r["address"].startswith("10.0.2.")}
+    assert out == {(443, "10.0.2.10"), (443, "10.0.2.11"), (443, "10.0.2.9")}
+    fwd = {(r["source"], r["address"]) for r in network.router_rules(m, PAIR)
+           if r["port"] == 443 and r["address"] == "10.0.2.9"}
+    assert ("10.0.3.10", "10.0.2.9") in fwd
+    # a site with one gateway and no VIP: nothing extra
+    single = network.host_rules(m, INV, "ide1")["output"]
+    assert not any(r["address"] == "10.0.2.9" for r in single)
+
+
+@pytest.mark.parametrize(("flow", "message"), [
+    ({"from": "gateway", "to": "gateway", "proto": "vrrp", "port": 112}, "has no ports"),
+    ({"from": "gateway", "to": "keycloak", "proto": "vrrp"}, "between the members of one group"),
+    ({"from": "dmz", "to": "dmz", "proto": "vrrp"}, "between the members of one group"),
+    ({"from": "gateway", "to": "gateway", "proto": "ah"}, "needs from, to, port"),
+])
+def test_bad_portless_flows_are_refused(flow, message) -> None:
+    data = copy.deepcopy(DATA)
+    data["network_flows"].append(flow)
+    with pytest.raises(SpecError, match=message):
+        model(data)
+
+
+def test_a_virtual_address_must_belong_to_a_group() -> None:
+    data = copy.deepcopy(DATA)
+    data["network_virtual_addresses"] = {"nosuchgroup": "airlock_gateway_vip"}
+    with pytest.raises(SpecError, match="must be an inventory group"):
         model(data)

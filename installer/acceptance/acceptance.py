@@ -93,15 +93,7 @@ def health_endpoints(root: Path, inventory: Path) -> dict[str, str]:
     gateway itself, Keycloak's realm, each workbench)."""
     inv = inv_mod.load(inventory, root)
     urls: dict[str, str] = {}
-
-    def address(group: str) -> str | None:
-        hosts = inv.group(group)
-        if not hosts:
-            return None
-        h = inv.host(hosts[0])
-        return str(h.vars.get("airlock_zone_address") or h.address)
-
-    if (a := address("gateway")):
+    if (a := inv.gateway_address()):
         urls["gateway"] = f"https://{a}/"
         if inv.group("keycloak"):
             urls["keycloak"] = f"https://{a}/auth/realms/{inv.var('keycloak_realm', 'airlock')}/"

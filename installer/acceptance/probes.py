@@ -34,8 +34,8 @@ def _ca(ctx: Context) -> Path:
 
 
 def _gateway(ctx: Context) -> str:
-    gw = ctx.inv.first("gateway")
-    return str(gw.vars.get("airlock_zone_address") or gw.address)
+    ctx.inv.first("gateway")  # a clear error where the inventory has none
+    return str(ctx.inv.gateway_address())
 
 
 def _users(ctx: Context) -> list[dict[str, Any]]:

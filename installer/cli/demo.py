@@ -423,7 +423,7 @@ def workbench_urls(root: Path, inventory: Path) -> dict[str, str]:
     from installer.deploy.inventory import load
 
     inv = load(inventory, root)
-    gw = inv.first("gateway")
-    address = gw.vars.get("airlock_zone_address") or gw.address
+    inv.first("gateway")  # a clear error where the inventory has none
+    address = inv.gateway_address()
     return {u["name"]: f"https://{address}/u/{u.get('route', u['name'])}/"
             for u in inv.var("airlock_ide_users", [])}

@@ -100,6 +100,16 @@ class Inventory:
         hosts = self.hosts
         return self.hostvars.get(hosts[0], {}).get(name, default) if hosts else default
 
+    def gateway_address(self) -> str | None:
+        """Where users reach the gateway (as playbooks' airlock_gateway_url): the first
+        gateway's public name, else the pair's VIP, else its zone address."""
+        hosts = self.group("gateway")
+        if not hosts:
+            return None
+        gw = self.host(hosts[0])
+        return str(gw.vars.get("airlock_public_name") or gw.vars.get("airlock_gateway_vip")
+                   or gw.vars.get("airlock_zone_address") or gw.address)
+
     def groups_of(self, host: str) -> list[str]:
         return sorted(g for g in self._data if g not in ("_meta", "all", "ungrouped")
                       and host in self.group(g))

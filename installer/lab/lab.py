@@ -39,6 +39,7 @@ from installer.lab import engine as engine_mod
 from installer.lab.engine import Engine
 from installer.lab.image import UID, USER
 from installer.lab.topology import (
+    GATEWAY_VIP_OCTET,
     MGMT,
     ROUTER_OCTET,
     Topology,
@@ -82,6 +83,8 @@ class LabState:
     inventory: str = ""
     # what an inventory needs to federate the lab's directory (installer.lab.directory)
     directory: dict[str, str] = field(default_factory=dict)
+    # the gateway pair's shared address (keepalived's VIP), where the topology has two
+    gateway_vip: str = ""
 
     def save(self, d: Path) -> None:
         atomic_write(d / "state.json", (json.dumps(asdict(self), indent=2) + "\n").encode(),
@@ -288,6 +291,7 @@ def up(root: Path, topo_name: str = "poc", say=print) -> LabState:  # type: igno
         for name, h in state.hosts.items():
             say(f"waiting for SSH on {name} ({h['mgmt_address']})")
             _wait_ssh(h["mgmt_address"], key, d / "known_hosts", deadline)
+        state.gateway_vip = gateway_vip(topo, zones)
         state.inventory = str(write_inventory(root, topo, zones, state))
         state.save(d)
         return state
@@ -295,6 +299,29 @@ def up(root: Path, topo_name: str = "poc", say=print) -> LabState:  # type: igno
         say("lab up failed; removing what it made")
         down(root, quiet=True)
         raise
+
+
+def start_again(root: Path, name: str, deadline_s: float = 120) -> None:
+    """Start a lab host whose container was stopped or killed (a failover test's victim)
+    and give it back what `lab up` set from outside at run time: its routes through the
+    router and its resolver. Waits for its SSH."""
+    state = LabState.load(state_dir())
+    if not state or name not in state.containers:
+        raise LabError(f"no lab host {name} is up")
+    zones = load_zones(network_file(root))
+    topo = topology(state.topology, zones)
+    h = next(x for x in topo.hosts if x.name == name)
+    used = {z: zones[z] for z in {MGMT, *(x.zone for x in topo.hosts)}}
+    client = engine_mod.Engine(state.engine_host, None).client()
+    c = client.containers.get(state.containers[name])
+    c.start()
+    if "ide" in h.groups:
+        _loop_nodes(c)
+    if not h.router and h.zone != MGMT and any(x.router for x in topo.hosts):
+        _route_via_router(c, h.zone, zones, used)
+    _resolver(c, services_address(topo, state))
+    _wait_ssh(state.hosts[name]["mgmt_address"], Path(state.key),
+              state_dir() / "known_hosts", time.monotonic() + deadline_s)
 
 
 def names(topo: Topology, zones: dict[str, Zone]) -> dict[str, str]:
@@ -446,6 +473,7 @@ def write_inventory(root: Path, topo: Topology, zones: dict[str, Zone],
                  "airlock_dns_search": [DOMAIN],
                  "airlock_ntp_servers": [services],
                  **_directory_vars(topo, state),
+                 **({"airlock_gateway_vip": state.gateway_vip} if state.gateway_vip else {}),
                  # stand-in for the users' VDE desktops: the build machine, at its address
                  # on the gateway's zone network, so a browser here passes the firewall's
                  # vde rules to reach the gateway (and nothing else)
@@ -460,6 +488,12 @@ def write_inventory(root: Path, topo: Topology, zones: dict[str, Zone],
             + yaml.safe_dump(doc, sort_keys=False))
     atomic_write(path, text.encode())
     return path
+
+
+def gateway_vip(topo: Topology, zones: dict[str, Zone]) -> str:
+    """The VIP of a topology with a gateway pair (its zone's GATEWAY_VIP_OCTET), else ''."""
+    gateways = [h for h in topo.hosts if "gateway" in h.groups]
+    return zones[gateways[0].zone].address(GATEWAY_VIP_OCTET) if len(gateways) > 1 else ""
 
 
 def _directory_vars(topo: Topology, state: LabState) -> dict[str, Any]:

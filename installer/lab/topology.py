@@ -17,6 +17,8 @@ from installer.errors import SpecError, UsageError
 
 MGMT = "mgmt"
 ROUTER_OCTET = 254
+# where a topology with two gateways puts their shared address (keepalived's VIP)
+GATEWAY_VIP_OCTET = 9
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,15 @@ TOPOLOGIES: dict[str, Topology] = {
     # seed 001 §2 PoC: gateway (Nginx + Keycloak), one IDE host, one AI host, one repo host
     "poc": Topology("poc", [
         LabHost("gw1", "dmz", 10, ("gateway", "keycloak"), runs_containers=True),
+        # seed 000 §6.1: the gateway pair (Nginx active-standby, a VIP moved by keepalived);
+        # gw2 runs the gateway alone (Keycloak stays single in the lab)
+        LabHost("gw2", "dmz", 11, ("gateway",), runs_containers=True),
         LabHost("ide1", "ide", 10, ("ide",), runs_containers=True),
         LabHost("ai1", "ai", 10, ("completion_gpu", "chat_gpu", "llm_gateway"),
                 runs_containers=True),
+        # seed 000 §6: a second inference server for the same models (LiteLLM's balancer
+        # moves a request to the other when one is gone)
+        LabHost("ai2", "ai", 11, ("completion_gpu", "chat_gpu"), runs_containers=True),
         # the Git server (the lab's stand-in for GitLab) answers as git on the repo host
         LabHost("repo1", "backend", 10, ("repo", "gitlab", "nexus"), runs_containers=True,
                 aliases=("git",)),

@@ -10,8 +10,8 @@ from typing import Any
 
 
 def airlock_host_rules(host: str, zones: dict, external: dict, flows: list, groups: dict,
-                       hostvars: Any, services: dict | None = None
-                       ) -> dict[str, list[dict[str, Any]]]:
+                       hostvars: Any, services: dict | None = None,
+                       virtual: dict | None = None) -> dict[str, list[dict[str, Any]]]:
     from ansible.errors import AnsibleFilterError
 
     try:
@@ -23,7 +23,8 @@ def airlock_host_rules(host: str, zones: dict, external: dict, flows: list, grou
     names = (set(groups) | GROUPS) - {"all", "ungrouped"}
     try:
         model = parse({"network_zones": zones, "network_external": external,
-                       "network_services": services or {}, "network_flows": flows}, names,
+                       "network_services": services or {}, "network_flows": flows,
+                       "network_virtual_addresses": virtual or {}}, names,
                       "firewall_flows")
     except AirlockError as e:
         raise AnsibleFilterError(str(e)) from e
@@ -37,6 +38,9 @@ def airlock_host_rules(host: str, zones: dict, external: dict, flows: list, grou
     # the site's service addresses (airlock_dns_servers…) as this host sees them
     variables = {svc["addresses"]: list(hostvars[host].get(svc["addresses"]) or [])
                  for svc in model.services.values()}
+    # a group's shared address (the gateway pair's VIP): one address, or none
+    variables.update({var: [hostvars[host][var]] if hostvars[host].get(var) else []
+                      for var in model.virtual.values()})
     inv = Inventory({g: list(m) for g, m in groups.items()}, hv, variables)
     try:
         return {**host_rules(model, inv, host), "forward": router_rules(model, inv)}
