@@ -17,7 +17,8 @@ SAFE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 def airlock_litellm_models(models: dict[str, Any], hostvars: Any, groups: dict[str, list],
                            port: int) -> list[dict[str, Any]]:
     """airlock_ai_models (name -> {model, group}) as litellm_models: each routed to the
-    first host of its group, at its zone address."""
+    hosts of its group, at their zone addresses (one: that server; several: a list, which
+    the litellm role balances with retry)."""
     out = []
     for name, m in (models or {}).items():
         if not isinstance(m, dict) or not m.get("model") or not m.get("group"):
@@ -28,8 +29,9 @@ def airlock_litellm_models(models: dict[str, Any], hostvars: Any, groups: dict[s
         if not hosts:
             raise AnsibleFilterError(f"airlock_ai_models.{name} is routed to group "
                                      f"{m['group']}, which has no hosts in this inventory")
-        address = hostvars[hosts[0]].get("airlock_zone_address")
-        entry = {"name": name, "model": m["model"], "api_base": f"http://{address}:{port}/v1"}
+        bases = [f"http://{hostvars[h].get('airlock_zone_address')}:{port}/v1" for h in hosts]
+        entry = {"name": name, "model": m["model"],
+                 "api_base": bases[0] if len(bases) == 1 else bases}
         entry.update({k: m[k] for k in ("input_cost_per_token", "output_cost_per_token")
                       if k in m})
         out.append(entry)

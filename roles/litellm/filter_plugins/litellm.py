@@ -59,16 +59,28 @@ def litellm_problems(models: Any, users: Any, defaults: Any, dlp: Any,
             out.append(f"{at}: names with llama-2/llama-3, command-r or replicate make "
                        "LiteLLM fetch a tokenizer from the internet; serve it under "
                        "another name (--served-model-name)")
-        base = m.get("api_base")
-        parts = urlsplit(base) if isinstance(base, str) else None
-        if not parts or parts.scheme not in ("http", "https") or not parts.hostname \
-                or parts.path.rstrip("/") != "/v1":
-            out.append(f"{at}.api_base {base!r} must be an inference server's OpenAI API, "
-                       "http(s)://HOST:PORT/v1")
-        elif servers is not None and f"{parts.scheme}://{parts.netloc}" not in servers:
-            out.append(f"{at} is routed to {parts.scheme}://{parts.netloc}, which is no "
-                       f"inference server of this site (they are: "
-                       f"{', '.join(sorted(servers)) or 'none'})")
+        bases = m.get("api_base")
+        if isinstance(bases, str):
+            bases = [bases]
+        if not isinstance(bases, list) or not bases:
+            out.append(f"{at}.api_base must be an inference server's OpenAI API, "
+                       "http(s)://HOST:PORT/v1, or a list of them (balanced, with retry)")
+            bases = []
+        elif len(set(map(str, bases))) != len(bases):
+            out.append(f"{at}.api_base lists a server twice")
+        for base in bases:
+            parts = urlsplit(base) if isinstance(base, str) else None
+            if not parts or parts.scheme not in ("http", "https") or not parts.hostname \
+                    or parts.path.rstrip("/") != "/v1":
+                out.append(f"{at}.api_base {base!r} must be an inference server's OpenAI API, "
+                           "http(s)://HOST:PORT/v1")
+            elif servers is not None and f"{parts.scheme}://{parts.netloc}" not in servers:
+                out.append(f"{at} is routed to {parts.scheme}://{parts.netloc}, which is no "
+                           f"inference server of this site (they are: "
+                           f"{', '.join(sorted(servers)) or 'none'})")
+            elif len(bases) > 1 and parts.scheme != "http":
+                out.append(f"{at}.api_base {base!r}: the balancer speaks http to the "
+                           "inference servers (their zone only)")
         for price in PRICES:
             if price in m and (isinstance(m[price], bool)
                                or not isinstance(m[price], int | float) or m[price] < 0):
@@ -120,16 +132,34 @@ def litellm_keys(users: list[dict[str, Any]], defaults: dict[str, int]) -> dict[
                       for u in users}}
 
 
-def litellm_config(models: list[dict[str, Any]], redis: dict[str, Any] | None = None
-                   ) -> dict[str, Any]:
+def litellm_balanced(models: list[dict[str, Any]], port: int) -> list[dict[str, Any]]:
+    """The models served by more than one inference server, each with the local port of its
+    balancer (PORT, PORT+1, ...) and its servers (HOST:PORT)."""
+    out = []
+    for m in models:
+        bases = m["api_base"] if isinstance(m["api_base"], list) else [m["api_base"]]
+        if len(bases) > 1:
+            out.append({"name": m["name"], "port": int(port) + len(out),
+                        "servers": [urlsplit(b).netloc for b in bases]})
+    return out
+
+
+def litellm_config(models: list[dict[str, Any]], redis: dict[str, Any] | None = None,
+                   balancer_port: int = 0, retries: int = 2) -> dict[str, Any]:
     """LiteLLM's config.yaml: every model routed to its inference server (LiteLLM's
     ``openai/`` provider serves both /v1/chat/completions and /v1/completions), airlock's
     auth, gateway callback and DLP guardrail; no database, nothing that calls home. With
     REDIS (host, port), the limiter's counters are shared there (every instance sees the
-    same), and a limit Redis cannot confirm is refused (fail closed)."""
+    same), and a limit Redis cannot confirm is refused (fail closed). A model with several
+    servers is routed to its local balancer (litellm_balanced: nginx, which retries a
+    server that refuses or does not answer on the next one); a request that fails after it
+    was sent (its server died under it) is retried RETRIES times by LiteLLM."""
     model_list = []
+    local = {b["name"]: b["port"] for b in litellm_balanced(models, balancer_port)}
     for m in models:
-        params = {"model": f"openai/{m['model']}", "api_base": m["api_base"],
+        base = (f"http://127.0.0.1:{local[m['name']]}/v1" if m["name"] in local
+                else m["api_base"][0] if isinstance(m["api_base"], list) else m["api_base"])
+        params = {"model": f"openai/{m['model']}", "api_base": base,
                   "api_key": m.get("api_key") or "none"}
         params.update({p: m[p] for p in PRICES if p in m})
         model_list.append({"model_name": m["name"], "litellm_params": params})
@@ -140,6 +170,7 @@ def litellm_config(models: list[dict[str, Any]], redis: dict[str, Any] | None = 
                                          "password": "os.environ/AIRLOCK_REDIS_PASSWORD"}
         general["fail_closed_rate_limit_enforcement"] = True
     return {"model_list": model_list,
+            "router_settings": {"num_retries": int(retries), "retry_after": 0},
             "general_settings": general,
             "litellm_settings": {"callbacks": ["airlock_litellm.gateway"],
                                  "turn_off_message_logging": True},
@@ -218,6 +249,7 @@ class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {"litellm_problems": litellm_problems, "litellm_keys": litellm_keys,
                 "litellm_config": litellm_config, "litellm_dlp_rules": litellm_dlp_rules,
+                "litellm_balanced": litellm_balanced,
                 "litellm_database_problems": litellm_database_problems,
                 "litellm_instance_problems": litellm_instance_problems,
                 "litellm_env": litellm_env}
