@@ -156,8 +156,9 @@ class Inventory:
             return []  # the site runs them; no managed host is one
         return sorted(self.groups.get(name, []))
 
-    def addresses_of(self, name: str, model: Model) -> list[str]:
-        """Zone and external names stand for their subnets; groups for host addresses."""
+    def addresses_of(self, name: str, model: Model, destination: bool = False) -> list[str]:
+        """Zone and external names stand for their subnets; groups for host addresses (and,
+        as a DESTINATION, the group's shared address: traffic comes from its members' own)."""
         if name in model.zones:
             return [model.zones[name]["subnet"]]
         if name in model.external:
@@ -174,7 +175,7 @@ class Inventory:
             return [str(ipaddress.ip_address(a)) for a in found]
         found = [self.hostvars[h]["airlock_zone_address"] for h in self.hosts_of(name, model)]
         # the group's shared address (held by one of its members), where the site has one
-        if found and name in model.virtual:
+        if destination and found and name in model.virtual:
             found += [str(ipaddress.ip_address(a))
                       for a in self.variables.get(model.virtual[name]) or []]
         return found
@@ -190,13 +191,13 @@ def host_rules(model: Model, inv: Inventory, host: str) -> dict[str, list[dict[s
         skip: set[str] = set()
         if f.src == f.dst:
             members = {inv.hostvars[h]["airlock_zone_address"] for h in inv.hosts_of(f.src, model)}
-            skip = own | (set(inv.addresses_of(f.src, model)) - members)
+            skip = own | (set(inv.addresses_of(f.dst, model, destination=True)) - members)
         if host in inv.hosts_of(f.dst, model):
             for addr in inv.addresses_of(f.src, model):
                 if addr not in skip:
                     rules["input"].add((f.proto, f.port, addr, f.purpose))
         if host in inv.hosts_of(f.src, model):
-            for addr in inv.addresses_of(f.dst, model):
+            for addr in inv.addresses_of(f.dst, model, destination=True):
                 if addr not in skip:
                     rules["output"].add((f.proto, f.port, addr, f.purpose))
     return {k: [{"proto": p, "port": port, "address": a, "purpose": why}
@@ -211,7 +212,7 @@ def router_rules(model: Model, inv: Inventory) -> list[dict[str, Any]]:
         if f.proto in PORTLESS:
             continue
         for s in inv.addresses_of(f.src, model):
-            for d in inv.addresses_of(f.dst, model):
+            for d in inv.addresses_of(f.dst, model, destination=True):
                 if s != d:
                     out.add((f.proto, f.port, s, d, f.purpose))
     return [{"proto": p, "port": port, "source": s, "address": d, "purpose": why}

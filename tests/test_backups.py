@@ -91,15 +91,17 @@ def test_a_dropped_keycloak_database_is_restored_and_users_sign_in_again(
     # Keycloak was stopped for the restore and started again: wait for it
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        if lab_ssh(demo, "gw1", "curl -fsk https://"
-                   f"{demo['state']['hosts']['gw1']['mgmt_address']}:9000/auth/health/ready"
-                   ).returncode == 0:
+        url = f"https://{demo['state']['hosts']['gw1']['mgmt_address']}:9000/auth/health/ready"
+        if lab_ssh(demo, "gw1", "python3 -c 'import ssl, sys, urllib.request; urllib.request."
+                   "urlopen(sys.argv[1], context=ssl._create_unverified_context(), timeout=5)' "
+                   + url).returncode == 0:
             break
         time.sleep(3)
     MEASURED["Keycloak serving again"] = time.monotonic() - lost
     cookie = gateway_session(demo, "alice", tmp_path)  # password + TOTP, in Chromium
+    # (code-server's own page: without ?folder= it redirects there)
     page = gateway_request(demo, f"https://{gateway_address(demo)}"
-                                 "/u/alice/", cookie=cookie)
+                                 "/u/alice/?folder=/home/coder", cookie=cookie)
     # (the realm came back with its users, its clients and their TOTP secrets)
     assert page["status"] == 200, page
 
@@ -128,7 +130,7 @@ def test_a_client_cannot_read_or_delete_another_hosts_backups(demo: dict) -> Non
     batch = "ls -a /\n-ls /../gw1\n-rm /../gw1/repo/config\n-rm /gw1/repo/config\n"
     r = lab_ssh(demo, "ide1", "sftp -b - -F /etc/airlock/backup/ssh_config airlock-backup",
                 data=batch.encode(), timeout=60)
-    listed = [x for x in r.stdout.splitlines() if not x.startswith("sftp>")]
+    listed = [x for x in r.stdout.decode().splitlines() if not x.startswith("sftp>")]
     assert any(x.split()[-1:] == ["repo"] or x.strip().endswith("repo") for x in listed), r
     assert not any("gw1" in x or "repo1" in x for x in listed), listed
     assert lab_ssh(demo, "log1", "test -f /srv/airlock-backup/gw1/repo/config").returncode == 0

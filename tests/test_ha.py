@@ -62,7 +62,9 @@ class Load:
     def one(self) -> bool:
         conn = http.client.HTTPSConnection(self.host, 443, timeout=2, context=self.ctx)
         try:
-            conn.request("GET", "/u/alice/", headers={"Cookie": self.cookie})
+            # code-server's own page (without ?folder= it redirects there)
+            conn.request("GET", "/u/alice/?folder=/home/coder",
+                         headers={"Cookie": self.cookie})
             return conn.getresponse().status == 200
         except (OSError, http.client.HTTPException):
             return False

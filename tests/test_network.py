@@ -270,3 +270,10 @@ def test_a_virtual_address_must_belong_to_a_group() -> None:
     data["network_virtual_addresses"] = {"nosuchgroup": "airlock_gateway_vip"}
     with pytest.raises(SpecError, match="must be an inventory group"):
         model(data)
+
+
+def test_the_vip_is_a_destination_never_a_source() -> None:
+    m = model()
+    ins = network.host_rules(m, PAIR, "ide1")["input"]
+    assert not any(r["address"] == "10.0.2.9" for r in ins), ins
+    assert not any(r["source"] == "10.0.2.9" for r in network.router_rules(m, PAIR))
