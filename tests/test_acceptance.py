@@ -146,7 +146,7 @@ def test_an_extension_off_the_whitelist_turns_its_row_red(demo, tmp_path: Path) 
 
 
 def _restart_litellm(demo: dict) -> None:
-    lab_ssh(demo, "ai1", "systemctl restart airlock-litellm")
+    lab_ssh(demo, "ai1", "systemctl restart airlock-litellm@$(cat /etc/airlock/litellm/active)")
     url = f"http://{demo['state']['hosts']['ai1']['zone_address']}:4000/health/readiness"
     deadline = time.monotonic() + 180
     while lab_ssh(demo, "ai1", "python3 -c 'import sys, urllib.request; urllib.request.urlopen"

@@ -83,7 +83,7 @@ def test_a_resident_registration_number_is_refused_and_audited_without_it(demo) 
     assert dlp and dlp[0]["user"] == "alice" and dlp[0]["action"] == "blocked"
     assert dlp[0]["rules"] == {"kr_resident_registration_number": 1}
     log = _ai(demo, "cat /var/log/airlock-litellm/audit.jsonl; journalctl -q "
-                    "-t airlock_llm --no-pager; journalctl -q -u airlock-litellm "
+                    "-t airlock_llm --no-pager; journalctl -q -u 'airlock-litellm*' "
                     "--no-pager").stdout
     assert RRN not in log and RRN.replace("-", "") not in log
     assert _key(demo, "alice") not in log
@@ -102,13 +102,15 @@ def test_a_user_over_the_rate_limit_gets_429(demo) -> None:
 
 
 def test_a_killed_litellm_is_restarted_and_healthy(demo) -> None:
-    pid = _ai(demo, "systemctl show -p MainPID --value airlock-litellm").stdout.strip()
+    """The serving release's process killed: systemd starts it again."""
+    unit = "airlock-litellm@" + _ai(demo, "cat /etc/airlock/litellm/active").stdout.strip()
+    pid = _ai(demo, f"systemctl show -p MainPID --value {unit}").stdout.strip()
     assert pid.isdigit() and int(pid) > 0
-    _ai(demo, "systemctl kill -s KILL airlock-litellm")
+    _ai(demo, f"systemctl kill -s KILL {unit}")
     url = _llm_url(demo).removesuffix("/v1")
     deadline = time.monotonic() + 180
     while True:
-        now = _ai(demo, "systemctl show -p MainPID --value airlock-litellm").stdout.strip()
+        now = _ai(demo, f"systemctl show -p MainPID --value {unit}").stdout.strip()
         ready = _ai(demo, "python3 -c 'import sys, urllib.request; urllib.request.urlopen"
                           f"(sys.argv[1], timeout=5)' {url}/health/readiness").returncode == 0
         if ready and now not in ("0", pid):

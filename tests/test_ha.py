@@ -16,7 +16,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from conftest import REPO, lab_ssh
+from conftest import REPO, lab_ssh, run_airlock
 from gateway import gateway_address, gateway_session
 
 SEED_RTO_S = 30  # seed 000 §6.1: Nginx active-standby, RTO 30 s
@@ -213,44 +213,75 @@ def _served(demo: dict, host: str, since: int) -> int:
     return r.stdout.count("POST /v1/completions")
 
 
+class LLMLoad:
+    """Completions from ide1 (the IDE zone) through LiteLLM's front, by the lab's load
+    program (installer/lab/llmload.py, the admin's key on stdin: no user limits in the
+    way), until stop() or MAX_S: its JSON summary."""
+
+    MAX_S = 300
+
+    def __init__(self, demo: dict, users: int = 2) -> None:
+        import shlex
+
+        from installer.lab.aipath import LOAD, user_key
+        from llmclient import llm_url
+
+        self.demo = demo
+        self.stop_file = f"/tmp/airlock-llmload-stop-{int(time.time())}"
+        key = user_key(demo["site"], None)
+        self.script = (f"import os\nos.environ['LLMLOAD_KEY'] = {key!r}\n".encode()
+                       + LOAD.read_bytes())
+        args = ["--url", llm_url(demo), "--model", "autocomplete", "--kind", "completion",
+                "--users", str(users), "--requests", "100000", "--duration", str(self.MAX_S),
+                "--max-tokens", "4", "--stop-file", self.stop_file]
+        addr = demo["state"]["hosts"]["ide1"]["mgmt_address"]
+        self.cmd = ["ssh", "-i", demo["key"], "-o", "StrictHostKeyChecking=yes",
+                    "-o", f"UserKnownHostsFile={demo['site'] / 'known_hosts'}",
+                    "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", f"airlock@{addr}",
+                    "exec python3 - " + " ".join(map(shlex.quote, args))]
+
+    def __enter__(self) -> LLMLoad:
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(self.script)
+        self.proc.stdin.close()
+        return self
+
+    def stop(self) -> dict:
+        import json
+
+        lab_ssh(self.demo, "ide1", f"touch {self.stop_file}", root=False)
+        out, err = self.proc.communicate(timeout=self.MAX_S + 120)
+        lab_ssh(self.demo, "ide1", f"rm -f {self.stop_file}", root=False)
+        assert self.proc.returncode == 0, err.decode()[-2000:]
+        return json.loads(out)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            lab_ssh(self.demo, "ide1", f"touch {self.stop_file}", root=False)
+            try:
+                self.proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
 def test_a_killed_inference_server_fails_no_completion(demo: dict) -> None:
     """Completions from the IDE zone through LiteLLM while ai2's server is killed: the
     balancer in front of the model's two servers moves each request that ai2 cannot take
     to ai1; none fails. Both served before the kill."""
-    import json
-    import shlex
-
-    from installer.lab.aipath import LOAD, user_key
-    from llmclient import llm_url
-
-    key = user_key(demo["site"], None)  # the admin's: no user limits in the way
-    script = f"import os\nos.environ['LLMLOAD_KEY'] = {key!r}\n".encode() + LOAD.read_bytes()
-    args = ["--url", llm_url(demo), "--model", "autocomplete", "--kind", "completion",
-            "--users", "2", "--requests", "100000", "--duration", "40", "--max-tokens", "4"]
-    addr = demo["state"]["hosts"]["ide1"]["mgmt_address"]
     since = int(time.time())
-    load = subprocess.Popen(
-        ["ssh", "-i", demo["key"], "-o", "StrictHostKeyChecking=yes",
-         "-o", f"UserKnownHostsFile={demo['site'] / 'known_hosts'}", "-o", "LogLevel=ERROR",
-         "-o", "BatchMode=yes", f"airlock@{addr}",
-         "exec python3 - " + " ".join(map(shlex.quote, args))],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert load.stdin is not None
-    load.stdin.write(script)
-    load.stdin.close()
     try:
-        time.sleep(12)
-        before = {h: _served(demo, h, since) for h in ("ai1", "ai2")}
-        assert lab_ssh(demo, "ai2", "docker kill vllm").returncode == 0
-        killed = time.time()
-        out, err = load.communicate(timeout=180)
+        with LLMLoad(demo) as load:
+            time.sleep(12)
+            before = {h: _served(demo, h, since) for h in ("ai1", "ai2")}
+            assert lab_ssh(demo, "ai2", "docker kill vllm").returncode == 0
+            killed = int(time.time())
+            time.sleep(20)
+            doc = load.stop()
     finally:
-        if load.poll() is None:
-            load.kill()
         lab_ssh(demo, "ai2", "docker start vllm")
-    assert load.returncode == 0, err.decode()[-2000:]
-    doc = json.loads(out)
-    after_kill = _served(demo, "ai1", int(killed))
+    after_kill = _served(demo, "ai1", killed)
     print(f"\none of two inference servers killed under load: {doc['ok']} of "
           f"{doc['requests']} completions answered, errors {doc['errors'] or 'none'}; "
           f"before the kill ai1 served {before['ai1']}, ai2 {before['ai2']}; after it ai1 "
@@ -268,3 +299,57 @@ def test_a_killed_inference_server_fails_no_completion(demo: dict) -> None:
         time.sleep(2)
     else:
         raise AssertionError("ai2's inference server did not come back")
+
+
+def _slots(demo: dict) -> dict:
+    import json
+
+    r = lab_ssh(demo, "ai1", "/usr/local/sbin/airlock-llm-switch status")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout)
+
+
+def test_a_new_litellm_release_takes_over_and_rolls_back_with_no_failed_request(
+        demo: dict) -> None:
+    """A deploy that changes LiteLLM (here its config: the lab has one LiteLLM version; a
+    new version from a new bundle takes the same path) under load: the new release starts
+    in the idle slot beside the serving one, takes over when ready, the old one is still
+    there; `airlock rollback litellm` switches back under load. No request fails."""
+    import json
+
+    from installer.deploy.runner import run_playbook
+
+    first = _slots(demo)
+    old = first["active"]
+    assert old in ("blue", "green") and first["slots"][old]["ready"], first
+    with LLMLoad(demo) as load:
+        time.sleep(5)
+        t0 = time.monotonic()
+        run = run_playbook(REPO, "site.yml", demo["inventory"], site=demo["site"],
+                           log_dir=demo["dir"] / "bluegreen-logs", live=False,
+                           limit="ai1,gw1", raise_on_failure=False,
+                           extravars={"litellm_num_retries": 3})
+        took = time.monotonic() - t0
+        time.sleep(5)
+        upgrade = load.stop()
+    assert run.ok, run.failures
+    after = _slots(demo)
+    new = after["active"]
+    assert new != old, after
+    assert after["slots"][old]["running"] and after["slots"][old]["ready"], after
+    assert after["slots"][new]["release"] != after["slots"][old]["release"], after
+    with LLMLoad(demo) as load:
+        time.sleep(5)
+        proc = run_airlock("rollback", "litellm", "-i", str(demo["inventory"]),
+                           "--site", str(demo["site"]), "--json")
+        time.sleep(5)
+        rollback = load.stop()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["hosts"][0]["active"] == old
+    assert _slots(demo)["active"] == old
+    print(f"\nLiteLLM blue/green: the deploy ({took:.0f} s) moved {old} -> {new} under "
+          f"load: {upgrade['ok']} of {upgrade['requests']} completions answered, errors "
+          f"{upgrade['errors'] or 'none'}; rollback {new} -> {old}: {rollback['ok']} of "
+          f"{rollback['requests']}, errors {rollback['errors'] or 'none'}")
+    assert upgrade["errors"] == {} and upgrade["ok"] > 20, upgrade
+    assert rollback["errors"] == {} and rollback["ok"] > 10, rollback

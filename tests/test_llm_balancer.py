@@ -1,8 +1,8 @@
-"""The litellm role's balancer for a model with several inference servers, rendered by
-Ansible from the role's template and run by a real nginx on loopback: every request of a
-run answered while one server refuses connections, none sent twice, and the order of the
-servers in the inventory does not matter. The lab kills a real inference server under load
-(test_ha.py)."""
+"""The litellm role's front (nginx), rendered by Ansible from the role's template and run
+by a real nginx on loopback: users' requests reach the active LiteLLM release; a model with
+several inference servers is balanced, every request answered while one server refuses
+connections and none sent twice. The lab kills a real inference server under load and
+switches LiteLLM releases under load (test_ha.py)."""
 
 from __future__ import annotations
 
@@ -47,32 +47,44 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _render(tmp_path: Path, models: list[dict], port: int) -> Path:
+def _render(tmp_path: Path, models: list[dict], port: int, front: int, litellm: int) -> Path:
     """The role's template, then its fixed root paths moved into TMP_PATH (the test runs
-    nginx as whoever runs it)."""
-    out = tmp_path / "balancer.conf"
+    nginx as whoever runs it); the active release is at 127.0.0.1:LITELLM."""
+    out = tmp_path / "front.conf"
+    (tmp_path / "active.conf").write_text(f"server 127.0.0.1:{litellm};\n")
     proc = localplay.play(tmp_path, f"""
         - hosts: localhost
           gather_facts: false
           vars_files: [{ROLE / 'defaults/main.yml'}]
           tasks:
             - ansible.builtin.template:
-                src: {ROLE / 'templates/balancer.conf.j2'}
+                src: {ROLE / 'templates/front.conf.j2'}
                 dest: {out}
                 mode: "0644"
               vars:
                 _litellm_balanced: "{{{{ litellm_models | litellm_balanced({port}) }}}}"
-        """, {"litellm_models": models},
+        """, {"litellm_models": models, "litellm_config_dir": str(tmp_path),
+              "litellm_listen_address": "127.0.0.1", "litellm_port": front},
         env={"ANSIBLE_FILTER_PLUGINS": str(ROLE / "filter_plugins")})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     text = out.read_text()
     text = re.sub(r"^user .*\n", "", text, flags=re.M)
-    text = text.replace("/run/airlock-llm-balancer.pid", str(tmp_path / "nginx.pid"))
-    text = text.replace("/var/lib/airlock-llm-balancer", str(tmp_path / "scratch"))
+    text = text.replace("/run/airlock-llm-front.pid", str(tmp_path / "nginx.pid"))
+    text = text.replace("/var/lib/airlock-llm-front", str(tmp_path / "scratch"))
     text = re.sub(r"error_log [^;]*;", f"error_log {tmp_path / 'error.log'} warn;", text)
     (tmp_path / "scratch").mkdir()
     out.write_text(text)
     return out
+
+
+def _post(port: int, i: int) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("POST", "/v1/completions", json.dumps({"n": i}),
+                 {"Content-Type": "application/json"})
+    r = conn.getresponse()
+    doc = json.loads(r.read())
+    conn.close()
+    return r.status, doc
 
 
 def test_a_refusing_server_is_skipped_and_no_request_runs_twice(tmp_path: Path) -> None:
@@ -83,8 +95,10 @@ def test_a_refusing_server_is_skipped_and_no_request_runs_twice(tmp_path: Path) 
     models = [{"name": "chat", "model": "m", "api_base": [
         f"http://127.0.0.1:{dead}/v1", f"http://127.0.0.1:{up.server_address[1]}/v1"]},
               {"name": "solo", "model": "m", "api_base": "http://127.0.0.1:9/v1"}]
-    base = free_port()
-    conf = _render(tmp_path, models, base)
+    litellm = _Server(("127.0.0.1", 0), _Handler)
+    threading.Thread(target=litellm.serve_forever, daemon=True).start()
+    base, front = free_port(), free_port()
+    conf = _render(tmp_path, models, base, front, litellm.server_address[1])
     assert "solo" not in conf.read_text()  # one server: LiteLLM asks it directly
     check = subprocess.run([nginx, "-t", "-q", "-c", str(conf), "-e", str(tmp_path / "e.log")],
                            capture_output=True, text=True)
@@ -100,18 +114,17 @@ def test_a_refusing_server_is_skipped_and_no_request_runs_twice(tmp_path: Path) 
                 time.sleep(0.1)
         statuses = []
         for i in range(20):
-            conn = http.client.HTTPConnection("127.0.0.1", base, timeout=10)
-            conn.request("POST", "/v1/completions", json.dumps({"n": i}),
-                         {"Content-Type": "application/json"})
-            r = conn.getresponse()
-            doc = json.loads(r.read())
-            statuses.append(r.status)
+            status, doc = _post(base, i)
+            statuses.append(status)
             assert doc == {"echo": {"n": i}, "path": "/v1/completions"}
-            conn.close()
+        # users' requests on the front's port reach the active release
+        assert _post(front, 99) == (200, {"echo": {"n": 99}, "path": "/v1/completions"})
+        assert litellm.hits == 1
     finally:
         proc.terminate()
         proc.wait(timeout=10)
         up.shutdown()
+        litellm.shutdown()
     assert statuses == [200] * 20
     assert up.hits == 20  # each request answered once: none sent to a server twice
 
@@ -146,3 +159,34 @@ def test_bad_server_lists_are_one_sentence(bases: list, says: str) -> None:
                                    {"rpm": 1, "tpm": 1, "daily_tokens": 1, "parallel": 1}, {},
                                    servers)
     assert any(says in p for p in got), got
+
+
+SWITCH = ROLE / "files" / "airlock-llm-switch"
+
+
+def _switch(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    settings = {"slots": {"blue": 4001, "green": 4002}, "state": str(tmp_path / "active"),
+                "upstream": str(tmp_path / "active.conf"),
+                "front_config": str(tmp_path / "front.conf"), "front_unit": "x",
+                "unit": "airlock-litellm@{slot}", "ready_timeout_s": 1}
+    (tmp_path / "slots.json").write_text(json.dumps(settings))
+    return subprocess.run([sys.executable, str(SWITCH), *args], capture_output=True,
+                          text=True, env={"AIRLOCK_LLM_SLOTS": str(tmp_path / "slots.json"),
+                                          "PATH": "/usr/bin:/bin"}, timeout=60)
+
+
+def test_the_switch_refuses_a_rollback_with_nothing_to_go_back_to(tmp_path: Path) -> None:
+    (tmp_path / "active").write_text("blue\n")
+    (tmp_path / "blue").mkdir()
+    (tmp_path / "blue" / "release").write_text("r1\n")
+    r = _switch(tmp_path, "previous")
+    assert r.returncode == 1 and "no previous release" in json.loads(r.stdout)["error"], r
+    assert (tmp_path / "active").read_text() == "blue\n"  # nothing changed
+    assert not (tmp_path / "active.conf").exists()
+
+
+@pytest.mark.parametrize("args", [["purple"], [], ["blue", "green"]])
+def test_the_switch_says_how_to_use_it(tmp_path: Path, args: list) -> None:
+    r = _switch(tmp_path, *args)
+    assert r.returncode == 2 and r.stdout == "", r
+    assert not (tmp_path / "active").exists()

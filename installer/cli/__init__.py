@@ -129,7 +129,7 @@ def register() -> None:
     main.add_command(acceptance.acceptance_cmd)
     for cmd in (deploy.plan_cmd, deploy.preflight_cmd, deploy.deploy_cmd, deploy.upgrade_cmd,
                 deploy.status_cmd, deploy.audit_group, deploy.backup_group,
-                deploy.restore_cmd):
+                deploy.restore_cmd, deploy.rollback_cmd):
         main.add_command(cmd)
 
 

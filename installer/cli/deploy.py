@@ -473,3 +473,46 @@ def restore_cmd(inventory: Path, site: Path | None, host: str, source: str, snap
         return
     out.print(f"[ok]restored[/] {esc(result['restored'])} on {esc(host)} from snapshot "
               f"{esc(result['snapshot'][:8])} in {result['seconds']} s")
+
+
+@click.command("rollback")
+@inventory_option
+@site_option
+@click.argument("service", type=click.Choice(["litellm"]))
+@click.option("--status", "show", is_flag=True,
+              help="Only show each host's active release and the one kept beside it.")
+@json_option
+def rollback_cmd(inventory: Path, site: Path | None, service: str, show: bool,
+                 as_json: bool) -> None:
+    """Switch SERVICE back to its previous release on every host that runs it (blue/green:
+    the old release was kept running beside the new one; it is checked ready before the
+    front is reloaded onto it, and no request is refused meanwhile). Audited."""
+    from installer.deploy import bluegreen
+    from installer.deploy.audit import AuditLog
+
+    site_dir = _site(site)
+    if show:
+        result = bluegreen.status(_root(), _inventory_file(inventory), site=site_dir)
+    else:
+        result = bluegreen.rollback(_root(), _inventory_file(inventory), service,
+                                    site=site_dir)
+        AuditLog(site_dir).append("rollback", "ok" if result["ok"] else "failed",
+                                  service=service, hosts=result["hosts"])
+    if as_json:
+        emit_json(result)
+    else:
+        for h in result["hosts"]:
+            if "error" in h:
+                out.print(f"[bad]{esc(h['host'])}: {esc(h['error'])}[/]")
+            elif show:
+                slots = ", ".join(f"{s} ({'ready' if v['ready'] else 'not ready'}, release "
+                                  f"{v['release'][:12] or 'none'})"
+                                  for s, v in h["slots"].items())
+                out.print(f"{esc(h['host'])}: serving {esc(h['active'] or 'nothing')}; "
+                          f"{esc(slots)}")
+            else:
+                out.print(f"[ok]{esc(h['host'])}[/]: {esc(service)} now serves the "
+                          f"{esc(h['active'])} release ({esc(h['release'][:12])}), was "
+                          f"{esc(h['previous'])}")
+    if not result["ok"]:
+        raise SystemExit(1)

@@ -6,6 +6,7 @@ token for chat, tokens, errors by status.
 
 Usage: python3 llmload.py --url http://HOST:PORT/v1 [--key KEY] --model NAME
            [--kind completion|chat] [--users N] [--requests R] [--duration S]
+           [--stop-file PATH]
 """
 
 
@@ -93,7 +94,7 @@ def summary(results: list[dict[str, Any]], wall: float) -> dict[str, Any]:
 
 
 def run(url: str, key: str, model: str, kind: str, users: int, requests: int,
-        duration: float, max_tokens: int) -> dict[str, Any]:
+        duration: float, max_tokens: int, stop_file: str = "") -> dict[str, Any]:
     users = max(1, min(users, MAX_USERS))
     duration = max(1.0, min(duration, MAX_DURATION_S))
     parsed = urllib.parse.urlparse(url)
@@ -119,7 +120,7 @@ def run(url: str, key: str, model: str, kind: str, users: int, requests: int,
     left = [requests]
 
     def user() -> None:
-        while time.monotonic() < stop:
+        while time.monotonic() < stop and not (stop_file and os.path.exists(stop_file)):
             with lock:
                 if left[0] <= 0:
                     return
@@ -152,9 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=20)
     ap.add_argument("--duration", type=float, default=60.0)
     ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--stop-file", default="",
+                    help="stop early (after the requests in flight) once this file exists")
     a = ap.parse_args(argv)
     json.dump(run(a.url, a.key, a.model, a.kind, a.users, a.requests, a.duration,
-                  a.max_tokens), sys.stdout)
+                  a.max_tokens, a.stop_file), sys.stdout)
     print()
     return 0
 
