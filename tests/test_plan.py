@@ -65,3 +65,29 @@ def test_an_unparsable_inventory_is_an_error_not_an_empty_one(tmp_path) -> None:
     assert proc.returncode == 3, proc.stderr
     assert f"{bad}: ansible-inventory cannot read it" in proc.stderr
     assert "YAML parsing failed" in proc.stderr and "shortfall" not in proc.stderr
+
+
+@pytest.mark.parametrize("vip, says", [
+    (None, "share users only through a VIP: set airlock_gateway_vip"),
+    ("10.0.3.9", "outside the gateways' zone dmz (10.0.2.0/24)"),
+    ("10.0.2.11", "is gw2's own address"),
+    ("gateway", "is not an IPv4 address"),
+])
+def test_a_gateway_pair_needs_a_good_vip(tmp_path, vip, says) -> None:
+    import shutil
+
+    import yaml
+
+    copy = tmp_path / "production"
+    shutil.copytree(REPO / "inventories" / "production", copy)
+    site = copy / "group_vars" / "all" / "site.yml"
+    data = yaml.safe_load(site.read_text())
+    data.pop("airlock_gateway_vip")
+    if vip:
+        data["airlock_gateway_vip"] = vip
+    site.write_text(yaml.safe_dump(data))
+    proc = run_airlock("plan", "--phase", "production", "-i", str(copy), "--json", cwd=REPO)
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 3 and not doc["ok"], proc.stdout
+    assert [f["what"] for f in doc["findings"]] == ["gateway VIP (airlock_gateway_vip)"]
+    assert says in doc["findings"][0]["problem"], doc["findings"]

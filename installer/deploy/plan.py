@@ -92,9 +92,58 @@ def check_inventory(result: dict[str, Any], inv: Inventory) -> list[dict[str, An
             findings.append({"what": what, "need": need["count"], "have": have,
                              "problem": f"{what}: {need['count']} needed, the inventory has "
                                         f"{have}{where}"})
+    findings += _gateway_vip(inv)
     declared = inv.var("airlock_users")
     if declared is not None and int(declared) < result["users"]:
         findings.append({"what": "users", "need": result["users"], "have": int(declared),
                          "problem": f"the inventory is sized for {declared} users "
                                     "(airlock_users)"})
     return findings
+
+
+def _gateway_vip(inv: Inventory) -> list[dict[str, Any]]:
+    """A gateway pair needs its VIP (keepalived's): an address of the gateways' zone that
+    no host has, unset where there is one gateway."""
+    import ipaddress
+
+    gateways = inv.group("gateway")
+    vip = inv.var("airlock_gateway_vip")
+    what = "gateway VIP (airlock_gateway_vip)"
+    if len(gateways) < 2:
+        return []
+    if not vip:
+        return [{"what": what, "need": 1, "have": 0,
+                 "problem": f"{len(gateways)} gateways share users only through a VIP: set "
+                            "airlock_gateway_vip (an unused address of their zone) in "
+                            "group_vars/all"}]
+    try:
+        address = ipaddress.ip_address(str(vip))
+    except ValueError:
+        return [{"what": what, "need": 1, "have": 0,
+                 "problem": f"airlock_gateway_vip {vip!r} is not an IPv4 address"}]
+    zone = inv.host(gateways[0]).vars.get("airlock_zone")
+    subnet = _zone_subnet(str(zone))
+    taken = {h: inv.host(h).vars.get("airlock_zone_address") for h in inv.hosts}
+    if subnet and address not in ipaddress.ip_network(subnet):
+        return [{"what": what, "need": 1, "have": 0,
+                 "problem": f"airlock_gateway_vip {vip} is outside the gateways' zone "
+                            f"{zone} ({subnet})"}]
+    users = [h for h, a in taken.items() if a == str(address)]
+    if users:
+        return [{"what": what, "need": 1, "have": 0,
+                 "problem": f"airlock_gateway_vip {vip} is {users[0]}'s own address"}]
+    return []
+
+
+def _zone_subnet(zone: str) -> str | None:
+    """ZONE's subnet in the project's network data model (None where it cannot be read)."""
+    import yaml
+
+    from installer.network import DATA_FILE
+    from installer.site import project_root
+
+    try:
+        data = yaml.safe_load((project_root() / DATA_FILE).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    return ((data.get("network_zones") or {}).get(zone) or {}).get("subnet")
