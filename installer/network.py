@@ -186,12 +186,15 @@ def host_rules(model: Model, inv: Inventory, host: str) -> dict[str, list[dict[s
     rules: dict[str, set[tuple]] = {"input": set(), "output": set()}
     own = {inv.hostvars[host]["airlock_zone_address"]} if host in inv.hostvars else set()
     for f in model.flows:
-        # a flow within a group (VRRP between the pair) is to and from the other members:
-        # not this host itself, not the group's shared address
+        # a flow within a group is to and from the other members, not this host itself;
+        # VRRP (between the pair) not to the group's shared address either
         skip: set[str] = set()
         if f.src == f.dst:
-            members = {inv.hostvars[h]["airlock_zone_address"] for h in inv.hosts_of(f.src, model)}
-            skip = own | (set(inv.addresses_of(f.dst, model, destination=True)) - members)
+            skip = set(own)
+            if f.proto in PORTLESS:
+                members = {inv.hostvars[h]["airlock_zone_address"]
+                           for h in inv.hosts_of(f.src, model)}
+                skip |= set(inv.addresses_of(f.dst, model, destination=True)) - members
         if host in inv.hosts_of(f.dst, model):
             for addr in inv.addresses_of(f.src, model):
                 if addr not in skip:
