@@ -319,7 +319,11 @@ def start_again(root: Path, name: str, deadline_s: float = 120) -> None:
         _loop_nodes(c)
     if not h.router and h.zone != MGMT and any(x.router for x in topo.hosts):
         _route_via_router(c, h.zone, zones, used)
-    _resolver(c, services_address(topo, state))
+    # the engine keeps a resolv.conf the host changed (the common role's); only where it
+    # wrote its own again is the site's DNS put back
+    ns = services_address(topo, state)
+    if c.exec_run(["grep", "-q", f"^nameserver {ns}$", "/etc/resolv.conf"]).exit_code != 0:
+        _resolver(c, ns)
     _wait_ssh(state.hosts[name]["mgmt_address"], Path(state.key),
               state_dir() / "known_hosts", time.monotonic() + deadline_s)
 
