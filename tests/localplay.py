@@ -26,3 +26,24 @@ def play(tmp_path: Path, text: str, extra: dict, *args: str,
                            "-e", f"@{tmp_path / 'extra.json'}", *args,
                            str(tmp_path / "play.yml")],
                           env=full, capture_output=True, text=True, timeout=600)
+
+
+def render(tmp_path: Path, role: str, template: str, dest: Path, extra: dict,
+           task_vars: str = "") -> Path:
+    """ROLE's TEMPLATE rendered by Ansible's template module to DEST, with the role's
+    defaults, EXTRA as extra vars, TASK_VARS (YAML lines, indented for the task's vars:)
+    and the role's filters; fails the test with Ansible's output when it cannot."""
+    folder = REPO / "roles" / role
+    tvars = f"\n              vars:\n{task_vars}" if task_vars else ""
+    proc = play(tmp_path, f"""
+        - hosts: localhost
+          gather_facts: false
+          vars_files: [{folder / 'defaults/main.yml'}]
+          tasks:
+            - ansible.builtin.template:
+                src: {folder / 'templates' / template}
+                dest: {dest}
+                mode: "0600"{tvars}
+        """, extra, env={"ANSIBLE_FILTER_PLUGINS": str(folder / "filter_plugins")})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    return dest

@@ -40,23 +40,12 @@ def _render(tmp_path: Path, password: str = "", **overrides: object) -> Path:
     extra = {"keepalived_vip": "10.0.2.9/24", "keepalived_src_ip": "10.0.2.10",
              "keepalived_peers": ["10.0.2.11"], "keepalived_priority": 150,
              "keepalived_secrets_dir": str(secrets), **overrides}
-    proc = localplay.play(tmp_path, f"""
-        - hosts: localhost
-          gather_facts: false
-          vars_files: [{ROLE / 'defaults/main.yml'}]
-          tasks:
-            - ansible.builtin.template:
-                src: {ROLE / 'templates/keepalived.conf.j2'}
-                dest: {out}
-                mode: "0600"
-              vars:
+    return localplay.render(tmp_path, "keepalived", "keepalived.conf.j2", out, extra, f"""\
                 _keepalived_interface: {_interface()}
                 _keepalived_pass: >-
                   {{{{ lookup('ansible.builtin.password', keepalived_secrets_dir
                   ~ '/vrrp.password', length=8, chars=['ascii_letters', 'digits']) }}}}
-        """, extra)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    return out
+""")
 
 
 def _check(keepalived: tuple[Path, dict], conf: Path) -> subprocess.CompletedProcess:

@@ -52,21 +52,11 @@ def _render(tmp_path: Path, models: list[dict], port: int, front: int, litellm: 
     nginx as whoever runs it); the active release is at 127.0.0.1:LITELLM."""
     out = tmp_path / "front.conf"
     (tmp_path / "active.conf").write_text(f"server 127.0.0.1:{litellm};\n")
-    proc = localplay.play(tmp_path, f"""
-        - hosts: localhost
-          gather_facts: false
-          vars_files: [{ROLE / 'defaults/main.yml'}]
-          tasks:
-            - ansible.builtin.template:
-                src: {ROLE / 'templates/front.conf.j2'}
-                dest: {out}
-                mode: "0644"
-              vars:
+    localplay.render(tmp_path, "litellm", "front.conf.j2", out, {
+        "litellm_models": models, "litellm_config_dir": str(tmp_path),
+        "litellm_listen_address": "127.0.0.1", "litellm_port": front}, f"""\
                 _litellm_balanced: "{{{{ litellm_models | litellm_balanced({port}) }}}}"
-        """, {"litellm_models": models, "litellm_config_dir": str(tmp_path),
-              "litellm_listen_address": "127.0.0.1", "litellm_port": front},
-        env={"ANSIBLE_FILTER_PLUGINS": str(ROLE / "filter_plugins")})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+""")
     text = out.read_text()
     text = re.sub(r"^user .*\n", "", text, flags=re.M)
     text = text.replace("/run/airlock-llm-front.pid", str(tmp_path / "nginx.pid"))
