@@ -19,6 +19,7 @@ import uuid
 import pytest
 
 from conftest import REPO, lab_ssh
+from gateway import gateway_address
 from gateway import gateway_request as _curl
 from gateway import gateway_session as _session
 from installer.cli.demo import lab_accounts
@@ -30,7 +31,8 @@ GW = "gw1"
 
 
 def _gw(demo: dict) -> str:
-    return demo["state"]["hosts"][GW]["zone_address"]
+    """Where users reach the gateway (the pair's VIP)."""
+    return gateway_address(demo)
 
 
 
@@ -155,7 +157,8 @@ def test_admin_console_answers_from_the_management_zone_only(demo) -> None:
     assert _curl(demo, f"https://{_gw(demo)}/auth/admin/master/console/")["status"] == 403
     assert _curl(demo, f"https://{_gw(demo)}/auth/realms/master/account")["status"] == 403
     # from the IDE zone: the firewall drops it
-    probe = lab_ssh(demo, "ide1", f"nc -z -w 3 {_gw(demo)} 8443; echo rc=$?")
+    keycloak = demo["state"]["hosts"][GW]["zone_address"]
+    probe = lab_ssh(demo, "ide1", f"nc -z -w 3 {keycloak} 8443; echo rc=$?")
     assert "rc=1" in probe.stdout, probe
 
 
