@@ -158,7 +158,8 @@ def _restart_litellm(demo: dict) -> None:
 
 def test_dlp_turned_off_turns_its_row_red(demo, tmp_path: Path) -> None:
     ctx = _ctx(demo, tmp_path)
-    rules = "/etc/airlock/litellm/dlp.json"
+    # the serving release's rules (each LiteLLM release has its own, in its slot)
+    rules = "/etc/airlock/litellm/$(cat /etc/airlock/litellm/active)/dlp.json"
     # no rule at all (a valid file: the gateway starts, and lets everything through)
     assert lab_ssh(demo, "ai1", f"cp -a {rules} {rules}.probe-saved && echo '[]' > {rules}"
                    ).returncode == 0
