@@ -233,10 +233,12 @@ DEMO_PASS = "demo-test-passphrase"
 # deploy tests build on the upgrade the import tests leave behind).
 # test_source_zone first: the Maven repository and GOPROXY tree it builds from are the
 # demo's release's (the smaller lab releases the later modules import carry no packages)
-SHARED_LAB_MODULES = ("test_source_zone.py", "test_import.py", "test_deploy.py",
+# test_ha early: its LiteLLM release is installed from the lab bundle the demo served
+# (test_import and test_deploy serve small releases after it, without the pip mirror)
+SHARED_LAB_MODULES = ("test_source_zone.py", "test_ha.py", "test_import.py", "test_deploy.py",
                       "test_ide.py", "test_ai.py", "test_identity.py",
                       "test_offline_install.py", "test_acceptance.py", "test_logging.py",
-                      "test_backups.py", "test_ha.py")
+                      "test_backups.py")
 _shared: dict = {}
 
 
