@@ -119,7 +119,7 @@ def test_ansible_reaches_every_host_over_ssh(lab) -> None:
     proc = subprocess.run([str(ansible), "-i", str(inv), "all", "-m", "ansible.builtin.ping"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count('"ping": "pong"') == 6
+    assert proc.stdout.count('"ping": "pong"') == 8
     groups = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i",
                              str(inv), "--list"], capture_output=True, text=True, check=True)
     doc = json.loads(groups.stdout)
@@ -138,7 +138,7 @@ def test_ssh_key_is_private_and_hosts_have_their_own_host_keys(lab, client) -> N
     for cid in lab.containers.values():
         c = client.containers.get(cid)
         keys.add(c.exec_run(["cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).output)
-    assert len(keys) == 8
+    assert len(keys) == 10
 
 
 def test_second_lab_up_is_refused_while_one_is_up(lab) -> None:
@@ -377,7 +377,8 @@ def test_vlan_configuration_is_refused_on_a_kernel_without_8021q(lab) -> None:
 # here, not read from network.yml: removing a flow from the data file must fail its test.
 # A range is probed at its first port (8100: the first of the code-server users' ports).
 EXPECTED_FLOWS = [
-    ("gateway", "keycloak", 8443), ("gateway", "ide", 8100), ("ide", "llm_gateway", 4000),
+    ("gateway", "keycloak", 8443), ("gateway", "gateway", 443), ("gateway", "ide", 8100),
+    ("ide", "llm_gateway", 4000),
     ("llm_gateway", "chat_gpu", 8000), ("llm_gateway", "completion_gpu", 8000),
     ("ide", "gitlab", 443), ("all", "repo", 443), ("all", "repo", 5000), ("all", "logging", 9200),
     # the bank's directory (the lab's slapd on dir1 answers on 636 itself)
@@ -511,7 +512,7 @@ def test_lab_down_removes_exactly_what_up_made(lab, client) -> None:
         pool_configs=[IPAMPool(subnet="10.99.0.0/24")]))
     try:
         result = lab_mod.down(REPO)
-        assert result["removed"] and result["containers"] == 8 and result["networks"] == 6
+        assert result["removed"] and result["containers"] == 10 and result["networks"] == 6
         assert labelled(client) == ([], [])
         assert not (REPO / "inventories/lab/hosts.yml").exists()
         client.networks.get(bystander.id)

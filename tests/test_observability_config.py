@@ -112,7 +112,7 @@ def test_prometheus_alertmanager_and_probes_pass_their_own_checks(tmp_path: Path
 def test_a_broken_rule_fails_promtool(tmp_path: Path, prom: Path) -> None:
     out = _monitoring(tmp_path, monitoring_thresholds={
         "completion_p95_s": "0.4 +", "chat_p95_s": 5, "error_ratio": 0.01,
-        "disk_free_ratio": 0.1, "cert_days": 30, "gpu_memory_ratio": 0.95})
+        "disk_free_ratio": 0.1, "cert_days": 30, "gpu_memory_ratio": 0.95, "backup_age_h": 26})
     r = _tool(prom, "promtool", "check", "rules", str(out / "rules/airlock.yml"))
     assert r.returncode != 0 and "CompletionLatencyHigh" in r.stdout + r.stderr
 
