@@ -11,9 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from installer.deploy import hostkeys
 from installer.deploy import inventory as inv_mod
-from installer.deploy.ssh import Remote, each_host
+from installer.deploy.ssh import Remote, each_known_host
 from installer.errors import HostError, UsageError
 
 PROGRAM = "/usr/local/sbin/airlock-backup"
@@ -49,10 +48,7 @@ def status(root: Path, inventory: Path, *, site: Path,
                             hint="deploy the backup hosts first (site.yml), then run again")
         return json.loads(out)
 
-    keys = hostkeys.check(hosts, site)
-    found: dict[str, Any] = {h: e for h, e in keys.items() if isinstance(e, HostError)}
-    found.update(each_host([h for h in hosts if h.name not in found], ask, site=site,
-                           timeout=60))
+    found: dict[str, Any] = each_known_host(hosts, ask, site=site, timeout=60)
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
     for h in hosts:

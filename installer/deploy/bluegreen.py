@@ -14,9 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from installer.deploy import hostkeys
 from installer.deploy import inventory as inv_mod
-from installer.deploy.ssh import Remote, each_host
+from installer.deploy.ssh import Remote, each_known_host
 from installer.errors import HostError, UsageError
 
 PROGRAM = "/usr/local/sbin/airlock-llm-switch"
@@ -43,28 +42,25 @@ def _ask(hosts: list[inv_mod.Host], site: Path, what: str) -> dict[str, Any]:
             raise HostError(f"{r.host.name}: {doc.get('error', err.strip())}")
         return doc
 
-    keys = hostkeys.check(hosts, site)
-    found: dict[str, Any] = {h: e for h, e in keys.items() if isinstance(e, HostError)}
-    found.update(each_host([h for h in hosts if h.name not in found], one, site=site,
-                           timeout=300))
-    return found
+    return each_known_host(hosts, one, site=site, timeout=300)
+
+
+def _report(root: Path, inventory: Path, site: Path, service: str, what: str
+            ) -> dict[str, Any]:
+    inv = inv_mod.load(inventory, root)
+    found = _ask(_hosts(inv), site, what)
+    hosts = [{"host": h, "error": str(v)} if isinstance(v, HostError) else {"host": h, **v}
+             for h, v in found.items()]
+    return {"service": service, "ok": all("error" not in h for h in hosts), "hosts": hosts}
 
 
 def status(root: Path, inventory: Path, *, site: Path) -> dict[str, Any]:
     """Each LLM gateway host's active slot and both slots' releases and health."""
-    inv = inv_mod.load(inventory, root)
-    found = _ask(_hosts(inv), site, "status")
-    hosts = [{"host": h, "error": str(v)} if isinstance(v, HostError) else {"host": h, **v}
-             for h, v in found.items()]
-    return {"service": "litellm", "ok": all("error" not in h for h in hosts), "hosts": hosts}
+    return _report(root, inventory, site, "litellm", "status")
 
 
 def rollback(root: Path, inventory: Path, service: str, *, site: Path) -> dict[str, Any]:
     """Every LLM gateway host back to its previous release (its other slot)."""
     if service not in SERVICES:
         raise UsageError(f"no blue/green service {service!r}; there is: {', '.join(SERVICES)}")
-    inv = inv_mod.load(inventory, root)
-    found = _ask(_hosts(inv), site, "previous")
-    hosts = [{"host": h, "error": str(v)} if isinstance(v, HostError) else {"host": h, **v}
-             for h, v in found.items()]
-    return {"service": service, "ok": all("error" not in h for h in hosts), "hosts": hosts}
+    return _report(root, inventory, site, service, "previous")

@@ -22,7 +22,7 @@ from installer.deploy import hostkeys
 from installer.deploy import inventory as inv_mod
 from installer.deploy.audit import AuditLog
 from installer.deploy.runner import RunResult, run_playbook
-from installer.deploy.ssh import Remote, each_host
+from installer.deploy.ssh import Remote, each_known_host
 from installer.errors import DeployError, HostError, UsageError
 from installer.site import MARKER, InventoryLock
 
@@ -177,9 +177,7 @@ def status(root: Path, inventory: Path, *, site: Path) -> dict[str, Any]:
         except ValueError:
             return None
 
-    keys = hostkeys.check(hosts, site)
-    found: dict[str, Any] = {h: e for h, e in keys.items() if isinstance(e, HostError)}
-    found.update(each_host([h for h in hosts if h.name not in found], read, site=site))
+    found: dict[str, Any] = each_known_host(hosts, read, site=site)
     try:
         served = served_release(inv, site)
     except HostError:

@@ -132,3 +132,15 @@ def each_host(hosts: list[Host], fn: Callable[[Remote], T], *, site: Path,
         return {}
     with ThreadPoolExecutor(max_workers=min(workers, len(hosts))) as pool:
         return dict(zip([h.name for h in hosts], pool.map(one, hosts), strict=True))
+
+
+def each_known_host(hosts: list[Host], fn: Callable[[Remote], T], *, site: Path,
+                    timeout: float = 15) -> dict[str, T | HostError]:
+    """FN on every host whose key the site knows (each_host); a host whose key is missing
+    or changed gives its HostError without being connected to."""
+    keys = hostkeys.check(hosts, site)
+    found: dict[str, T | HostError] = {h: e for h, e in keys.items()
+                                       if isinstance(e, HostError)}
+    found.update(each_host([h for h in hosts if h.name not in found], fn, site=site,
+                           timeout=timeout))
+    return found
