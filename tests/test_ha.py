@@ -156,6 +156,7 @@ def test_the_vip_moves_when_the_active_gateway_dies(demo: dict, cookie: str) -> 
     assert _holders(demo) == ["gw2"], "runs after the nginx failover (gw2 active)"
     client = docker.DockerClient(base_url=demo["state"]["engine_host"])
     gw2 = client.containers.get(demo["state"]["containers"]["gw2"])
+    resolv = lab_ssh(demo, "gw2", "cat /etc/resolv.conf").stdout  # the common role's
     try:
         with Load(demo, cookie) as load:
             time.sleep(2)
@@ -171,7 +172,7 @@ def test_the_vip_moves_when_the_active_gateway_dies(demo: dict, cookie: str) -> 
                   "meanwhile; alice's session still valid")
             assert holders == ["gw1"] and rto <= SEED_RTO_S
     finally:
-        lab_mod.start_again(REPO, "gw2")
+        lab_mod.start_again(REPO, "gw2", resolv_conf=resolv)
     # gw2 is back as the standby: its keepalived runs and the VIP stays on gw1
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -180,6 +181,8 @@ def test_the_vip_moves_when_the_active_gateway_dies(demo: dict, cookie: str) -> 
             break
         time.sleep(2)
     assert r.returncode == 0, r.stdout + r.stderr
+    # what the lab set from outside is back as it was (the next deploy changes nothing)
+    assert lab_ssh(demo, "gw2", "cat /etc/resolv.conf").stdout == resolv
     time.sleep(5)
     assert _holders(demo) == ["gw1"]
 

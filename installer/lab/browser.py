@@ -103,10 +103,10 @@ def login(page, account: dict[str, Any], timeout_ms: float) -> list[str]:  # typ
         if page.locator(LOGIN_FORM).count():
             if "password" in steps:
                 raise LabError(f"Keycloak refused {account['user']}'s password: "
-                               + page.locator("#input-error, .pf-v5-c-alert").first.inner_text())
+                               + _alert(page))
             page.fill("input[name=username]", account["user"])
             page.fill("input[name=password]", account["password"])
-            page.click("#kc-login")
+            _submit(page, "#kc-login", timeout_ms)
             steps.append("password")
         elif page.locator(TOTP_SETUP).count():
             if not page.locator("#kc-totp-secret-key").count():
@@ -115,18 +115,32 @@ def login(page, account: dict[str, Any], timeout_ms: float) -> list[str]:  # typ
             account["totp"] = page.inner_text("#kc-totp-secret-key").replace(" ", "").strip()
             page.fill("#totp", totp_code(account))
             page.fill("#userLabel", "airlock lab")
-            page.click("#saveTOTPBtn")
+            _submit(page, "#saveTOTPBtn", timeout_ms)
             steps.append("totp-setup")
         else:
             if not account.get("totp"):
                 raise LabError(f"Keycloak asks {account['user']} for a one-time code, and the "
                                "TOTP secret is not known here")
+            if steps and steps[-1] == "otp":  # asked again: the code was refused; say why
+                steps.append("refused: " + _alert(page))
             page.fill("input[name=otp]", totp_code(account))
-            page.click("#kc-login")
+            _submit(page, "#kc-login", timeout_ms)
             steps.append("otp")
-        page.wait_for_load_state("domcontentloaded", timeout=timeout_ms)
     raise LabError(f"the login of {account['user']} did not reach the workbench: "
                    f"{', '.join(steps)}")
+
+
+def _submit(page, button: str, timeout_ms: float) -> None:  # type: ignore[no-untyped-def]
+    """Click a form's BUTTON and wait for the page it posts to (a check right after a bare
+    click may still see the form it left)."""
+    with page.expect_navigation(wait_until="domcontentloaded", timeout=timeout_ms):
+        page.click(button)
+
+
+def _alert(page) -> str:  # type: ignore[no-untyped-def]
+    """The message Keycloak shows beside a refused input."""
+    found = page.locator("#input-error-otp-code, #input-error, .pf-v5-c-alert, .alert-error")
+    return found.first.inner_text().strip() if found.count() else "(no message shown)"
 
 
 def _trust(home: Path, ca_file: Path) -> None:

@@ -301,10 +301,12 @@ def up(root: Path, topo_name: str = "poc", say=print) -> LabState:  # type: igno
         raise
 
 
-def start_again(root: Path, name: str, deadline_s: float = 120) -> None:
+def start_again(root: Path, name: str, resolv_conf: str | None = None,
+                deadline_s: float = 120) -> None:
     """Start a lab host whose container was stopped or killed (a failover test's victim)
     and give it back what `lab up` set from outside at run time: its routes through the
-    router and its resolver. Waits for its SSH."""
+    router and its resolver (RESOLV_CONF: the file's text before the host went down, the
+    common role's; the engine writes its own again at a start). Waits for its SSH."""
     state = LabState.load(state_dir())
     if not state or name not in state.containers:
         raise LabError(f"no lab host {name} is up")
@@ -319,10 +321,12 @@ def start_again(root: Path, name: str, deadline_s: float = 120) -> None:
         _loop_nodes(c)
     if not h.router and h.zone != MGMT and any(x.router for x in topo.hosts):
         _route_via_router(c, h.zone, zones, used)
-    # the engine keeps a resolv.conf the host changed (the common role's); only where it
-    # wrote its own again is the site's DNS put back
     ns = services_address(topo, state)
-    if c.exec_run(["grep", "-q", f"^nameserver {ns}$", "/etc/resolv.conf"]).exit_code != 0:
+    if resolv_conf is not None:
+        now = c.exec_run(["cat", "/etc/resolv.conf"]).output.decode()
+        if now != resolv_conf:
+            _write(c, "/etc/resolv.conf", resolv_conf)
+    elif c.exec_run(["grep", "-q", f"^nameserver {ns}$", "/etc/resolv.conf"]).exit_code != 0:
         _resolver(c, ns)
     _wait_ssh(state.hosts[name]["mgmt_address"], Path(state.key),
               state_dir() / "known_hosts", time.monotonic() + deadline_s)
@@ -380,10 +384,14 @@ systemd-run --unit=airlock-lab-dns --property=Restart=on-failure \
 def _resolver(container: Any, nameserver: str) -> None:
     """/etc/resolv.conf pointing at the site's DNS (written in place: the engine
     bind-mounts it)."""
-    text = f"search {DOMAIN}\nnameserver {nameserver}\n"
-    r = container.exec_run(["sh", "-c", f"printf '{text}' > /etc/resolv.conf"])
+    _write(container, "/etc/resolv.conf", f"search {DOMAIN}\nnameserver {nameserver}\n")
+
+
+def _write(container: Any, path: str, text: str) -> None:
+    """TEXT into PATH in place (a bind mount the engine made cannot be renamed over)."""
+    r = container.exec_run(["sh", "-c", 'printf "%s" "$1" > "$2"', "sh", text, path])
     if r.exit_code != 0:
-        raise LabError(f"{container.name}: cannot write resolv.conf: {r.output.decode()}")
+        raise LabError(f"{container.name}: cannot write {path}: {r.output.decode()}")
 
 
 def _loop_nodes(container: Any, count: int = 64) -> None:
