@@ -230,6 +230,29 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
+def strategy_env() -> dict[str, str]:
+    """How airlock's own runs execute tasks: Mitogen's linear strategy (the same order and
+    semantics as Ansible's linear one, but one Python interpreter per host, started over
+    the same SSH connection and kept for the run, instead of a new interpreter and module
+    upload per task; the no-op deploy is then CPU-bound on the controller, not on the
+    hosts). AIRLOCK_ANSIBLE_STRATEGY=linear runs Ansible's own, as plain ansible-playbook
+    does."""
+    name = os.environ.get("AIRLOCK_ANSIBLE_STRATEGY", "mitogen_linear")
+    if name in ("linear", "free"):
+        return {"ANSIBLE_STRATEGY": name}
+    if name not in ("mitogen_linear", "mitogen_free"):
+        raise DeployError(f"AIRLOCK_ANSIBLE_STRATEGY={name!r} is not a strategy airlock runs",
+                          hint="use mitogen_linear (the default), mitogen_free, linear or free")
+    try:
+        import ansible_mitogen
+    except ImportError:
+        raise DeployError("Mitogen (the Python package 'mitogen') is not installed beside airlock",
+                          hint="install airlock again from its bundle (it carries Mitogen), "
+                               "or run with AIRLOCK_ANSIBLE_STRATEGY=linear") from None
+    plugins = Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
+    return {"ANSIBLE_STRATEGY_PLUGINS": str(plugins), "ANSIBLE_STRATEGY": name}
+
+
 def run_playbook(root: Path, playbook: str, inventory: Path, *, site: Path,
                  log_dir: Path | None = None, extravars: dict[str, Any] | None = None,
                  check: bool = False,
@@ -259,6 +282,7 @@ def run_playbook(root: Path, playbook: str, inventory: Path, *, site: Path,
                if k in ("ANSIBLE_CONFIG", "PATH", "HOME", "DOCKER_HOST")}
     envvars.update({"AIRLOCK_SITE_DIR": str(site), "ANSIBLE_HOST_KEY_CHECKING": "True",
                     "ANSIBLE_SSH_ARGS": hostkeys.ssh_args(site)})
+    envvars.update(strategy_env())
     envvars.update(env or {})
     view = _View(title or playbook, sys.stderr.isatty() if live is None else live)
     start = time.monotonic()
