@@ -175,3 +175,22 @@ def test_changed_no_log_tasks_are_named_in_the_run(tmp_path: Path) -> None:
     (out / "b").write_text("edited\n")
     third = run_playbook(tmp_path, "p.yml", inventory, site=site, live=False)
     assert third.changed_tasks == {"here": ["A secret per user (a loop, censored)"]}
+
+
+def test_the_strategy_is_mitogens_unless_told_and_a_wrong_name_is_refused(monkeypatch) -> None:
+    from installer.deploy.runner import strategy_env
+    from installer.errors import DeployError
+
+    monkeypatch.delenv("AIRLOCK_ANSIBLE_STRATEGY", raising=False)
+    env = strategy_env()
+    assert env["ANSIBLE_STRATEGY"] == "mitogen_linear"
+    assert (Path(env["ANSIBLE_STRATEGY_PLUGINS"]) / "mitogen_linear.py").is_file()
+    monkeypatch.setenv("AIRLOCK_ANSIBLE_STRATEGY", "linear")
+    assert strategy_env() == {"ANSIBLE_STRATEGY": "linear"}
+    monkeypatch.setenv("AIRLOCK_ANSIBLE_STRATEGY", "mitogen_fast")
+    try:
+        strategy_env()
+    except DeployError as e:
+        assert "mitogen_fast" in str(e) and "linear" in e.hint
+    else:
+        raise AssertionError("an unknown strategy was accepted")

@@ -137,14 +137,83 @@ class _View:
         return True
 
 
-_SHIM = """import ctypes, os, signal, sys
+_SHIM = """import ctypes, os, signal, sys, time
 real, parent = sys.argv[1], int(sys.argv[2])
-signal.signal(signal.SIGINT, signal.SIG_DFL)  # even where our caller ignored it
-if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT) != 0:  # PR_SET_PDEATHSIG
-    sys.exit("airlock: cannot tie ansible-playbook to this run: " + os.strerror(ctypes.get_errno()))
+libc = ctypes.CDLL(None, use_errno=True)
+for option, value in ((36, 1), (1, signal.SIGTERM)):  # PR_SET_CHILD_SUBREAPER, PDEATHSIG
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        sys.exit("airlock: cannot tie ansible-playbook to this run: "
+                 + os.strerror(ctypes.get_errno()))
 if os.getppid() != parent:
     sys.exit("airlock: the run ended before ansible-playbook started")
-os.execv(real, [real, *sys.argv[3:]])
+me = os.getpid()
+stop_at = child = None
+def stop(signum, frame):
+    global stop_at
+    stop_at = stop_at or time.monotonic()
+    if child:
+        try:
+            os.kill(child, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, stop)
+child = os.fork()
+if child == 0:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # even where our caller ignored it
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.execv(real, [real, *sys.argv[3:]])
+if stop_at is not None:  # stopped while it started
+    os.kill(child, signal.SIGINT)
+def below(pid):
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/" + d + "/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+def kill_tree():
+    for _ in range(50):  # bounded: what is left dies, and what it leaves comes back here
+        pids = below(me)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+        while True:
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
+status = None
+while status is None:
+    try:
+        pid, st = os.waitpid(-1, 0 if stop_at is None else os.WNOHANG)
+    except ChildProcessError:
+        break
+    except InterruptedError:
+        continue
+    if pid == child:
+        status = st
+    elif pid == 0:
+        if time.monotonic() - stop_at > 30:
+            kill_tree()
+        time.sleep(0.2)
+# what ansible-playbook left running here (a task's command under a connection that
+# started its own session, as Mitogen's does) goes with it
+kill_tree()
+if status is not None and os.WIFSIGNALED(status):
+    signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+    os.kill(me, os.WTERMSIG(status))
+sys.exit(os.waitstatus_to_exitcode(status) if status is not None else 1)
 """
 
 
@@ -153,11 +222,15 @@ def _dies_with_us(folder: Path, envvars: dict[str, str]) -> None:
     ansible-runner starts it with SIGHUP ignored, so when airlock is killed outright
     (SIGKILL, OOM) an orphan would go on changing hosts until its next line of output
     fails, which a silent task (fact gathering, a long command) delays for minutes. A
-    wrapper first on PATH gives the real one a parent-death signal. SIGINT, not SIGTERM:
-    ansible-playbook's SIGTERM handler passes the signal to the workers running at that
-    moment and returns, so between tasks it reaches none and the run carries on (seen in
-    CI: alive a minute later); SIGINT stops the workers and then the run, as Ctrl-C does.
-    Linux only; elsewhere nothing changes."""
+    wrapper first on PATH runs the real one under a small supervisor with a parent-death
+    signal, which then stops it with SIGINT. SIGINT, not SIGTERM: ansible-playbook's
+    SIGTERM handler passes the signal to the workers running at that moment and returns,
+    so between tasks it reaches none and the run carries on (seen in CI: alive a minute
+    later); SIGINT stops the workers and then the run, as Ctrl-C does. The supervisor is
+    also the run's subreaper: whatever ansible-playbook leaves running (a command started
+    by a Mitogen interpreter, which lives in a session of its own) comes back to it and is
+    killed when ansible-playbook ends, and everything is killed 30 s after a stop that did
+    not end it. Linux only; elsewhere nothing changes."""
     path = envvars.get("PATH") or os.environ.get("PATH", "")
     real = shutil.which("ansible-playbook", path=path)
     if not real or not sys.platform.startswith("linux"):
