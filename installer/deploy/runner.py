@@ -137,8 +137,11 @@ class _View:
         return True
 
 
+# how long a stopped run may take to end by itself before its processes are killed
+STOP_GRACE_S = 30.0
+
 _SHIM = """import ctypes, os, signal, sys, time
-real, parent = sys.argv[1], int(sys.argv[2])
+real, parent, grace = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 libc = ctypes.CDLL(None, use_errno=True)
 for option, value in ((36, 1), (1, signal.SIGTERM)):  # PR_SET_CHILD_SUBREAPER, PDEATHSIG
     if libc.prctl(option, value, 0, 0, 0) != 0:
@@ -162,7 +165,7 @@ child = os.fork()
 if child == 0:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # even where our caller ignored it
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.execv(real, [real, *sys.argv[3:]])
+    os.execv(real, [real, *sys.argv[4:]])
 if stop_at is not None:  # stopped while it started
     os.kill(child, signal.SIGINT)
 def below(pid):
@@ -204,7 +207,7 @@ while status is None:
     if pid == child:
         status = st
     elif pid == 0:
-        if time.monotonic() - stop_at > 30:
+        if time.monotonic() - stop_at > grace:
             kill_tree()
         time.sleep(0.2)
 # what ansible-playbook left running here (a task's command under a connection that
@@ -229,8 +232,8 @@ def _dies_with_us(folder: Path, envvars: dict[str, str]) -> None:
     later); SIGINT stops the workers and then the run, as Ctrl-C does. The supervisor is
     also the run's subreaper: whatever ansible-playbook leaves running (a command started
     by a Mitogen interpreter, which lives in a session of its own) comes back to it and is
-    killed when ansible-playbook ends, and everything is killed 30 s after a stop that did
-    not end it. Linux only; elsewhere nothing changes."""
+    killed when ansible-playbook ends, and everything is killed STOP_GRACE_S after a stop
+    that did not end it. Linux only; elsewhere nothing changes."""
     path = envvars.get("PATH") or os.environ.get("PATH", "")
     real = shutil.which("ansible-playbook", path=path)
     if not real or not sys.platform.startswith("linux"):
@@ -241,7 +244,7 @@ def _dies_with_us(folder: Path, envvars: dict[str, str]) -> None:
     wrapper = bindir / "ansible-playbook"
     wrapper.write_text("#!/bin/sh\nexec " + " ".join(shlex.quote(x) for x in (
         sys.executable, "-I", "-S", str(bindir / "ends_with_parent.py"), real,
-        str(os.getpid()))) + ' "$@"\n')
+        str(os.getpid()), str(STOP_GRACE_S))) + ' "$@"\n')
     wrapper.chmod(0o700)
     envvars["PATH"] = f"{bindir}{os.pathsep}{path}"
 
@@ -259,16 +262,28 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process under PID, children first."""
+    out, todo = [], _children(pid)
+    while todo:
+        out += todo
+        todo = [g for c in todo for g in _children(c)]
+    return out
+
+
 class _Stopper:
     """ansible-runner's cancel_callback, made gentle. ansible-runner cancels by SIGKILLing
     ansible-playbook's process group, but its workers each run in a session of their own:
     they survive it, and one holding a fact-gathering result it can no longer hand over
     blocks for ever (CI: an orphan worker still there minutes later). So a stop is first
-    what Ctrl-C does: SIGINT to ansible-playbook, which stops its workers (and their SSH
-    commands) and exits; only if it has not ended within GRACE seconds are its workers
-    SIGKILLed and ansible-runner left to kill the rest."""
+    what Ctrl-C does: SIGINT to the run's supervisor (_dies_with_us), which passes it to
+    ansible-playbook; ansible-playbook stops its workers (and their SSH commands) and exits,
+    and the supervisor kills everything left STOP_GRACE_S after a stop that did not end it.
+    Only if the run is still there GRACE seconds after the stop (the supervisor could not
+    end it, or there is none) is every process under it SIGKILLed and ansible-runner left
+    to kill the rest."""
 
-    GRACE = 30.0
+    GRACE = STOP_GRACE_S + 15
 
     def __init__(self, cancel: Callable[[], bool] | None) -> None:
         self.cancel = cancel
@@ -286,8 +301,8 @@ class _Stopper:
         if time.monotonic() - self.requested_at < self.GRACE:
             return False
         for pid in playbooks:
-            for worker in _children(pid):
-                _signal(worker, signal.SIGKILL)
+            for below in _descendants(pid):
+                _signal(below, signal.SIGKILL)
         return True
 
 
