@@ -172,7 +172,7 @@ def test_the_vip_moves_when_the_active_gateway_dies(demo: dict, cookie: str) -> 
                   "meanwhile; alice's session still valid")
             assert holders == ["gw1"] and rto <= SEED_RTO_S
     finally:
-        lab_mod.start_again(REPO, "gw2", resolv_conf=resolv)
+        lab_mod.start_again(REPO, "gw2", resolv)
     # gw2 is back as the standby: its keepalived runs and the VIP stays on gw1
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:

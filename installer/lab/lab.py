@@ -301,8 +301,7 @@ def up(root: Path, topo_name: str = "poc", say=print) -> LabState:  # type: igno
         raise
 
 
-def start_again(root: Path, name: str, resolv_conf: str | None = None,
-                deadline_s: float = 120) -> None:
+def start_again(root: Path, name: str, resolv_conf: str, deadline_s: float = 120) -> None:
     """Start a lab host whose container was stopped or killed (a failover test's victim)
     and give it back what `lab up` set from outside at run time: its routes through the
     router and its resolver (RESOLV_CONF: the file's text before the host went down, the
@@ -321,13 +320,8 @@ def start_again(root: Path, name: str, resolv_conf: str | None = None,
         _loop_nodes(c)
     if not h.router and h.zone != MGMT and any(x.router for x in topo.hosts):
         _route_via_router(c, h.zone, zones, used)
-    ns = services_address(topo, state)
-    if resolv_conf is not None:
-        now = c.exec_run(["cat", "/etc/resolv.conf"]).output.decode()
-        if now != resolv_conf:
-            _write(c, "/etc/resolv.conf", resolv_conf)
-    elif c.exec_run(["grep", "-q", f"^nameserver {ns}$", "/etc/resolv.conf"]).exit_code != 0:
-        _resolver(c, ns)
+    if c.exec_run(["cat", "/etc/resolv.conf"]).output.decode() != resolv_conf:
+        _write(c, "/etc/resolv.conf", resolv_conf)
     _wait_ssh(state.hosts[name]["mgmt_address"], Path(state.key),
               state_dir() / "known_hosts", time.monotonic() + deadline_s)
 
