@@ -14,6 +14,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 PLAY = """\
@@ -188,9 +190,6 @@ def test_the_strategy_is_mitogens_unless_told_and_a_wrong_name_is_refused(monkey
     monkeypatch.setenv("AIRLOCK_ANSIBLE_STRATEGY", "linear")
     assert strategy_env() == {"ANSIBLE_STRATEGY": "linear"}
     monkeypatch.setenv("AIRLOCK_ANSIBLE_STRATEGY", "mitogen_fast")
-    try:
+    with pytest.raises(DeployError, match="mitogen_fast") as e:
         strategy_env()
-    except DeployError as e:
-        assert "mitogen_fast" in str(e) and "linear" in e.hint
-    else:
-        raise AssertionError("an unknown strategy was accepted")
+    assert "linear" in e.value.hint
