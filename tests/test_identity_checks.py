@@ -105,14 +105,17 @@ def _render(tmp_path: Path, template: str = "nginx.conf.j2", **extra) -> Path:
 
 
 SSO = {"nginx_gateway_oauth2_proxy": "http://127.0.0.1:4180",
-       "nginx_gateway_keycloak_upstream": "https://10.0.2.10:8443",
+       "nginx_gateway_keycloak_servers": ["10.0.2.10:8443"],
        "nginx_gateway_keycloak_tls_name": "gw1"}
+# a Keycloak cluster: both members balanced, one name on both certificates
+SSO_PAIR = {**SSO, "nginx_gateway_keycloak_servers": ["10.0.2.12:8443", "10.0.2.13:8443"],
+            "nginx_gateway_keycloak_tls_name": "keycloak"}
 
 
-@pytest.mark.parametrize("sso", [False, True], ids=["no-sso", "sso"])
+@pytest.mark.parametrize("sso", [None, SSO, SSO_PAIR], ids=["no-sso", "sso", "sso-pair"])
 def test_nginx_accepts_the_gateway_config(tmp_path, sso) -> None:
     need("nginx")
-    conf = _render(tmp_path, **(SSO if sso else {}))
+    conf = _render(tmp_path, **(sso or {}))
     text = conf.read_text()
     # the real nginx parses it, as the role's validate: does (its logs go to tmp_path)
     t = subprocess.run([shutil.which("nginx") or "nginx", "-t", "-q", "-c", str(conf)],
@@ -129,7 +132,14 @@ def test_nginx_accepts_the_gateway_config(tmp_path, sso) -> None:
     assert "error_page 401 = @airlock_login;" in text
     assert "location /auth/admin/ {\n            return 403;" in text
     assert "location /auth/realms/master/ {\n            return 403;" in text
-    assert "proxy_ssl_verify on;" in text and "proxy_ssl_name gw1;" in text
+    assert "proxy_ssl_verify on;" in text
+    assert f"proxy_ssl_name {sso['nginx_gateway_keycloak_tls_name']};" in text
+    upstream = text[text.index("upstream airlock_keycloak {"):]
+    upstream = upstream[:upstream.index("}")]
+    assert [line.split()[1] for line in upstream.splitlines()[1:] if line.strip()] == \
+        sso["nginx_gateway_keycloak_servers"]
+    assert "proxy_pass https://airlock_keycloak/auth/;" in text
+    assert "proxy_next_upstream error timeout http_502 http_503 http_504;" in text
 
 
 LDAP = {"url": "ldaps://dir1.bank:636", "bind_dn": "uid=keycloak,ou=services,dc=bank",

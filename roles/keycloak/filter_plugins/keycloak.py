@@ -99,7 +99,33 @@ def keycloak_problems(v: dict[str, Any]) -> list[str]:
                 ipaddress.ip_network(str(a), strict=False)
             except ValueError:
                 problems.append(f"keycloak_proxy_trusted_addresses: {a!r} is not an address")
+    _cluster_problems(v.get("cluster") or {}, problems)
     return problems
+
+
+def _address(value: Any) -> bool:
+    try:
+        ipaddress.ip_address(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def _cluster_problems(c: dict[str, Any], problems: list[str]) -> None:
+    hosts = c.get("hosts") or []
+    if not isinstance(hosts, list) or len(hosts) < 2:
+        return  # a standalone server
+    if len(set(hosts)) != len(hosts):
+        problems.append(f"keycloak_cluster_hosts lists a member twice: {hosts}")
+    if c.get("me") not in hosts:
+        problems.append(f"{c.get('me')} is not in keycloak_cluster_hosts ({', '.join(hosts)}): "
+                        "every Keycloak host must be a member")
+    if not _address(c.get("address")):
+        problems.append(f"keycloak_cluster_address must be this member's address for the "
+                        f"cluster's traffic (got {c.get('address')!r})")
+    if c.get("me") != hosts[0] and not _address(c.get("db_host")):
+        problems.append(f"keycloak_db_host must be the address of {hosts[0]}, whose database "
+                        f"the members share (got {c.get('db_host')!r})")
 
 
 def _ldap_problems(ldap: dict[str, Any], problems: list[str]) -> None:
