@@ -47,3 +47,16 @@ def render(tmp_path: Path, role: str, template: str, dest: Path, extra: dict,
         """, extra, env={"ANSIBLE_FILTER_PLUGINS": str(folder / "filter_plugins")})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     return dest
+
+
+def play_phase(tmp_path: Path, text: str, phase: str, extra: dict | None = None,
+               ) -> subprocess.CompletedProcess:
+    """TEXT (a playbook) against inventories/PHASE, every host run here (connection local),
+    with the project's group_vars and host_vars: the play's folder links to playbooks/'s,
+    as a play in playbooks/ would read them."""
+    for name in ("group_vars", "host_vars"):
+        if not (tmp_path / name).exists():
+            (tmp_path / name).symlink_to(REPO / "playbooks" / name)
+    return play(tmp_path, text, {"ansible_connection": "local",
+                                 "ansible_python_interpreter": sys.executable, **(extra or {})},
+                "-i", str(REPO / "inventories" / phase / "hosts.yml"))

@@ -47,14 +47,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _render(tmp_path: Path, models: list[dict], port: int, front: int, litellm: int) -> Path:
+def _render(tmp_path: Path, models: list[dict], port: int, front: int, litellm: int,
+            vip: str = "") -> Path:
     """The role's template, then its fixed root paths moved into TMP_PATH (the test runs
     nginx as whoever runs it); the active release is at 127.0.0.1:LITELLM."""
     out = tmp_path / "front.conf"
     (tmp_path / "active.conf").write_text(f"server 127.0.0.1:{litellm};\n")
     localplay.render(tmp_path, "litellm", "front.conf.j2", out, {
         "litellm_models": models, "litellm_config_dir": str(tmp_path),
-        "litellm_listen_address": "127.0.0.1", "litellm_port": front}, f"""\
+        "litellm_listen_address": "127.0.0.1", "litellm_port": front,
+        "litellm_vip": vip}, f"""\
                 _litellm_balanced: "{{{{ litellm_models | litellm_balanced({port}) }}}}"
 """)
     text = out.read_text()
@@ -180,3 +182,37 @@ def test_the_switch_says_how_to_use_it(tmp_path: Path, args: list) -> None:
     r = _switch(tmp_path, *args)
     assert r.returncode == 2 and r.stdout == "", r
     assert not (tmp_path / "active").exists()
+
+
+def test_the_front_also_answers_on_the_pairs_shared_address(tmp_path: Path) -> None:
+    """An LLM gateway pair's VIP (litellm_vip): the front listens on it beside the host's
+    own address. 127.0.0.2 (loopback's) stands in for the VIP keepalived brings."""
+    nginx = need("nginx")
+    litellm = _Server(("127.0.0.1", 0), _Handler)
+    threading.Thread(target=litellm.serve_forever, daemon=True).start()
+    front = free_port()
+    conf = _render(tmp_path, [], free_port(), front, litellm.server_address[1], vip="127.0.0.2")
+    assert f"listen 127.0.0.2:{front};" in conf.read_text()
+    proc = subprocess.Popen([nginx, "-c", str(conf), "-e", str(tmp_path / "e.log"),
+                             "-g", "daemon off;"])
+    try:
+        answers = {}
+        for address in ("127.0.0.1", "127.0.0.2"):
+            for _ in range(200):  # nginx starting on a busy machine
+                try:
+                    http.client.HTTPConnection(address, front, timeout=1).connect()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            conn = http.client.HTTPConnection(address, front, timeout=10)
+            conn.request("POST", "/v1/chat/completions", json.dumps({"n": address}),
+                         {"Content-Type": "application/json"})
+            r = conn.getresponse()
+            answers[address] = (r.status, json.loads(r.read())["echo"])
+            conn.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        litellm.shutdown()
+    assert answers == {a: (200, {"n": a}) for a in ("127.0.0.1", "127.0.0.2")}
+    assert litellm.hits == 2

@@ -277,3 +277,36 @@ def test_the_vip_is_a_destination_never_a_source() -> None:
     ins = network.host_rules(m, PAIR, "ide1")["input"]
     assert not any(r["address"] == "10.0.2.9" for r in ins), ins
     assert not any(r["source"] == "10.0.2.9" for r in network.router_rules(m, PAIR))
+
+
+LLM_PAIR = network.Inventory(
+    {**INV.groups, "llm_gateway": ["ai1", "ai2"], "keycloak": ["gw1", "kc2"]},
+    {**INV.hostvars, "ai2": {"airlock_zone": "ai", "airlock_zone_address": "10.0.4.11"},
+     "kc2": {"airlock_zone": "dmz", "airlock_zone_address": "10.0.2.13"}},
+    {**INV.variables, "airlock_llm_vip": ["10.0.4.9"]})
+
+
+def test_the_llm_pair_speaks_vrrp_to_each_other_and_workbenches_reach_its_vip() -> None:
+    m = model()
+    for me, peer in (("ai1", "10.0.4.11"), ("ai2", "10.0.4.10")):
+        rules = network.host_rules(m, LLM_PAIR, me)
+        assert [r["address"] for r in rules["input"] if r["proto"] == "vrrp"] == [peer]
+    out = {r["address"] for r in network.host_rules(m, LLM_PAIR, "ide1")["output"]
+           if r["port"] == 4000}
+    assert out == {"10.0.4.10", "10.0.4.11", "10.0.4.9"}
+    assert ("10.0.3.0/24", "10.0.4.9") in {(r["source"], r["address"])
+                                         for r in network.router_rules(m, LLM_PAIR)
+                                         if r["port"] == 4000}
+
+
+def test_keycloak_members_reach_each_others_database_and_cluster_ports_only() -> None:
+    m = model()
+    got = {(r["port"], r["address"]) for r in network.host_rules(m, LLM_PAIR, "kc2")["output"]
+           if r["address"] == "10.0.2.10"}
+    assert {(5432, "10.0.2.10"), (7800, "10.0.2.10"), (57800, "10.0.2.10")} <= got
+    into_kc2 = {(r["port"], r["address"]) for r in network.host_rules(m, LLM_PAIR, "kc2")["input"]
+                if r["port"] in (5432, 7800, 57800)}
+    assert into_kc2 == {(p, "10.0.2.10") for p in (5432, 7800, 57800)}
+    # nobody else: an IDE host may not reach the database or the cluster
+    ide_out = {r["port"] for r in network.host_rules(m, LLM_PAIR, "ide1")["output"]}
+    assert not ide_out & {5432, 7800, 57800}

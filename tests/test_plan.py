@@ -67,13 +67,16 @@ def test_an_unparsable_inventory_is_an_error_not_an_empty_one(tmp_path) -> None:
     assert "YAML parsing failed" in proc.stderr and "shortfall" not in proc.stderr
 
 
-@pytest.mark.parametrize("vip, says", [
-    (None, "share users only through a VIP: set airlock_gateway_vip"),
-    ("10.0.3.9", "outside the gateways' zone dmz (10.0.2.0/24)"),
-    ("10.0.2.11", "is gw2's own address"),
-    ("gateway", "is not an IPv4 address"),
+@pytest.mark.parametrize("var, vip, says", [
+    ("airlock_gateway_vip", None, "share users only through a VIP: set airlock_gateway_vip"),
+    ("airlock_gateway_vip", "10.0.3.9", "outside the gateways' zone dmz (10.0.2.0/24)"),
+    ("airlock_gateway_vip", "10.0.2.11", "is gw2's own address"),
+    ("airlock_gateway_vip", "gateway", "is not an IPv4 address"),
+    ("airlock_llm_vip", None, "2 LLM gateways share users only through a VIP: set airlock_llm_vip"),
+    ("airlock_llm_vip", "10.0.2.9", "outside the LLM gateways' zone ai (10.0.4.0/24)"),
+    ("airlock_llm_vip", "10.0.4.25", "is llm2's own address"),
 ])
-def test_a_gateway_pair_needs_a_good_vip(tmp_path, vip, says) -> None:
+def test_a_pair_needs_a_good_vip(tmp_path, var, vip, says) -> None:
     import shutil
 
     import yaml
@@ -82,12 +85,14 @@ def test_a_gateway_pair_needs_a_good_vip(tmp_path, vip, says) -> None:
     shutil.copytree(REPO / "inventories" / "production", copy)
     site = copy / "group_vars" / "all" / "site.yml"
     data = yaml.safe_load(site.read_text())
-    data.pop("airlock_gateway_vip")
+    data.pop(var)
     if vip:
-        data["airlock_gateway_vip"] = vip
+        data[var] = vip
     site.write_text(yaml.safe_dump(data))
     proc = run_airlock("plan", "--phase", "production", "-i", str(copy), "--json", cwd=REPO)
     doc = json.loads(proc.stdout)
     assert proc.returncode == 3 and not doc["ok"], proc.stdout
-    assert [f["what"] for f in doc["findings"]] == ["gateway VIP (airlock_gateway_vip)"]
+    what = {"airlock_gateway_vip": "gateway VIP (airlock_gateway_vip)",
+            "airlock_llm_vip": "LLM gateway VIP (airlock_llm_vip)"}[var]
+    assert [f["what"] for f in doc["findings"]] == [what]
     assert says in doc["findings"][0]["problem"], doc["findings"]

@@ -92,7 +92,7 @@ def check_inventory(result: dict[str, Any], inv: Inventory) -> list[dict[str, An
             findings.append({"what": what, "need": need["count"], "have": have,
                              "problem": f"{what}: {need['count']} needed, the inventory has "
                                         f"{have}{where}"})
-    findings += _gateway_vip(inv)
+    findings += _pair_vips(inv)
     declared = inv.var("airlock_users")
     if declared is not None and int(declared) < result["users"]:
         findings.append({"what": "users", "need": result["users"], "have": int(declared),
@@ -101,38 +101,46 @@ def check_inventory(result: dict[str, Any], inv: Inventory) -> list[dict[str, An
     return findings
 
 
-def _gateway_vip(inv: Inventory) -> list[dict[str, Any]]:
-    """A gateway pair needs its VIP (keepalived's): an address of the gateways' zone that
-    no host has, unset where there is one gateway."""
+# The pairs that share users through a VIP (keepalived): group, its variable, its name.
+PAIRS = (("gateway", "airlock_gateway_vip", "gateways"),
+         ("llm_gateway", "airlock_llm_vip", "LLM gateways"))
+
+
+def _pair_vips(inv: Inventory) -> list[dict[str, Any]]:
+    """Each pair needs its VIP (keepalived's): an address of its zone that no host has,
+    unset where the group has one host."""
+    findings: list[dict[str, Any]] = []
+    for group, var, members in PAIRS:
+        problem = _pair_vip(inv, group, var, members)
+        if problem:
+            findings.append({"what": f"{members[:-1]} VIP ({var})", "need": 1, "have": 0,
+                             "problem": problem})
+    return findings
+
+
+def _pair_vip(inv: Inventory, group: str, var: str, members: str) -> str | None:
     import ipaddress
 
-    gateways = inv.group("gateway")
-    vip = inv.var("airlock_gateway_vip")
-    what = "gateway VIP (airlock_gateway_vip)"
-    if len(gateways) < 2:
-        return []
+    hosts = inv.group(group)
+    vip = inv.var(var)
+    if len(hosts) < 2:
+        return None
     if not vip:
-        return [{"what": what, "need": 1, "have": 0,
-                 "problem": f"{len(gateways)} gateways share users only through a VIP: set "
-                            "airlock_gateway_vip (an unused address of their zone) in "
-                            "group_vars/all"}]
+        return (f"{len(hosts)} {members} share users only through a VIP: set {var} (an "
+                "unused address of their zone) in group_vars/all")
     try:
         address = ipaddress.ip_address(str(vip))
     except ValueError:
-        return [{"what": what, "need": 1, "have": 0,
-                 "problem": f"airlock_gateway_vip {vip!r} is not an IPv4 address"}]
-    zone = inv.host(gateways[0]).vars.get("airlock_zone")
+        return f"{var} {vip!r} is not an IPv4 address"
+    zone = inv.host(hosts[0]).vars.get("airlock_zone")
     subnet = _zone_subnet(str(zone))
     taken = {h: inv.host(h).vars.get("airlock_zone_address") for h in inv.hosts}
     if subnet and address not in ipaddress.ip_network(subnet):
-        return [{"what": what, "need": 1, "have": 0,
-                 "problem": f"airlock_gateway_vip {vip} is outside the gateways' zone "
-                            f"{zone} ({subnet})"}]
+        return f"{var} {vip} is outside the {members}' zone {zone} ({subnet})"
     users = [h for h, a in taken.items() if a == str(address)]
     if users:
-        return [{"what": what, "need": 1, "have": 0,
-                 "problem": f"airlock_gateway_vip {vip} is {users[0]}'s own address"}]
-    return []
+        return f"{var} {vip} is {users[0]}'s own address"
+    return None
 
 
 def _zone_subnet(zone: str) -> str | None:

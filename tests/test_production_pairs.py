@@ -1,19 +1,19 @@
-"""Keycloak active-active (seed 000 §6): what the keycloak and nginx_gateway roles make of
-the phase inventories, rendered by the real ansible-playbook with the project's group_vars.
-Production's two members form one cluster on their zone addresses and share the first's
-database over TLS; the pilot's single server is standalone, its database on loopback. The
-lab runs one Keycloak (memory), so the pair is proven here, not started."""
+"""Production's pairs (seed 000 §6) as the roles make them of the phase inventories,
+rendered by the real ansible-playbook with the project's group_vars. Keycloak
+active-active: the two members form one cluster on their zone addresses and share the
+first's database over TLS; the pilot's single server is standalone, its database on
+loopback. The lab runs one Keycloak (memory), so the pair is proven here, not started.
+The LLM gateway pair's VIP: tests/test_keepalived_config.py."""
 
 from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
-from localplay import REPO, play
+from localplay import REPO, play_phase
 
 IMAGE = "repo.airlock.site:5000/keycloak@sha256:" + "a" * 64
 
@@ -57,16 +57,10 @@ PLAY = """
 
 
 def _render(tmp_path: Path, phase: str, extra: dict | None = None):
-    """The play above against inventories/PHASE with playbooks/'s group_vars (the folder
-    holding the play links to them, as playbooks/ itself would)."""
-    (tmp_path / "group_vars").symlink_to(REPO / "playbooks/group_vars")
     out = tmp_path / "out"
     out.mkdir()
-    text = PLAY.format(repo=REPO, out=out)
-    extra = {"keycloak_image": IMAGE, "airlock_site_dir": str(tmp_path / "site"),
-             "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-             **(extra or {})}
-    proc = play(tmp_path, text, extra, "-i", str(REPO / "inventories" / phase / "hosts.yml"))
+    proc = play_phase(tmp_path, PLAY.format(repo=REPO, out=out), phase, {
+        "keycloak_image": IMAGE, "airlock_site_dir": str(tmp_path / "site"), **(extra or {})})
     return proc, out
 
 
