@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -224,6 +225,23 @@ def skopeo_push(source: str, dest: str, *extra: str) -> None:
     need("skopeo")
     subprocess.run(["skopeo", "copy", "--quiet", "--insecure-policy", *extra, source,
                     f"docker://{dest}"], check=True, capture_output=True, timeout=120)
+
+
+# --------------------------------------------------------------------------- measured figures
+
+FIGURES = REPO / "out" / "test-artifacts" / "figures.jsonl"
+
+
+def report_figure(topic: str, text: str, **values: Any) -> None:
+    """A figure the lab measured (failover times, failed requests, restore times): printed
+    for the run's log and kept, one JSON line each, in out/test-artifacts/figures.jsonl."""
+    import json
+
+    print(f"\n{text}")
+    FIGURES.parent.mkdir(parents=True, exist_ok=True)
+    with FIGURES.open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                            "topic": topic, "text": text, **values}, sort_keys=True) + "\n")
 
 
 # --------------------------------------------------------------------------- the shared lab

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from test_logging import _prometheus
 
-from conftest import lab_ssh, run_airlock
+from conftest import lab_ssh, report_figure, run_airlock
 from gateway import gateway_address, gateway_request, gateway_session
 
 MEASURED: dict[str, float] = {}
@@ -144,7 +144,7 @@ def test_the_measured_times_beside_the_seeds_table(demo: dict) -> None:
     seed = {"restore Keycloak's database": "Keycloak: RPO 0, RTO 60 s (seed 000 §6.1, HA)",
             "restore a user's file": "code-server: session data, RTO 2 min (seed 000 §6.1)"}
     for what, seconds in MEASURED.items():
-        print(f"{what}: {seconds:.1f} s" + (f"   [seed: {seed[what]}]" if what in seed
-                                           else ""))
+        report_figure(f"restore: {what}", f"{what}: {seconds:.1f} s" + (
+            f"   [seed: {seed[what]}]" if what in seed else ""), seconds=round(seconds, 1))
     print("RPO of a backup: the schedule (backup_on_calendar, nightly) plus one run; "
           "seed 003 asks < 1 h for its snapshots, seed 002 daily pg_dump")

@@ -16,7 +16,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from conftest import REPO, lab_ssh, run_airlock
+from conftest import REPO, lab_ssh, report_figure, run_airlock
 from gateway import gateway_address, gateway_session
 
 SEED_RTO_S = 30  # seed 000 §6.1: Nginx active-standby, RTO 30 s
@@ -138,9 +138,11 @@ def test_the_vip_moves_when_the_active_nginx_stops(demo: dict, cookie: str) -> N
         assert back is not None, "requests did not resume through the VIP"
         total, failed = load.failed_between(t0 - 2, back)
         rto = back - t0
-        print(f"\nnginx stopped on the active gateway: VIP {holders} after {rto:.1f} s "
-              f"(seed 000 §6.1: RTO {SEED_RTO_S} s); {failed} of {total} requests failed "
-              "meanwhile")
+        report_figure("gateway failover: nginx stopped",
+                      f"nginx stopped on the active gateway: VIP {holders} after {rto:.1f} s "
+                      f"(seed 000 §6.1: RTO {SEED_RTO_S} s); {failed} of {total} requests "
+                      "failed meanwhile", rto_s=round(rto, 1), seed_rto_s=SEED_RTO_S,
+                      requests=total, failed=failed)
         assert holders == ["gw2"]
         assert rto <= SEED_RTO_S
         # nginx is back on gw1: the VIP stays where it serves (no second move)
@@ -167,9 +169,12 @@ def test_the_vip_moves_when_the_active_gateway_dies(demo: dict, cookie: str) -> 
             total, failed = load.failed_between(t0 - 2, back)
             rto = back - t0
             holders = _holders(demo)
-            print(f"\nthe active gateway's container killed: VIP {holders} after {rto:.1f} s "
-                  f"(seed 000 §6.1: RTO {SEED_RTO_S} s); {failed} of {total} requests failed "
-                  "meanwhile; alice's session still valid")
+            report_figure("gateway failover: host killed",
+                          f"the active gateway's container killed: VIP {holders} after "
+                          f"{rto:.1f} s (seed 000 §6.1: RTO {SEED_RTO_S} s); {failed} of "
+                          f"{total} requests failed meanwhile; alice's session still valid",
+                          rto_s=round(rto, 1), seed_rto_s=SEED_RTO_S, requests=total,
+                          failed=failed)
             assert holders == ["gw1"] and rto <= SEED_RTO_S
     finally:
         lab_mod.start_again(REPO, "gw2", resolv)
@@ -287,10 +292,12 @@ def test_a_killed_inference_server_fails_no_completion(demo: dict) -> None:
     finally:
         lab_ssh(demo, "ai2", "docker start vllm")
     after_kill = _served(demo, "ai1", killed)
-    print(f"\none of two inference servers killed under load: {doc['ok']} of "
-          f"{doc['requests']} completions answered, errors {doc['errors'] or 'none'}; "
-          f"before the kill ai1 served {before['ai1']}, ai2 {before['ai2']}; after it ai1 "
-          f"served {after_kill}")
+    report_figure("inference server killed",
+                  f"one of two inference servers killed under load: {doc['ok']} of "
+                  f"{doc['requests']} completions answered, errors {doc['errors'] or 'none'}; "
+                  f"before the kill ai1 served {before['ai1']}, ai2 {before['ai2']}; after it "
+                  f"ai1 served {after_kill}", requests=doc["requests"], ok=doc["ok"],
+                  errors=doc["errors"])
     assert before["ai1"] > 0 and before["ai2"] > 0, before  # balanced across both
     assert doc["errors"] == {} and doc["ok"] == doc["requests"] > 20, doc
     assert after_kill > 5
@@ -355,9 +362,12 @@ def test_a_new_litellm_release_takes_over_and_rolls_back_with_no_failed_request(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(proc.stdout)["hosts"][0]["active"] == old
     assert _slots(demo)["active"] == old
-    print(f"\nLiteLLM blue/green: the deploy ({took:.0f} s) moved {old} -> {new} under "
-          f"load: {upgrade['ok']} of {upgrade['requests']} completions answered, errors "
-          f"{upgrade['errors'] or 'none'}; rollback {new} -> {old}: {rollback['ok']} of "
-          f"{rollback['requests']}, errors {rollback['errors'] or 'none'}")
+    report_figure("LiteLLM blue/green",
+                  f"LiteLLM blue/green: the deploy ({took:.0f} s) moved {old} -> {new} under "
+                  f"load: {upgrade['ok']} of {upgrade['requests']} completions answered, "
+                  f"errors {upgrade['errors'] or 'none'}; rollback {new} -> {old}: "
+                  f"{rollback['ok']} of {rollback['requests']}, errors "
+                  f"{rollback['errors'] or 'none'}", upgrade=upgrade, rollback=rollback,
+                  deploy_s=round(took))
     assert upgrade["errors"] == {} and upgrade["ok"] > 20, upgrade
     assert rollback["errors"] == {} and rollback["ok"] > 10, rollback
