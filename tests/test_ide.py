@@ -314,3 +314,56 @@ def test_adding_and_removing_a_user(demo) -> None:
     assert run.rc == 0, run.failures
     homes = _ide(demo, "ls /srv/code-server/homes").stdout.split()
     assert sorted(homes) == ["alice", "alice.img", "bob", "bob.img"], homes
+
+
+HOLD = """
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+deadline = time.monotonic() + 300  # bounded: the test kills it sooner
+while time.monotonic() < deadline:
+    s.sendall(b"GET /healthz HTTP/1.1\\r\\nHost: workbench\\r\\n\\r\\n")
+    s.recv(65536)
+    time.sleep(2)  # within code-server's keep-alive: the connection stays open
+"""
+
+
+def test_a_new_image_waits_while_its_user_is_connected(demo) -> None:
+    """A new code-server image (the release's own with one label more, built on ide1: a new
+    image ID, nothing downloaded): bob, not connected, moves at once; alice, connected (a
+    keep-alive connection from the gateway held open), keeps the image she uses until a
+    deploy after she left; then the release's image again for both."""
+    import time
+
+    def images() -> dict[str, str]:
+        return {u: _ide(demo, f"docker inspect -f '{{{{.Config.Image}}}}' code-server-{u}"
+                        ).stdout.strip() for u in ("alice", "bob")}
+
+    ref = images()["alice"]
+    assert "@sha256:" in ref and images()["bob"] == ref
+    nxt = "airlock-test/code-server:next"
+    built = _ide(demo, f"printf 'FROM {ref}\\nLABEL dev.airlock.test=next\\n' | "
+                       f"DOCKER_BUILDKIT=0 docker build -q -t {nxt} -")
+    assert built.returncode == 0, built.stdout + built.stderr
+    port = _ide(demo, "docker inspect -f '{{(index (index .NetworkSettings.Ports \"8080/tcp\") 0)"
+                      ".HostPort}}' code-server-alice").stdout.strip()
+    ide_address = demo["state"]["hosts"][IDE]["zone_address"]
+    held = lab_ssh(demo, "gw1", f"nohup python3 -c '{HOLD}' {ide_address} {port} "
+                                ">/dev/null 2>&1 & echo $!")
+    pid = held.stdout.strip()
+    assert held.returncode == 0 and pid.isdigit(), held.stdout + held.stderr
+    try:
+        time.sleep(3)
+        run = _play(demo, "ide.yml", {"_code_server_image": nxt}, limit=IDE_RUN)
+        assert run.rc == 0, run.failures
+        assert images() == {"alice": ref, "bob": nxt}
+    finally:
+        lab_ssh(demo, "gw1", f"kill {pid}")
+    try:
+        run = _play(demo, "ide.yml", {"_code_server_image": nxt}, limit=IDE_RUN)
+        assert run.rc == 0, run.failures
+        assert images() == {"alice": nxt, "bob": nxt}  # she left: hers moves now
+    finally:
+        back = _play(demo, "ide.yml", limit=IDE_RUN)
+        _ide(demo, f"docker rmi {nxt}")
+    assert back.rc == 0, back.failures
+    assert images() == {"alice": ref, "bob": ref}

@@ -71,3 +71,61 @@ def test_release_content_and_extension_checks() -> None:
     assert "carries no VSIX" in found[0] and "airlock-sample.hello" in found[0]
     assert cs.code_server_extension_dir("Airlock-Sample.Hello", carried, "/x") == \
         "/x/airlock-sample.hello-0.1.0"
+
+
+def test_connections_are_counted_from_the_kernels_own_socket_table() -> None:
+    """A real listening socket here, two clients connected to it: /proc/net/tcp as the
+    kernel writes it counts them (and nothing on another port)."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    port = server.getsockname()[1]
+    from pathlib import Path
+
+    def table() -> str:
+        return Path("/proc/net/tcp").read_text() + Path("/proc/net/tcp6").read_text()
+
+    assert cs.code_server_connections(table(), port) == 0
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+    accepted = [server.accept()[0] for _ in clients]
+    try:
+        assert cs.code_server_connections(table(), port) == 2
+        assert cs.code_server_connections(table(), port + 1 if port < 65535 else 1) == 0
+    finally:
+        for s in clients + accepted + [server]:
+            s.close()
+
+
+def _running(name: str, image: str, running: bool = True) -> dict:
+    return {"item": {"name": name}, "exists": True,
+            "container": {"Config": {"Image": image}, "State": {"Running": running}}}
+
+
+def _sockets(name: str, established: int, image: str = "old") -> dict:
+    rows = "".join(f"   {i}: 0100007F:1F90 0100007F:C35{i} 01 0:0 00:0 0 1000 0 1 1\n"
+                   for i in range(established))
+    return {"item": _running(name, image), "rc": 0,
+            "stdout": "  sl  local_address rem_address   st\n" + rows}
+
+
+def test_a_connected_users_workbench_keeps_its_image_until_they_leave() -> None:
+    running = [_running("alice", "reg/cs@sha256:old"), _running("bob", "reg/cs@sha256:old"),
+               _running("carol", "reg/cs@sha256:new"),
+               {"item": {"name": "dave"}, "exists": False}]
+    # only the workbenches whose image changes are asked about their sockets
+    changing = cs.code_server_changing(running, "reg/cs@sha256:new")
+    assert [r["item"]["name"] for r in changing] == ["alice", "bob"]
+    sockets = [_sockets("alice", 1, "reg/cs@sha256:old"), _sockets("bob", 0, "reg/cs@sha256:old")]
+    plan = cs.code_server_image_plan(running, sockets, "reg/cs@sha256:new")
+    assert plan == {"images": {"alice": "reg/cs@sha256:old", "bob": "reg/cs@sha256:new",
+                               "carol": "reg/cs@sha256:new", "dave": "reg/cs@sha256:new"},
+                    "deferred": ["alice"]}
+    # told to, everyone moves now
+    now = cs.code_server_image_plan(running, sockets, "reg/cs@sha256:new", True)
+    assert now["deferred"] == [] and set(now["images"].values()) == {"reg/cs@sha256:new"}
+    # a workbench that could not be asked (stopped meanwhile) is not connected
+    gone = cs.code_server_image_plan(running, [{**sockets[0], "rc": 1, "stdout": ""}],
+                                     "reg/cs@sha256:new")
+    assert gone["deferred"] == []

@@ -171,6 +171,47 @@ def code_server_sri_checksum(integrity: str) -> str:
         raise AnsibleFilterError(f"npm integrity {integrity!r} is not base64") from None
 
 
+def code_server_connections(proc_net_tcp: str, port: int = 8080) -> int:
+    """Established TCP connections to PORT in a container's /proc/net/tcp{,6} text: a
+    workbench's user is connected while their browser holds its WebSocket."""
+    count = 0
+    for line in str(proc_net_tcp).splitlines():
+        fields = line.split()
+        if len(fields) < 4 or ":" not in fields[1]:
+            continue  # a header
+        local_port = fields[1].rsplit(":", 1)[1]
+        if int(local_port, 16) == int(port) and fields[3] == "01":  # 01: ESTABLISHED
+            count += 1
+    return count
+
+
+def code_server_changing(running: list[dict[str, Any]], image: str) -> list[dict[str, Any]]:
+    """The running workbenches (docker_container_info results) made from another image."""
+    return [r for r in running
+            if r.get("exists") and ((r.get("container") or {}).get("State") or {}).get("Running")
+            and r["container"]["Config"]["Image"] != image]
+
+
+def code_server_image_plan(running: list[dict[str, Any]], sockets: list[dict[str, Any]],
+                           image: str, upgrade_connected: bool = False) -> dict[str, Any]:
+    """Which image each user's workbench runs after this deploy: IMAGE, but a user connected
+    now keeps the one they are using (it moves at a deploy after they left), unless
+    UPGRADE_CONNECTED. {images: {user: ref}, deferred: [users]}."""
+    # what cat printed counts even when one table is missing (no IPv6: exit status 1)
+    connected = {r["item"]["item"]["name"] for r in sockets
+                 if code_server_connections(r.get("stdout", "")) > 0}
+    images: dict[str, str] = {}
+    deferred: list[str] = []
+    for r in running:
+        name = r["item"]["name"]
+        images[name] = image
+        if name in connected and not upgrade_connected and r in code_server_changing(
+                [r], image):
+            images[name] = r["container"]["Config"]["Image"]
+            deferred.append(name)
+    return {"images": images, "deferred": sorted(deferred)}
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {"code_server_user_problems": code_server_user_problems,
@@ -179,4 +220,7 @@ class FilterModule:
                 "code_server_extension_problems": code_server_extension_problems,
                 "code_server_extension_dir": code_server_extension_dir,
                 "code_server_continue_config": code_server_continue_config,
-                "code_server_sri_checksum": code_server_sri_checksum}
+                "code_server_sri_checksum": code_server_sri_checksum,
+                "code_server_connections": code_server_connections,
+                "code_server_changing": code_server_changing,
+                "code_server_image_plan": code_server_image_plan}
