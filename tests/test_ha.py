@@ -371,3 +371,59 @@ def test_a_new_litellm_release_takes_over_and_rolls_back_with_no_failed_request(
                   deploy_s=round(took))
     assert upgrade["errors"] == {} and upgrade["ok"] > 20, upgrade
     assert rollback["errors"] == {} and rollback["ok"] > 10, rollback
+
+
+def _container_times(demo: dict, host: str, since: float) -> tuple[float, float | None]:
+    """When HOST's inference container last started since the epoch second SINCE, and when
+    Docker first saw it healthy after that (its events: the health check's log keeps the
+    last five results only)."""
+    r = lab_ssh(demo, host, f"docker events --since {int(since)} --until {int(time.time()) + 1} "
+                            "--filter container=vllm --format '{{.TimeNano}} {{.Action}}'")
+    assert r.returncode == 0, r.stdout + r.stderr
+    events = [(int(t) / 1e9, action) for t, _, action in
+              (line.partition(" ") for line in r.stdout.splitlines() if line.strip())]
+    starts = [t for t, action in events if action == "start"]
+    assert starts, (host, r.stdout)
+    healthy = [t for t, action in events
+               if action.startswith("health_status: healthy") and t >= starts[-1]]
+    return starts[-1], (healthy[0] if healthy else None)
+
+
+def test_inference_servers_are_replaced_one_at_a_time_with_no_failed_completion(
+        demo: dict) -> None:
+    """A deploy that changes the inference servers (here one more argument, the value the
+    server has by default: a new image or model takes the same path) under load: each
+    server is replaced only after the one before it passed its health check, so the model
+    always has a server answering; no completion fails. A second deploy puts the servers
+    back as the inventory has them."""
+    from installer.deploy.runner import run_playbook
+
+    def deploy(extra: dict, logs: str):  # type: ignore[no-untyped-def]
+        return run_playbook(REPO, "site.yml", demo["inventory"], site=demo["site"],
+                            log_dir=demo["dir"] / logs, live=False, limit="ai1,ai2,gw1",
+                            raise_on_failure=False, extravars=extra)
+
+    since = time.time()
+    with LLMLoad(demo) as load:
+        time.sleep(5)
+        t0 = time.monotonic()
+        run = deploy({"vllm_extra_args": ["--n_batch", "512"]}, "rolling-logs")
+        took = time.monotonic() - t0
+        time.sleep(3)
+        doc = load.stop()
+    times = {h: _container_times(demo, h, since) for h in ("ai1", "ai2")}
+    back = deploy({}, "rolling-back-logs")
+    assert run.ok, run.failures
+    assert back.ok, back.failures
+    assert {h for h, tasks in run.changed_tasks.items()
+            if any("inference server" in t for t in tasks)} == {"ai1", "ai2"}, run.changed_tasks
+    first, second = sorted(times.values())
+    report_figure("inference servers replaced one at a time",
+                  f"inference servers replaced one at a time under load (deploy {took:.0f} s): "
+                  f"{doc['ok']} of {doc['requests']} completions answered, errors "
+                  f"{doc['errors'] or 'none'}; the second started "
+                  f"{second[0] - (first[1] or 0):.1f} s after the first passed its health check",
+                  requests=doc["requests"], ok=doc["ok"], errors=doc["errors"],
+                  deploy_s=round(took))
+    assert first[1] is not None and second[0] >= first[1], times  # never both down
+    assert doc["errors"] == {} and doc["ok"] == doc["requests"] > 20, doc
