@@ -348,7 +348,7 @@ def test_a_new_image_waits_while_its_user_is_connected(demo) -> None:
                       ".HostPort}}' code-server-alice").stdout.strip()
     ide_address = demo["state"]["hosts"][IDE]["zone_address"]
     held = lab_ssh(demo, "gw1", f"nohup python3 -c '{HOLD}' {ide_address} {port} "
-                                ">/dev/null 2>&1 & echo $!")
+                                "</dev/null >/dev/null 2>&1 & echo $!")
     pid = held.stdout.strip()
     assert held.returncode == 0 and pid.isdigit(), held.stdout + held.stderr
     try:
