@@ -77,17 +77,42 @@ def test_a_users_deleted_file_comes_back_byte_identical(demo: dict) -> None:
     assert records[-1]["command"] == "restore" and records[-1]["result"] == "ok", records[-1]
 
 
+def _ide_started(demo: dict) -> tuple[str, str]:
+    """When bob's workbench container last started, and whether it runs."""
+    r = lab_ssh(demo, "ide1", "docker inspect -f '{{.State.StartedAt}} {{.State.Running}}' "
+                              "code-server-bob")
+    assert r.returncode == 0, r.stderr
+    at, running = r.stdout.split()
+    return at, running
+
+
 def test_a_dropped_keycloak_database_is_restored_and_users_sign_in_again(
         demo: dict, tmp_path: Path) -> None:
     _backup(demo, "gw1", "keycloak-db")
+    # a cluster's declaration names the other members' Keycloak, which `airlock restore`
+    # stops first and starts after; the lab has one member: bob's workbench on ide1 stands
+    # in for a second one here (the file is put back as the role wrote it)
+    decl = "/etc/airlock/backup/sources.d/keycloak-db.json"
+    written = lab_ssh(demo, "gw1", f"cat {decl}").stdout
+    other = {**json.loads(written),
+             "stop_elsewhere": [{"host": "ide1", "containers": ["code-server-bob"]}]}
+    assert lab_ssh(demo, "gw1", f"cat > {decl}", data=json.dumps(other).encode()
+                   ).returncode == 0
+    started = _ide_started(demo)
     drop = lab_ssh(demo, "gw1", "runuser -u postgres -- psql -q -c "
                                 "'DROP DATABASE keycloak WITH (FORCE)'")
     assert drop.returncode == 0, drop.stderr
     lost = time.monotonic()
     t0 = time.monotonic()
-    proc = _airlock(demo, "restore", "gw1", "keycloak-db")
+    try:
+        proc = _airlock(demo, "restore", "gw1", "keycloak-db")
+    finally:
+        assert lab_ssh(demo, "gw1", f"cat > {decl}", data=written.encode()).returncode == 0
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     MEASURED["restore Keycloak's database"] = time.monotonic() - t0
+    assert json.loads(proc.stdout)["stoppedElsewhere"] == {"ide1": ["code-server-bob"]}
+    after = _ide_started(demo)
+    assert after[1] == "true" and after[0] != started[0], (started, after)  # restarted
     # Keycloak was stopped for the restore and started again: wait for it
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:

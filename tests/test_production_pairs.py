@@ -39,7 +39,7 @@ PLAY = """
         mode: "0600"
         content: >-
           {{{{ {{'first': _keycloak_first, 'cluster': _keycloak_cluster,
-               'clients': _keycloak_db_remote_clients,
+               'clients': _keycloak_db_remote_clients, 'backup': _keycloak_backup_source,
                'names': [inventory_hostname] + ([airlock_keycloak_tls_name]
                         if groups['keycloak'] | length > 1 else [])}} | to_json }}}}
 
@@ -87,6 +87,10 @@ def test_production_pair_is_one_cluster_sharing_the_first_members_database(tmp_p
     for key in ("hostname", "proxy-trusted-addresses", "https-port"):
         assert kc1[key] == kc2[key], key
     one, two = (json.loads((out / f"{h}.json").read_text()) for h in ("kc1", "kc2"))
+    # a restore of the database stops Keycloak on the other member too (airlock restore)
+    assert one.pop("backup") == {"name": "keycloak-db", "postgres": "keycloak",
+                                 "restart_containers": ["keycloak"],
+                                 "stop_elsewhere": [{"host": "kc2", "containers": ["keycloak"]}]}
     assert one == {"first": True, "cluster": True, "clients": ["10.0.2.13"],
                    "names": ["kc1", "keycloak"]}
     assert two["first"] is False and two["names"] == ["kc2", "keycloak"]
@@ -102,7 +106,9 @@ def test_a_single_server_stays_standalone(tmp_path) -> None:
     assert "cache-embedded" not in conf
     assert _conf(out / "kc1.conf")["db-url"] == "jdbc:postgresql://127.0.0.1:5432/keycloak"
     assert json.loads((out / "kc1.json").read_text()) == {
-        "first": True, "cluster": False, "clients": [], "names": ["kc1"]}
+        "first": True, "cluster": False, "clients": [], "names": ["kc1"],
+        "backup": {"name": "keycloak-db", "postgres": "keycloak",
+                   "restart_containers": ["keycloak"]}}
     gw = json.loads((out / "gateway.json").read_text())
     assert gw["servers"] == ["10.0.2.11:8443"] and gw["tls_name"] == "kc1"
 

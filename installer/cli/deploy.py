@@ -467,12 +467,16 @@ def restore_cmd(inventory: Path, site: Path | None, host: str, source: str, snap
                    paths=list(paths), error=str(e)[:500])
         raise
     log.append("restore", "ok", host=host, source=source, snapshot=result["snapshot"],
-               paths=list(paths), target=target, seconds=result["seconds"])
+               paths=list(paths), target=target, seconds=result["seconds"],
+               stopped_elsewhere=result["stoppedElsewhere"])
     if as_json:
         emit_json(result)
         return
     out.print(f"[ok]restored[/] {esc(result['restored'])} on {esc(host)} from snapshot "
               f"{esc(result['snapshot'][:8])} in {result['seconds']} s")
+    for other, names in result["stoppedElsewhere"].items():
+        out.print(f"  stopped meanwhile and started again on {esc(other)}: "
+                  f"{esc(', '.join(names))}")
 
 
 @click.command("rollback")

@@ -17,6 +17,8 @@ from installer.errors import HostError, UsageError
 
 PROGRAM = "/usr/local/sbin/airlock-backup"
 CONFIG = "backup.json"  # in the site folder, written by playbooks/backup.yml
+# where the roles declare what the backups take, on each host (one JSON file per source)
+SOURCES = "/etc/airlock/backup/sources.d"
 
 
 def _clients(inv: inv_mod.Inventory, site: Path) -> list[str]:
@@ -104,8 +106,45 @@ def restore(root: Path, inventory: Path, host: str, source: str, *, site: Path,
     if target:
         argv += ["--target", target]
     with Remote(inv.host(host), site, timeout=60) as r:
-        rc, out, err = r.run(argv, check=False)
+        elsewhere = _stop_elsewhere(r, source)
+        stopped: list[tuple[str, list[str]]] = []
+        try:
+            # what uses the data on other hosts stops first (a Keycloak cluster's other
+            # members: they would keep serving what the restore replaces)
+            for other, names in elsewhere:
+                _docker_on(inv, site, other, "stop", names, before=f"the restore of {source}")
+                stopped.append((other, names))
+            rc, out, err = r.run(argv, check=False)
+        finally:
+            for other, names in stopped:
+                _docker_on(inv, site, other, "start", names, before=None)
     if rc != 0:
         raise HostError(f"{host}: the restore of {source} failed: {err.strip()[-600:]}",
                         hint="`airlock backup status` lists each source's snapshots")
-    return json.loads(out)
+    return {**json.loads(out),
+            "stoppedElsewhere": {other: names for other, names in stopped}}
+
+
+def _stop_elsewhere(r: Remote, source: str) -> list[tuple[str, list[str]]]:
+    """The source's declaration's stop_elsewhere: [{host, containers}] ([] without one)."""
+    rc, out, _ = r.run(["cat", f"{SOURCES}/{source}.json"], check=False)
+    if rc != 0:
+        return []  # the host's program names an unknown source itself
+    try:
+        entries = json.loads(out).get("stop_elsewhere") or []
+        return [(str(e["host"]), [str(c) for c in e["containers"]]) for e in entries]
+    except (ValueError, AttributeError, KeyError, TypeError) as e:
+        raise HostError(f"{SOURCES}/{source}.json: stop_elsewhere is not a list of "
+                        f"{{host, containers}}: {e}",
+                        hint="deploy that host again: its role writes the declaration") from None
+
+
+def _docker_on(inv: inv_mod.Inventory, site: Path, host: str, verb: str, names: list[str],
+               before: str | None) -> None:
+    """docker VERB NAMES on HOST; a stop that fails stops the restore before it starts (a
+    failed start is left to the operator's next deploy, which starts what should run)."""
+    with Remote(inv.host(host), site, timeout=120) as o:
+        rc, _, err = o.run(["docker", verb, *names], check=False)
+    if rc != 0 and before:
+        raise HostError(f"{host}: could not {verb} {', '.join(names)} before {before}: "
+                        f"{err.strip()[-400:]}", hint="nothing was restored")
