@@ -399,8 +399,8 @@ def test_inference_servers_are_replaced_one_at_a_time_with_no_failed_completion(
     from installer.deploy.runner import run_playbook
 
     def deploy(extra: dict, logs: str):  # type: ignore[no-untyped-def]
-        return run_playbook(REPO, "site.yml", demo["inventory"], site=demo["site"],
-                            log_dir=demo["dir"] / logs, live=False, limit="ai1,ai2,gw1",
+        return run_playbook(REPO, "ai.yml", demo["inventory"], site=demo["site"],
+                            log_dir=demo["dir"] / logs, live=False, tags="inference",
                             raise_on_failure=False, extravars=extra)
 
     since = time.time()

@@ -12,6 +12,7 @@ lab inventory's firewall_external), so the browser passes the real firewall rule
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -323,7 +324,7 @@ deadline = time.monotonic() + 300  # bounded: the test kills it sooner
 while time.monotonic() < deadline:
     s.sendall(b"GET /healthz HTTP/1.1\\r\\nHost: workbench\\r\\n\\r\\n")
     s.recv(65536)
-    time.sleep(2)  # within code-server's keep-alive: the connection stays open
+    time.sleep(2)  # within the server keep-alive: the connection stays open
 """
 
 
@@ -347,7 +348,7 @@ def test_a_new_image_waits_while_its_user_is_connected(demo) -> None:
     port = _ide(demo, "docker inspect -f '{{(index (index .NetworkSettings.Ports \"8080/tcp\") 0)"
                       ".HostPort}}' code-server-alice").stdout.strip()
     ide_address = demo["state"]["hosts"][IDE]["zone_address"]
-    held = lab_ssh(demo, "gw1", f"nohup python3 -c '{HOLD}' {ide_address} {port} "
+    held = lab_ssh(demo, "gw1", f"nohup python3 -c {shlex.quote(HOLD)} {ide_address} {port} "
                                 "</dev/null >/dev/null 2>&1 & echo $!")
     pid = held.stdout.strip()
     assert held.returncode == 0 and pid.isdigit(), held.stdout + held.stderr
