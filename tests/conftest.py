@@ -260,24 +260,35 @@ SHARED_LAB_MODULES = ("test_source_zone.py", "test_ha.py", "test_import.py", "te
 _shared: dict = {}
 
 
-# Modules that bring up a lab of their own on the same subnets, after the shared one is down
-# and one after the other: two labs at once clash (the second is refused), so they are not
-# left to the parallel workers, which may run both together.
-OWN_LAB_MODULES = ("test_lab.py", "test_molecule.py")
-LAB_MODULES = SHARED_LAB_MODULES + OWN_LAB_MODULES
-
-
 def pytest_collection_modifyitems(items: list) -> None:
-    """Run the lab modules one after the other: the shared lab's, then the ones that make a
-    lab of their own on the same subnets; mark them `lab`: tests/run.sh runs them first,
-    alone, and the rest in parallel after."""
+    """Run the shared lab's modules one after the other (and before test_lab.py, which
+    makes a lab of its own on the same subnets); mark them `lab`: tests/run.sh runs them
+    first, alone, and the rest (test_lab.py with them) in parallel after the shared lab is
+    down."""
     def key(item) -> int:
         name = Path(str(item.fspath)).name
-        return LAB_MODULES.index(name) if name in LAB_MODULES else len(LAB_MODULES)
+        return SHARED_LAB_MODULES.index(name) if name in SHARED_LAB_MODULES else len(
+            SHARED_LAB_MODULES)
     items.sort(key=key)  # stable: order inside each module is kept
     for item in items:
-        if Path(str(item.fspath)).name in LAB_MODULES:
+        if Path(str(item.fspath)).name in SHARED_LAB_MODULES:
             item.add_marker(pytest.mark.lab)
+
+
+@contextmanager
+def own_lab_turn() -> Iterator[None]:
+    """Held while a test brings up a lab of its own (test_lab.py, molecule's): two labs on
+    this machine's subnets at once clash (the second is refused), and the parallel workers
+    may each take one. A lock file every worker sees; the kernel drops it if one dies."""
+    import fcntl
+    import tempfile
+
+    with open(Path(tempfile.gettempdir()) / "airlock-own-lab.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def pytest_runtest_teardown(item, nextitem) -> None:

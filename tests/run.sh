@@ -72,13 +72,13 @@ echo "== ruff"
 echo "== yamllint, ansible-lint (production profile)"
 .venv/bin/yamllint -s roles playbooks inventories .yamllint
 PATH="$PWD/.venv/bin:$PATH" .venv/bin/ansible-lint --offline --profile production roles playbooks molecule
-# The lab modules first, one at a time: the shared lab's (one lab, timing-sensitive checks),
-# then test_lab.py's and molecule's own labs after it is down (the same subnets: two labs at
-# once clash); then the rest in two workers, one per core (each module whole in one worker).
-# Both always run; the suite fails if either does.
+# The shared lab's modules first, one at a time (one lab, timing-sensitive checks); then the
+# rest in two workers, one per core (each module whole in one worker; test_lab.py's and
+# molecule's own labs take turns: tests/conftest.py's own_lab_turn). Both always run; the
+# suite fails if either does.
 # (pytest's 5, "nothing collected", is no failure when the arguments chose one kind only.)
 # The workers' folders are short (a gpg agent's socket path has at most 107 bytes).
-echo "== pytest: the lab modules, one at a time"
+echo "== pytest: the shared lab's modules"
 lab_rc=0
 .venv/bin/python -m pytest -m lab --durations=25 "$@" || lab_rc=$?
 echo "== pytest: the rest, two at a time"

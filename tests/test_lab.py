@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, shared_lab_down
+from conftest import REPO, own_lab_turn, shared_lab_down
 from installer.errors import LabError, UsageError
 from installer.lab import lab as lab_mod
 from installer.lab.topology import load_zones, network_file
@@ -35,6 +35,13 @@ def client():
 def labelled(client) -> tuple[list, list]:
     f = {"label": lab_mod.LABEL}
     return client.containers.list(all=True, filters=f), client.networks.list(filters=f)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _own_lab_turn():  # type: ignore[no-untyped-def]
+    """The module's labs (its own, the subnet clash's) while molecule's is not up."""
+    with own_lab_turn():
+        yield
 
 
 def test_unknown_topology_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO
+from conftest import REPO, own_lab_turn
 
 
 def test_molecule_default_scenario(tmp_path: Path) -> None:
@@ -19,8 +19,9 @@ def test_molecule_default_scenario(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}",
            "AIRLOCK_LAB_DIR": str(tmp_path / "lab"), "ANSIBLE_FORCE_COLOR": "0",
            "PY_COLORS": "0", "NO_COLOR": "1"}
-    proc = subprocess.run([str(bindir / "molecule"), "test"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900)
+    with own_lab_turn():  # test_lab.py's lab holds the same subnets
+        proc = subprocess.run([str(bindir / "molecule"), "test"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=900)
     out = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
     assert proc.returncode == 0, out[-5000:]
     for step in ("syntax", "create", "converge", "idempotence", "check", "verify", "destroy"):
