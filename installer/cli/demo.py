@@ -325,7 +325,9 @@ def acceptance_step(root: Path, inventory: Path, site: Path, dest: Path) -> dict
     security checklist; a week of availability and people's answers are not measured)."""
     from installer.acceptance.acceptance import acceptance
 
-    doc = acceptance(root, inventory, site=site, phase="pilot", duration=20, out=dest,
+    # 45 s of load: enough completions for a P95 on two cores (about 4 s each on the
+    # lab's CPU stand-in, two users)
+    doc = acceptance(root, inventory, site=site, phase="pilot", duration=45, out=dest,
                      say=lambda m: out.print(f"  {esc(m)}"))
     counts = doc["counts"]
     out.print(f"  {counts['passed']} passed, {counts['failed']} failed, "
