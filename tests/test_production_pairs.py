@@ -40,8 +40,7 @@ PLAY = """
         content: >-
           {{{{ {{'first': _keycloak_first, 'cluster': _keycloak_cluster,
                'clients': _keycloak_db_remote_clients, 'backup': _keycloak_backup_source,
-               'names': [inventory_hostname] + ([airlock_keycloak_tls_name]
-                        if groups['keycloak'] | length > 1 else [])}} | to_json }}}}
+               'names': airlock_keycloak_cert_names}} | to_json }}}}
 
 - hosts: gateway[0]
   gather_facts: false

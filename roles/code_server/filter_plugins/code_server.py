@@ -200,16 +200,11 @@ def code_server_image_plan(running: list[dict[str, Any]], sockets: list[dict[str
     # what cat printed counts even when one table is missing (no IPv6: exit status 1)
     connected = {r["item"]["item"]["name"] for r in sockets
                  if code_server_connections(r.get("stdout", "")) > 0}
-    images: dict[str, str] = {}
-    deferred: list[str] = []
-    for r in running:
-        name = r["item"]["name"]
-        images[name] = image
-        if name in connected and not upgrade_connected and r in code_server_changing(
-                [r], image):
-            images[name] = r["container"]["Config"]["Image"]
-            deferred.append(name)
-    return {"images": images, "deferred": sorted(deferred)}
+    keep = {} if upgrade_connected else {
+        r["item"]["name"]: r["container"]["Config"]["Image"]
+        for r in code_server_changing(running, image) if r["item"]["name"] in connected}
+    return {"images": {r["item"]["name"]: keep.get(r["item"]["name"], image) for r in running},
+            "deferred": sorted(keep)}
 
 
 class FilterModule:
