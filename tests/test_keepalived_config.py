@@ -111,30 +111,33 @@ def test_bad_vip_input_is_refused_before_anything(tmp_path: Path, override: dict
     assert "Install keepalived" not in proc.stdout  # stopped at the check
 
 
-def _ai_keepalived_vars() -> dict:
-    """The settings playbooks/ai.yml gives the keepalived role on the LLM gateways."""
+def _keepalived_vars(playbook: str) -> dict:
+    """The settings PLAYBOOK gives the keepalived role (ai.yml: the LLM gateways; ide.yml:
+    the gateways)."""
     import yaml
 
-    plays = yaml.safe_load((localplay.REPO / "playbooks/ai.yml").read_text())
+    plays = yaml.safe_load((localplay.REPO / "playbooks" / playbook).read_text())
     for play in plays:
         for task in play.get("post_tasks", []) + play.get("tasks", []):
             if (task.get("ansible.builtin.include_role") or {}).get("name") == "keepalived":
                 return task["vars"]
-    raise AssertionError("playbooks/ai.yml gives the LLM gateways no keepalived")
+    raise AssertionError(f"playbooks/{playbook} gives no host keepalived")
 
 
-def _render_llm_pair(tmp_path: Path) -> Path:
-    """keepalived.conf and the check for production's llm1 and llm2, as ai.yml asks."""
+def _render_pair(tmp_path: Path, playbook: str = "ai.yml", group: str = "llm_gateway",
+                 **role_defaults: object) -> Path:
+    """keepalived.conf and the check for production's pair in GROUP, as PLAYBOOK asks."""
     import yaml
 
     out = tmp_path / "out"
     out.mkdir()
-    task_vars = yaml.safe_dump({**_ai_keepalived_vars(), "_keepalived_interface": _interface(),
+    task_vars = yaml.safe_dump({**_keepalived_vars(playbook),
+                                "_keepalived_interface": _interface(),
                                 "_keepalived_pass": "{{ lookup('ansible.builtin.password', "
                                 "keepalived_secrets_dir ~ '/vrrp.password', length=8) }}"})
     task_vars = "\n".join("        " + line for line in task_vars.splitlines())
     proc = localplay.play_phase(tmp_path, f"""
-- hosts: llm_gateway
+- hosts: {group}
   gather_facts: false
   vars_files: [{ROLE / 'defaults/main.yml'}]
   tasks:
@@ -148,15 +151,15 @@ def _render_llm_pair(tmp_path: Path) -> Path:
     - ansible.builtin.copy:
         dest: "{out}/{{{{ inventory_hostname }}}}.json"
         mode: "0600"
-        content: "{{{{ {{'vip': litellm_vip, 'url': airlock_llm_url}} | to_json }}}}"
-""", "production", {"airlock_site_dir": str(tmp_path / "site")})
+        content: "{{{{ {{'vip': litellm_vip | default(''), 'url': airlock_llm_url}} | to_json }}}}"
+""", "production", {"airlock_site_dir": str(tmp_path / "site"), **role_defaults})
     assert proc.returncode == 0, proc.stdout[-3000:]
     return out
 
 
 def test_the_llm_gateway_pair_has_its_own_vip_and_a_strict_check(tmp_path: Path,
                                                                     keepalived) -> None:
-    out = _render_llm_pair(tmp_path)
+    out = _render_pair(tmp_path)
     one, two = ((out / f"{h}.keepalived.conf").read_text() for h in ("llm1", "llm2"))
     for conf in ("llm1", "llm2"):
         r = _check(keepalived, out / f"{conf}.keepalived.conf")
@@ -212,3 +215,20 @@ def test_the_llm_check_fails_on_an_error_status_the_gateways_does_not(tmp_path: 
         server.shutdown()
         server.server_close()
     assert (run(True), run(False)) == (1, 1)  # nothing answers
+
+
+def test_the_gateway_pair_takes_its_peers_and_priorities_from_the_group(tmp_path: Path,
+                                                                       keepalived) -> None:
+    """ide.yml names the members only: each gateway speaks from its own zone address to
+    the other's, the inventory's first is preferred."""
+    out = _render_pair(tmp_path, "ide.yml", "gateway", nginx_gateway_https_port=443)
+    one, two = ((out / f"{h}.keepalived.conf").read_text() for h in ("gw1", "gw2"))
+    for h in ("gw1", "gw2"):
+        r = _check(keepalived, out / f"{h}.keepalived.conf")
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert "vrrp_instance airlock_gateway {" in one and "virtual_router_id 51" in one
+    assert "priority 150" in one and "priority 140" in two
+    assert "unicast_src_ip 10.0.2.10" in one and "unicast_src_ip 10.0.2.11" in two
+    assert one.split("unicast_peer")[1].split("}")[0].split() == ["{", "10.0.2.11"]
+    assert two.split("unicast_peer")[1].split("}")[0].split() == ["{", "10.0.2.10"]
+    assert "10.0.2.9/24 dev" in one

@@ -304,7 +304,19 @@ def test_prometheus_has_every_target_up(demo: dict) -> None:
     hosts = {t["labels"].get("host") for t in targets if t["labels"]["job"] == "node"}
     assert {"gw1", "ide1", "ai1", "repo1", "log1"} <= hosts
     probes = {t["labels"].get("probe") for t in targets if t["labels"]["job"] == "probe"}
-    assert {"gateway", "repo", "workbench-alice", "workbench-bob"} <= probes, probes
+    assert {"gateway", "repo", "workbench-alice", "workbench-bob",
+            "inference-ai1"} <= probes, probes
+    # a probe's target is "up" when the blackbox exporter answered; the endpoint answered
+    # the way the probe asks only where probe_success is 1 (every endpoint is up here)
+    deadline = time.monotonic() + 120
+    while True:
+        results = _prometheus(demo, "/api/v1/query?query=probe_success")["data"]["result"]
+        failing = sorted(r["metric"].get("probe", "?") for r in results if r["value"][1] != "1")
+        if not failing or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    assert {r["metric"].get("probe") for r in results} == probes
+    assert not failing, f"probes failing: {failing}"
 
 
 def test_every_dashboard_query_evaluates(demo: dict) -> None:

@@ -375,3 +375,24 @@ def test_the_stores_users_file_keeps_what_still_matches() -> None:
                                            first)
     assert changed.splitlines()[0] == first.splitlines()[0]  # the shipper's line kept
     assert changed != first
+
+
+def test_inference_servers_are_probed_where_their_engine_answers() -> None:
+    """vLLM has /health; the lab's llama.cpp server (llama-cpp-python) has none (404), and
+    any request there takes the model's lock (a streaming completion is cut short): it gets
+    a TCP connect, or its probe would fail (EndpointDown) while it serves."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "airlock_monitoring", REPO / "playbooks/filter_plugins/airlock_monitoring.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    groups = {"completion_gpu": ["ai1"], "chat_gpu": ["ai1", "ai2"]}
+    hostvars = {"ai1": {"airlock_zone_address": "10.0.4.10"},
+                "ai2": {"airlock_zone_address": "10.0.4.11"}}
+    for engine, module, url in (("vllm", "http", "http://{}:8000/health"),
+                                ("llamacpp", "tcp", "{}:8000")):
+        probes = mod.airlock_monitoring_probes(groups, hostvars, "", inference_engine=engine)
+        assert [(p["name"], p["module"], p["url"]) for p in probes] == [
+            ("inference-ai1", module, url.format("10.0.4.10")),
+            ("inference-ai2", module, url.format("10.0.4.11"))]

@@ -96,3 +96,23 @@ def test_a_pair_needs_a_good_vip(tmp_path, var, vip, says) -> None:
             "airlock_llm_vip": "LLM gateway VIP (airlock_llm_vip)"}[var]
     assert [f["what"] for f in doc["findings"]] == [what]
     assert says in doc["findings"][0]["problem"], doc["findings"]
+
+
+def test_a_host_in_two_pairs_is_refused(tmp_path) -> None:
+    """keepalived holds one VIP per host here: a gateway that is also an LLM gateway of a
+    pair is named before anything is deployed."""
+    import shutil
+
+    copy = tmp_path / "production"
+    shutil.copytree(REPO / "inventories" / "production", copy)
+    hosts = copy / "hosts.yml"
+    text = hosts.read_text()
+    assert "    llm_gateway:\n      hosts:\n        llm1:\n" in text
+    hosts.write_text(text.replace("    llm_gateway:\n      hosts:\n        llm1:\n",
+                                  "    llm_gateway:\n      hosts:\n        gw2:\n        llm1:\n"))
+    proc = run_airlock("plan", "--phase", "production", "-i", str(copy), "--json", cwd=REPO)
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 3 and not doc["ok"], proc.stdout
+    pair = [f for f in doc["findings"] if f["what"] == "LLM gateway pair (llm_gateway)"]
+    assert len(pair) == 1, doc["findings"]
+    assert "gw2 is in both the gateways pair and the LLM gateways pair" in pair[0]["problem"]

@@ -101,20 +101,33 @@ def check_inventory(result: dict[str, Any], inv: Inventory) -> list[dict[str, An
     return findings
 
 
-# The pairs that share users through a VIP (keepalived): group, its variable, its name.
-PAIRS = (("gateway", "airlock_gateway_vip", "gateways"),
-         ("llm_gateway", "airlock_llm_vip", "LLM gateways"))
+# The pairs that share users through a VIP (keepalived): group, its variable, one member's
+# name, several members' name.
+PAIRS = (("gateway", "airlock_gateway_vip", "gateway", "gateways"),
+         ("llm_gateway", "airlock_llm_vip", "LLM gateway", "LLM gateways"))
 
 
 def _pair_vips(inv: Inventory) -> list[dict[str, Any]]:
     """Each pair needs its VIP (keepalived's): an address of its zone that no host has,
-    unset where the group has one host."""
+    unset where the group has one host. A host holds one pair's VIP at most (keepalived
+    runs one VRRP instance per host here)."""
     findings: list[dict[str, Any]] = []
-    for group, var, members in PAIRS:
+    paired: dict[str, str] = {}
+    for group, var, member, members in PAIRS:
         problem = _pair_vip(inv, group, var, members)
         if problem:
-            findings.append({"what": f"{members[:-1]} VIP ({var})", "need": 1, "have": 0,
+            findings.append({"what": f"{member} VIP ({var})", "need": 1, "have": 0,
                              "problem": problem})
+        hosts = inv.group(group)
+        if len(hosts) < 2:
+            continue
+        for h in hosts:
+            if h in paired:
+                findings.append({
+                    "what": f"{member} pair ({group})", "need": 1, "have": 2,
+                    "problem": f"{h} is in both the {paired[h]} pair and the {members} pair: "
+                               "a host holds one pair's VIP; give each pair hosts of its own"})
+            paired.setdefault(h, members)
     return findings
 
 

@@ -15,9 +15,12 @@ def airlock_monitoring_nodes(hosts: list[str], hostvars: Any) -> list[dict[str, 
 
 def airlock_monitoring_probes(groups: dict[str, list[str]], hostvars: Any, gateway_url: str,
                               routes: list[dict[str, str]] | None = None,
-                              inference_port: int = 8000, litellm_port: int = 4000
-                              ) -> list[dict[str, str]]:
-    """Every user-facing endpoint, probed the way a user or a service reaches it."""
+                              inference_port: int = 8000, litellm_port: int = 4000,
+                              inference_engine: str = "vllm") -> list[dict[str, str]]:
+    """Every user-facing endpoint, probed the way a user or a service reaches it. An
+    inference server is asked vLLM's /health; the lab's llama.cpp server (llama-cpp-python)
+    has none, and any request takes its model's lock (a streaming completion is cut short):
+    it gets a TCP connect, as its container's health check does."""
     probes: list[dict[str, str]] = []
 
     def add(name: str, url: str, module: str, service: str, host: str, **extra: str) -> None:
@@ -38,8 +41,11 @@ def airlock_monitoring_probes(groups: dict[str, list[str]], hostvars: Any, gatew
         for h in groups.get(group) or []:
             if h not in seen:
                 seen.add(h)
-                add(f"inference-{h}", f"http://{hostvars[h]['airlock_zone_address']}:"
-                    f"{inference_port}/health", "http", "inference", h)
+                address = f"{hostvars[h]['airlock_zone_address']}:{inference_port}"
+                if inference_engine == "vllm":
+                    add(f"inference-{h}", f"http://{address}/health", "http", "inference", h)
+                else:
+                    add(f"inference-{h}", address, "tcp", "inference", h)
     for h in (groups.get("repo") or [])[:1]:
         add("repo", f"https://{h}/", "https", "repo", h)
     ide = {str(hostvars[h]["airlock_zone_address"]): h for h in groups.get("ide") or []
