@@ -7,6 +7,8 @@ two images sharing a base layer, a VSIX, duplicated files), warms the page cache
   limit      = cores x single-core hashlib.sha256 throughput (measured here, first)
   verify     = `airlock bundle verify` throughput, against the limit and `sha256sum -c`
   build      = `airlock bundle build` time, against `tar -c | zstd -T0 -3` of the same input
+               and against `cp -r` then `sha256sum` of every copy on every core
+  memory     = the build's peak RSS, in a process of its own (bounded whatever the sizes)
   size       = bundle size, against the sum of unique input bytes
 
 Usage: python benchmarks/bundle_bench.py [--size-gib 2] [--keep DIR]
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -109,6 +112,13 @@ def timed(cmd: str, cwd: Path | None = None) -> float:
     return time.perf_counter() - t
 
 
+def _timed_build(spec: Path, out: Path) -> tuple[float, float]:
+    """The build's seconds and this process's peak RSS in MiB (run in a fresh process)."""
+    t = time.perf_counter()
+    build(spec, out, BuildOptions())
+    return time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size-gib", type=float, default=2.0)
@@ -132,11 +142,20 @@ def main() -> None:
 
     warm([inputs])
     t_tar = timed(f"tar -C {inputs} -cf - . | zstd -q -T0 -3 -o {work}/baseline.tar.zst -f")
+    (work / "baseline.tar.zst").unlink()
+    # a plain parallel copy, then every copied file hashed on every core
+    warm([inputs])
+    t_cp = timed(f"cp -r {inputs} {work}/copy && find {work}/copy -type f -print0 | "
+                 f"xargs -0 -P {workers()} -n 16 sha256sum > /dev/null")
+    shutil.rmtree(work / "copy")
     os.environ.setdefault("SOURCE_DATE_EPOCH", "1767225600")
     warm([inputs])
-    t = time.perf_counter()
-    build(inputs / "spec.yaml", out, BuildOptions())
-    t_build = time.perf_counter() - t
+    # in a fresh process: its peak memory is the build's own
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        t_build, peak = pool.submit(_timed_build, inputs / "spec.yaml", out).result()
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
 
     warm([out])
@@ -153,6 +172,10 @@ def main() -> None:
     print(f"         sha256sum -c: {t_sum:6.2f} s  -> airlock is {t_sum / t_verify:4.1f}x faster")
     print(f"build:   {t_build:6.2f} s;  tar | zstd -T0 -3: {t_tar:6.2f} s  -> "
           f"{t_build / t_tar:4.2f}x its time (aim <= 1.3x)")
+    print(f"         cp, then sha256sum on {workers()} cores: {t_cp:6.2f} s  -> "
+          f"{t_build / t_cp:4.2f}x its time (aim <= 1.1x)")
+    print(f"memory:  the build's peak RSS {peak:.0f} MiB for {total_in / 2**20:.0f} MiB of "
+          "inputs (bounded: chunks, not files, are in memory)")
     print(f"size:    bundle {size / 1e9:.3f} GB; unique inputs {unique / 1e9:.3f} GB -> "
           f"{size / unique:5.3f}x (shared layer and duplicate shard stored once)")
     if not args.keep:

@@ -9,6 +9,7 @@ give byte-identical output.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import os
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from installer.bundle import transfer
-from installer.bundle.digest import Advance, copy_hashing, hex_of, sha256_bytes
+from installer.bundle.digest import Advance, copy_hashing, hex_of, sha256_bytes, sha256_file
 from installer.errors import SourceError
 from installer.untrusted import SHA256, non_negative_int
 
@@ -176,8 +177,23 @@ class Layout:
         return digest, size
 
     def put_file(self, path: Path, advance: Advance | None = None) -> tuple[str, int]:
-        with open(path, "rb") as f:
-            return self.put_stream(f, advance=advance)
+        """A local file in: copied by the kernel (copy_file_range: shared extents where the
+        file system can, an in-kernel copy elsewhere; no byte through Python), then the
+        copy hashed, so the digest is of the bytes stored. Where the kernel cannot copy
+        between the two, one pass: read, hash, write."""
+        fd, tmp = self._mkstemp()
+        try:
+            with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
+                copied = _kernel_copy(src.fileno(), dst.fileno(), self._check)
+                if not copied:
+                    digest, size = copy_hashing(src, dst, advance, check=self._check)
+            if copied:
+                digest, size = sha256_file(Path(tmp), advance)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)  # gone already when the folder was removed
+            raise
+        self._commit(Path(tmp), digest)
+        return digest, size
 
     def put_json(self, obj: Any) -> tuple[str, int]:
         return self.put_bytes(canonical_json(obj))
@@ -205,6 +221,28 @@ class Layout:
         for leftover in self.tmp.iterdir():
             leftover.unlink()
         self.tmp.rmdir()
+
+
+# errors of copy_file_range's first call that mean "not between these two": copy by hand
+_NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
+
+
+def _kernel_copy(src: int, dst: int, check: Any) -> bool:
+    """SRC's bytes to DST by copy_file_range, CHECK before each step (a cancelled build
+    stops); False, with nothing written, where the kernel cannot copy between them."""
+    step = 64 << 20
+    first = True
+    while True:
+        check()
+        try:
+            n = os.copy_file_range(src, dst, step)
+        except OSError as e:
+            if first and e.errno in _NO_KERNEL_COPY:
+                return False
+            raise
+        if n == 0:
+            return True
+        first = False
 
 
 class DigestMismatch(Exception):

@@ -30,7 +30,7 @@ import click
 
 from installer import system_packages
 from installer.bundle import keys
-from installer.bundle.build import BuildOptions, build
+from installer.bundle.build import BuildOptions, BuildResult, build
 from installer.bundle.pack import pack, unpack
 from installer.bundle.sign import sign_bundle
 from installer.bundle.trust import verify_signed
@@ -198,25 +198,12 @@ def _lab_part(root: Path, work: Path, kd: Path, passphrase: str) -> None:
     from installer.deploy.deploy import deploy, status
     from installer.deploy.importer import import_bundle
     from installer.deploy.preflight import preflight
-    from installer.errors import HostError, LockDrift
+    from installer.errors import HostError
     from installer.lab import lab
 
     out.rule("[key]8. the lab bundle (sample content, code-server, Keycloak, oauth2-proxy, "
              "the lab hosts' packages)")
-    link_lab_images(root, say=lambda m: out.print(f"  {esc(m)}"))
-    spec = root / "bundles" / "lab.yaml"
-    try:
-        with progress() as bar:
-            built = build(spec, work / "lab-bundle", BuildOptions(), bar)
-    except LockDrift as e:
-        out.print(f"[warn]{esc(str(e))}[/]")
-        out.print("[warn]Debian has replaced pinned packages since bundles/lab.lock.json was "
-                  "written; resolving again (the lock file is updated: review its diff)[/]")
-        with progress() as bar:
-            built = build(spec, work / "lab-bundle", BuildOptions(update_lock=True, force=True),
-                          bar)
-    for s in ("signer-1", "signer-3"):
-        sign_bundle(built.path, kd / f"{s}.key", passphrase)
+    built = build_lab_bundle(root, work / "lab-bundle", kd, passphrase)
     out.print(f"[ok]built and signed[/] {esc(built.name)} v{built.version}: {built.artifacts} "
               f"artifacts, {built.size / 2**20:.1f} MiB")
 
@@ -378,6 +365,27 @@ def _ms(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def build_lab_bundle(root: Path, dest: Path, kd: Path, passphrase: str) -> BuildResult:
+    """bundles/lab.yaml built into DEST from the lab's own images, signed by two of the
+    three signers in KD (the trust root's threshold)."""
+    from installer.errors import LockDrift
+
+    link_lab_images(root, say=lambda m: out.print(f"  {esc(m)}"))
+    spec = root / "bundles" / "lab.yaml"
+    try:
+        with progress() as bar:
+            built = build(spec, dest, BuildOptions(), bar)
+    except LockDrift as e:
+        out.print(f"[warn]{esc(str(e))}[/]")
+        out.print("[warn]Debian has replaced pinned packages since bundles/lab.lock.json was "
+                  "written; resolving again (the lock file is updated: review its diff)[/]")
+        with progress() as bar:
+            built = build(spec, dest, BuildOptions(update_lock=True, force=True), bar)
+    for s in ("signer-1", "signer-3"):
+        sign_bundle(built.path, kd / f"{s}.key", passphrase)
+    return built
 
 
 def link_lab_images(root: Path, say=print) -> None:  # type: ignore[no-untyped-def]
