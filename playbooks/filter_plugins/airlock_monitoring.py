@@ -29,7 +29,8 @@ def airlock_monitoring_probes(groups: dict[str, list[str]], hostvars: Any, gatew
 
     gateways = groups.get("gateway") or []
     if gateway_url and gateways:
-        add("gateway", gateway_url.rstrip("/") + "/", "https", "gateway", gateways[0])
+        # nginx's own answer (its "/" is 404 to a client without a route)
+        add("gateway", gateway_url.rstrip("/") + "/healthz", "https", "gateway", gateways[0])
     for h in groups.get("keycloak") or []:
         path = str(hostvars[h].get("keycloak_relative_path", "/auth"))
         add(f"keycloak-{h}", f"https://{h}:8443{path}/realms/master", "https", "keycloak", h)
@@ -47,7 +48,8 @@ def airlock_monitoring_probes(groups: dict[str, list[str]], hostvars: Any, gatew
                 else:
                     add(f"inference-{h}", address, "tcp", "inference", h)
     for h in (groups.get("repo") or [])[:1]:
-        add("repo", f"https://{h}/", "https", "repo", h)
+        # the served release's record: 200 only while a release is served
+        add("repo", f"https://{h}/release.json", "https", "repo", h)
     ide = {str(hostvars[h]["airlock_zone_address"]): h for h in groups.get("ide") or []
            if "airlock_zone_address" in hostvars[h]}
     for r in routes or []:
