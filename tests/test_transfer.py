@@ -113,3 +113,49 @@ def test_the_command_line_carries_the_loader_only(local_ssh: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", transfer.LOADER], input=b"0\n",
                           capture_output=True)
     assert proc.returncode == 0  # an empty program: the loader alone runs nothing
+
+
+def test_a_file_sent_from_0_replaces_a_link_and_never_writes_through_it(local_ssh: Path) -> None:
+    """An import links blobs the served release has (REL.part, a hard link) and sends one
+    again when it is damaged there: the served release's file must stay as it is."""
+    served = local_ssh / "served"
+    served.write_bytes(b"served bytes")
+    dest = local_ssh / "dest"
+    dest.mkdir()
+    os.link(served, dest / "blob.part")
+    (dest / "other.part").symlink_to(served)
+    src = local_ssh / "src"
+    src.write_bytes(b"the bundle's bytes")
+    got = transfer.send(_host(), local_ssh, str(dest), [
+        transfer.Send("blob", src, 0, 18), transfer.Send("other", src, 0, 18)])
+    assert got["blob"] == got["other"] == hashlib.sha256(b"the bundle's bytes").hexdigest()
+    assert served.read_bytes() == b"served bytes"
+    for name in ("blob.part", "other.part"):
+        assert not (dest / name).is_symlink() and (dest / name).stat().st_nlink == 1
+    # a continued file that is a link is refused, and nothing is written through it
+    (dest / "third.part").symlink_to(served)
+    with pytest.raises(HostError):
+        transfer.send(_host(), local_ssh, str(dest), [transfer.Send("third", src, 4, 18)])
+    assert served.read_bytes() == b"served bytes"
+
+
+def test_the_importers_batch_scripts_rename_remove_and_link(tmp_path: Path) -> None:
+    """What `_Sync.each` runs on the repo host (installer/deploy/importer.py), in a real
+    python3 here: one command for every file."""
+    from installer.deploy import importer
+
+    def each(script: str, names: list[str]) -> None:
+        subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True,
+                       input=b"".join(n.encode() + b"\0" for n in names))
+
+    (tmp_path / "a b.part").write_bytes(b"a")
+    (tmp_path / "c.part").write_bytes(b"c")
+    (tmp_path / "old").write_bytes(b"old")
+    each(importer.RENAME, ["a b"])
+    each(importer.REMOVE, ["c.part", "old", "never-there"])
+    each(importer.LINK, ["../bundle/x", "x", "a b", "old"])
+    each(importer.LINK, ["../bundle/y", "x"])  # a link already there is replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a b", "old", "x"]
+    assert (tmp_path / "a b").read_bytes() == b"a"
+    assert os.readlink(tmp_path / "x") == "../bundle/y"
+    assert os.readlink(tmp_path / "old") == "a b"

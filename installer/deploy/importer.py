@@ -44,11 +44,12 @@ from installer.untrusted import LIMITS, open_stream, read_json, sha256_digest
 RESERVE = 64 << 20  # free space left on the host after the copy
 CHUNK = 1 << 20
 # What _Sync.each runs on the host, in the incoming folder, on NUL-ended names from stdin:
-# whole files take their names, damaged ones are dropped, links are made (target, path).
+# whole files take their names (from NAME.part), files are removed, links are made
+# (target, path).
 _NAMES = ("import os, sys; os.chdir(sys.argv[1]); "
           "n = sys.stdin.buffer.read().split(b'\\0')[:-1]; ")
 RENAME = _NAMES + "[os.replace(f + b'.part', f) for f in n]"
-DROP = _NAMES + "[os.unlink(f + b'.part') for f in n if os.path.lexists(f + b'.part')]"
+REMOVE = _NAMES + "[os.unlink(f) for f in n if os.path.lexists(f)]"
 LINK = _NAMES + ("[(os.path.lexists(f) and os.unlink(f), os.symlink(t, f)) "
                  "for t, f in zip(n[::2], n[1::2])]")
 # what the offline_repo role's bootstrap installs from the bundle itself (its default of
@@ -299,8 +300,6 @@ def _copy(sync: _Sync, bundle: Path, stage: Path, items: list[Item], progress: A
     dirs = sorted({posixpath.dirname(posixpath.join(inc, i.rel)) for i in items})
     sync.sh('umask 022; for d in "$@"; do mkdir -p -- "$d"; done', *dirs)
     task = progress.add_task(f"copy to {sync.r.name}", total=need)
-    sftp = sync.r.sftp
-    copied = 0
     linked = [i for i in todo if i.from_base]
     if linked and sync.base is None:
         raise HostError("internal: files to link with no base release chosen")
@@ -311,24 +310,22 @@ def _copy(sync: _Sync, bundle: Path, stage: Path, items: list[Item], progress: A
     sends = [Send(i.rel, _local(bundle, stage, i), partial[i.rel], i.size) for i in todo
              if not i.from_base]
     stale = [i.rel for i in todo if not i.from_base and not partial[i.rel] and i.rel in have]
-    if stale:  # a whole file that is not this bundle's: replaced
-        sync.sh('cd "$1"; shift; rm -f -- "$@"', inc, *stale)
+    sync.each(REMOVE, inc, stale)  # whole files that are not this bundle's: replaced
     # one OpenSSH stream; each file is hashed on the host as it lands (no second read)
     arrived = _stream(sync, sends, lambda n: progress.advance(task, n))
-    copied += sum(f.size - f.start for f in sends)
+    copied = sum(f.size - f.start for f in sends)
     arrived.update(sync.hashes(inc, [i.rel + ".part" for i in linked]))
     if sync.reusing:  # a served blob that is not what its name says is sent after all
-        for i in linked:
-            if arrived.get(i.rel + ".part") != i.sha256:
-                sftp.remove(posixpath.join(inc, i.rel) + ".part")  # the link, not the file
-                arrived.update(_stream(sync, [Send(i.rel, _local(bundle, stage, i), 0, i.size)],
-                                       lambda n: progress.advance(task, n)))
-                copied += i.size
+        # (from 0: the receiver replaces the link, it never writes through it)
+        resend = [Send(i.rel, _local(bundle, stage, i), 0, i.size) for i in linked
+                  if arrived.get(i.rel + ".part") != i.sha256]
+        arrived.update(_stream(sync, resend, lambda n: progress.advance(task, n)))
+        copied += sum(f.size for f in resend)
     # whole files take their names, damaged ones are dropped (one command for all)
     whole = [i.rel for i in todo if arrived.get(i.rel + ".part") == i.sha256]
     damaged = [i.rel for i in todo if arrived.get(i.rel + ".part") != i.sha256]
     sync.each(RENAME, inc, whole)
-    sync.each(DROP, inc, damaged)
+    sync.each(REMOVE, inc, [d + ".part" for d in damaged])
     if damaged:
         raise IntegrityError(f"{sync.r.name}: {len(damaged)} file(s) arrived damaged",
                              [{"file": d, "problem": "hash differs after the copy"}

@@ -35,7 +35,9 @@ from installer.errors import HostError
 CHUNK = 1 << 20
 
 # Runs on the host. Reads: a header line (JSON: rel, start, size), then size - start bytes;
-# writes DEST/rel.part; answers "rel<TAB>sha256" per file as soon as it is whole.
+# writes DEST/rel.part; answers a JSON line [rel, sha256] per file as soon as it is whole.
+# A file started from 0 is a new file (what was at its name, a link into a served release
+# included, is unlinked, never written through); a continued one is never a symlink.
 RECEIVER = r"""
 import hashlib, json, os, sys
 CHUNK = 1 << 20
@@ -55,7 +57,9 @@ while True:
     if os.path.isabs(rel) or not path.startswith(dest + os.sep) or not 0 <= start <= size:
         fail("refused: " + rel)
     digest = hashlib.sha256()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | (0 if start else os.O_TRUNC), 0o644)
+    if not start and os.path.lexists(path):
+        os.unlink(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     with os.fdopen(fd, "wb") as f:
         if start:
             if os.fstat(fd).st_size < start:
