@@ -369,7 +369,10 @@ def run_playbook(root: Path, playbook: str, inventory: Path, *, site: Path,
     envvars = {k: v for k, v in ansible_env(root).items()
                if k in ("ANSIBLE_CONFIG", "PATH", "HOME", "DOCKER_HOST")}
     envvars.update({"AIRLOCK_SITE_DIR": str(site), "ANSIBLE_HOST_KEY_CHECKING": "True",
-                    "ANSIBLE_SSH_ARGS": hostkeys.ssh_args(site)})
+                    "ANSIBLE_SSH_ARGS": hostkeys.ssh_args(site),
+                    # ansible-runner sets this variable (adding its own), which hides
+                    # ansible.cfg's callback_plugins: airlock_warm is named here again
+                    "ANSIBLE_CALLBACK_PLUGINS": str(root / "playbooks" / "callback_plugins")})
     envvars.update(strategy_env())
     envvars.update(env or {})
     view = _View(title or playbook, sys.stderr.isatty() if live is None else live)
