@@ -113,10 +113,20 @@ def timed(cmd: str, cwd: Path | None = None) -> float:
 
 
 def _timed_build(spec: Path, out: Path) -> tuple[float, float]:
-    """The build's seconds and this process's peak RSS in MiB (run in a fresh process)."""
+    """The build's seconds and this process's peak RSS in MiB (run in a fresh process).
+    The peak is the kernel's high-water mark of this process's own memory (VmHWM), not
+    getrusage's ru_maxrss: Linux carries ru_maxrss across fork and exec, so a spawned
+    child would report the parent's size at the fork (the benchmark's own buffers)."""
     t = time.perf_counter()
     build(spec, out, BuildOptions())
-    return time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return time.perf_counter() - t, peak_rss_mib()
+
+
+def peak_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
 
 
 def main() -> None:
