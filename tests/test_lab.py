@@ -159,6 +159,8 @@ def _run(playbook: str, *args: str, **kwargs: object) -> tuple[int, dict, str]:
 
     import ansible_runner
 
+    from installer.deploy.runner import strategy_env
+
     with tempfile.TemporaryDirectory() as pdd:
         r = ansible_runner.run(
             private_data_dir=pdd, playbook=str(REPO / "playbooks" / playbook),
@@ -167,7 +169,10 @@ def _run(playbook: str, *args: str, **kwargs: object) -> tuple[int, dict, str]:
                      # the pki role's CA goes to the lab's own folder, not the user's
                      "AIRLOCK_SITE_DIR": os.environ["AIRLOCK_LAB_DIR"] + "/site",
                      # the venv's ansible-playbook, whatever PATH the tests run with
-                     "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
+                     "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+                     # as airlock runs them (Mitogen); plain ansible-playbook runs the
+                     # whole site in tests/test_deploy.py
+                     **strategy_env()},
             quiet=True, **kwargs)
         stats = r.stats or {}
         hosts = set(stats.get("ok", {})) | set(stats.get("failures", {}))

@@ -53,3 +53,24 @@ def test_the_warm_callback_runs_in_plain_ansible_playbook_and_role_filters_still
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "airlock_warm: " in proc.stdout and "Jinja plugins" in proc.stdout, proc.stdout[-2000:]
     assert '"msg": "yes"' in proc.stdout, proc.stdout[-2000:]
+
+
+def test_scale_topologies_give_n_plain_hosts_with_their_own_addresses() -> None:
+    """benchmarks/scale_bench.py's labs: N hosts in one zone, distinct addresses, the
+    site's DNS and NTP beside them; a size out of bounds is refused by name."""
+    import pytest
+
+    from installer.errors import UsageError
+    from installer.lab.topology import SCALE_MAX, load_zones, network_file, topology
+
+    zones = load_zones(network_file(REPO))
+    topo = topology("scale-20", zones)
+    nodes = [h for h in topo.hosts if h.managed]
+    assert len(nodes) == 20 and {h.zone for h in nodes} == {"backend"}
+    assert len({h.octet for h in nodes}) == 20 and all(h.octet < 254 for h in nodes)
+    assert [h.name for h in topo.hosts if h.site_services] == ["ns1"]
+    for bad in ("scale-0", f"scale-{SCALE_MAX + 1}"):
+        with pytest.raises(UsageError, match="between 1 and"):
+            topology(bad, zones)
+    with pytest.raises(UsageError, match="scale-N"):
+        topology("nope", zones)

@@ -128,10 +128,28 @@ def load_zones(path: Path) -> dict[str, Zone]:
     return zones
 
 
+# scale-N: N plain hosts (benchmarks/scale_bench.py: what a deploy costs as a site grows)
+SCALE_MAX = 40
+
+
+def scale(n: int) -> Topology:
+    """N hosts of one kind in the backend zone (no component group: the baseline every
+    host gets, common and firewall) and the site's DNS and NTP stand-in."""
+    if not 1 <= n <= SCALE_MAX:
+        raise UsageError(f"topology scale-{n}: between 1 and {SCALE_MAX} hosts")
+    return Topology(f"scale-{n}", [
+        *(LabHost(f"node{k:02d}", "backend", 100 + k, ("lab_scale",)) for k in range(1, n + 1)),
+        LabHost("ns1", MGMT, 53, (), site_services=True)])
+
+
 def topology(name: str, zones: dict[str, Zone]) -> Topology:
-    if name not in TOPOLOGIES:
-        raise UsageError(f"no topology {name!r}; there are: {', '.join(sorted(TOPOLOGIES))}")
-    topo = TOPOLOGIES[name]
+    if name.startswith("scale-") and name[6:].isdigit():
+        topo = scale(int(name[6:]))
+    elif name not in TOPOLOGIES:
+        raise UsageError(f"no topology {name!r}; there are: {', '.join(sorted(TOPOLOGIES))}"
+                         f", scale-N (1 to {SCALE_MAX})")
+    else:
+        topo = TOPOLOGIES[name]
     for h in topo.hosts:
         if h.zone not in zones:
             raise SpecError(f"topology {name}: host {h.name} is in zone {h.zone!r}, which the "
