@@ -244,6 +244,7 @@ def import_stage(unpacked: Path, inventory: Path, site: Path, size: int,
     ssh = transfer.ssh_argv(host, site)
     remote_base = f"{host.repo_root}/large-bench-{os.getpid()}"
     with Remote(host, site) as r:
+        r.run(["mkdir", "-p", host.repo_root])
         _, out, _ = r.run(["df", "--output=avail", "-B1", host.repo_root])
         if int(out.split()[-1]) < size + GiB:
             raise SystemExit(f"{host.name}:{host.repo_root} has not {size / GiB:.1f} GiB "

@@ -348,6 +348,7 @@ def load(path: str | Path) -> Spec:
             spec.mirrors.append(MirrorEntry(
                 kind, at(kind), tuple(d.get(items, [])),
                 manifests=tuple(base / f["path"] for f in listed),
+                manifest_names=tuple(str(f["path"]) for f in listed),
                 goals=tuple(tuple(f.get("goals", ())) for f in listed),
                 where=tuple(at(kind, items, i) for i in range(len(d.get(items, []))))
                 + tuple(at(kind, files, i) for i in range(len(d.get(files, []))))))

@@ -236,6 +236,6 @@ def source_of(entry: MirrorEntry) -> str:
 
     sums = tuple(p.with_name("go.sum") for p in entry.manifests)
     return json.dumps({"modules": entry.requirements,
-                       "gomods": [str(p) for p in entry.manifests],
+                       "gomods": list(entry.manifest_names or map(str, entry.manifests)),
                        "gomodDigests": manifests_digest(entry.manifests),
                        "gosumDigests": manifests_digest(sums)}, sort_keys=True)

@@ -258,6 +258,7 @@ def settings_xml(url: str) -> str:
 
 def source_of(entry: MirrorEntry) -> str:
     return json.dumps({"coordinates": entry.requirements,
-                       "poms": [str(p) for p in entry.manifests], "goals": entry.goals,
+                       "poms": list(entry.manifest_names or map(str, entry.manifests)),
+                       "goals": entry.goals,
                        "pomDigests": manifests_digest(entry.manifests),
                        "plugin": DEPENDENCY_PLUGIN}, sort_keys=True)

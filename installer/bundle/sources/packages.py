@@ -64,6 +64,9 @@ class MirrorEntry:
     architecture: str = "amd64"
     sources: Path | None = None
     manifests: tuple[Path, ...] = ()  # maven: pom.xml files; go: go.mod files
+    # the same as the spec writes them (relative to its folder): what the lock records, so
+    # that a checkout elsewhere reads the same lock (content is pinned by digest)
+    manifest_names: tuple[str, ...] = ()
     goals: tuple[tuple[str, ...], ...] = ()  # maven: what to run in a scratch copy, per pom
     where: tuple[Located, ...] = ()  # each requirement's, then each manifest's, spec line
 
