@@ -74,3 +74,17 @@ def test_scale_topologies_give_n_plain_hosts_with_their_own_addresses() -> None:
             topology(bad, zones)
     with pytest.raises(UsageError, match="scale-N"):
         topology("nope", zones)
+
+
+def test_a_lab_larger_than_the_inotify_limit_allows_is_refused_with_the_fix(tmp_path) -> None:
+    import pytest
+
+    from installer.errors import LabError
+    from installer.lab.lab import check_inotify
+
+    limit = tmp_path / "max_user_instances"
+    limit.write_text("128\n")
+    check_inotify(10, limit)  # the PoC's 10 hosts fit Linux's default
+    with pytest.raises(LabError, match="allows 128") as e:
+        check_inotify(21, limit)
+    assert "sysctl -w fs.inotify.max_user_instances=512" in e.value.hint
