@@ -367,7 +367,7 @@ def _check_parts(index: Path, doc: dict[str, Any], state_file: Path, progress: A
             pending[path] = _Pending(p["name"], p["sha256"], key)
     if problems:
         task = progress.add_task("check parts",
-                                 total=sum(path.stat().st_size for path in pending))
+                                 total=sum(want.key[0] for want in pending.values()))
         for path, want in pending.items():
             digest, _ = sha256_file(path, lambda n: progress.advance(task, n),
                                     what=want.name)
@@ -416,9 +416,14 @@ class _Concat:
             if self.pending else None
         self._hashing: Any = None
 
-    def _hash(self, data: bytes) -> None:
+    def _settle(self) -> None:
+        """The update in flight (if any) done."""
         if self._hashing is not None:
             self._hashing.result()
+            self._hashing = None
+
+    def _hash(self, data: bytes) -> None:
+        self._settle()
         self._hashing = self._pool.submit(self.h.update, data) if self._pool else None
 
     def read(self, n: int = -1) -> bytes:
@@ -439,9 +444,7 @@ class _Concat:
             self.f.close()
             self.f = None
             if self.current is not None:
-                if self._hashing is not None:
-                    self._hashing.result()
-                    self._hashing = None
+                self._settle()
                 ok = self.h.hexdigest() == self.current.sha256
                 (self.checked.append(self.current) if ok
                  else self.bad.append(_damaged(self.current.name)))
@@ -652,7 +655,6 @@ def unpack(source: Path, out_dir: Path, *, force: bool, progress: Any = None,
         with staged_dir(out_dir, force=force) as tmp, _open_stream(raw) as stream:
             try:
                 hashed = _extract(stream, tmp, label, progress)
-                raw.drain()
             except (tarfile.TarError, zstandard.ZstdError, EOFError, IntegrityError) as e:
                 _parts_to_blame(raw, doc, state, state_file)
                 if isinstance(e, IntegrityError):
