@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import multiprocessing
 import os
 import resource
 import shutil
@@ -25,7 +26,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -112,14 +116,23 @@ def timed(cmd: str, cwd: Path | None = None) -> float:
     return time.perf_counter() - t
 
 
-def _timed_build(spec: Path, out: Path) -> tuple[float, float]:
-    """The build's seconds and this process's peak RSS in MiB (run in a fresh process).
-    The peak is the kernel's high-water mark of this process's own memory (VmHWM), not
-    getrusage's ru_maxrss: Linux carries ru_maxrss across fork and exec, so a spawned
-    child would report the parent's size at the fork (the benchmark's own buffers)."""
+def build_in(spec: str, out: str) -> None:
+    build(Path(spec), Path(out), BuildOptions())
+
+
+def _timed(fn: Callable[..., Any], *args: Any) -> tuple[float, float, Any]:
     t = time.perf_counter()
-    build(spec, out, BuildOptions())
-    return time.perf_counter() - t, peak_rss_mib()
+    result = fn(*args)
+    return time.perf_counter() - t, peak_rss_mib(), result
+
+
+def fresh(fn: Callable[..., Any], *args: Any) -> tuple[float, float, Any]:
+    """FN(*ARGS) in a process of its own: (seconds, peak RSS in MiB, result). The peak is
+    the kernel's high-water mark of that process's own memory (VmHWM), not getrusage's
+    ru_maxrss: Linux carries ru_maxrss across fork and exec, so a spawned child would
+    report the parent's size at the fork (the benchmark's own buffers)."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_timed, fn, *args).result()
 
 
 def peak_rss_mib() -> float:
@@ -127,6 +140,15 @@ def peak_rss_mib() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
+
+
+def write_random(path: Path, size: int) -> None:
+    """SIZE incompressible bytes (model weights are) into PATH, 16 MiB at a time."""
+    with open(path, "wb") as f:
+        while size:
+            chunk = os.urandom(min(size, 16 * MiB))
+            f.write(chunk)
+            size -= len(chunk)
 
 
 def main() -> None:
@@ -161,11 +183,7 @@ def main() -> None:
     os.environ.setdefault("SOURCE_DATE_EPOCH", "1767225600")
     warm([inputs])
     # in a fresh process: its peak memory is the build's own
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        t_build, peak = pool.submit(_timed_build, inputs / "spec.yaml", out).result()
+    t_build, peak, _ = fresh(build_in, str(inputs / "spec.yaml"), str(out))
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
 
     warm([out])

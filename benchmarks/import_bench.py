@@ -36,6 +36,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bundle_bench import write_random
 
 from installer.deploy import inventory as inv_mod
 from installer.deploy import transfer
@@ -49,12 +52,7 @@ def make_files(d: Path, total: int, n: int) -> list[Path]:
     files = []
     for k in range(n):
         p = d / f"weights-{k:02d}.safetensors"
-        with open(p, "wb") as f:
-            left = total // n
-            while left:
-                chunk = os.urandom(min(left, 16 * MiB))
-                f.write(chunk)
-                left -= len(chunk)
+        write_random(p, total // n)
         files.append(p)
     for p in files:  # warm the page cache: every way reads from memory
         with open(p, "rb") as f:
@@ -130,6 +128,7 @@ def main() -> int:
                 d = fresh("unhashed")
                 saved = transfer.RECEIVER
                 transfer.RECEIVER = saved.replace("digest.update(view[:n])", "pass")
+                assert saved != transfer.RECEIVER, "the receiver's hashing line moved"
                 try:
                     transfer.send(host, a.site, d, [transfer.Send(p.name, p, 0, total // a.files)
                                                     for p in files])

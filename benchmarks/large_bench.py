@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import shutil
 import subprocess
@@ -34,14 +33,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bundle_bench import peak_rss_mib
+from bundle_bench import build_in, fresh, timed, write_random
 
 from installer.bundle.digest import workers
 
@@ -60,21 +58,11 @@ def make_weights(d: Path, total: int, shard: int) -> None:
     left = total
     for i in range(n):
         size = min(shard, left)
-        with open(model / f"model-{i + 1:05d}-of-{n:05d}.safetensors", "wb") as f:
-            while size:
-                chunk = os.urandom(min(size, 16 * MiB))
-                f.write(chunk)
-                size -= len(chunk)
+        write_random(model / f"model-{i + 1:05d}-of-{n:05d}.safetensors", size)
         left -= min(shard, left)
     (model / "config.json").write_text('{"architectures": ["BenchForCausalLM"]}\n')
     (d / "spec.yaml").write_text("apiVersion: airlock/v1\nname: weights\nversion: 1\n"
                                  "phase: pilot\nmodels:\n  - {name: weights, path: model}\n")
-
-
-def sh(cmd: str, cwd: Path | None = None) -> float:
-    t = time.perf_counter()
-    subprocess.run(cmd, shell=True, check=True, cwd=cwd, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t
 
 
 def _drop(*paths: Path) -> None:
@@ -86,12 +74,6 @@ def _drop(*paths: Path) -> None:
 
 
 # --- the airlock stages, each run in a fresh process by fresh() -------------------------
-
-def _build(spec: str, out: str) -> None:
-    from installer.bundle.build import BuildOptions, build
-
-    build(Path(spec), Path(out), BuildOptions())
-
 
 def _verify(bundle: str) -> int:
     from installer.bundle.verify import verify
@@ -112,18 +94,6 @@ def _unpack(index: str, out: str) -> None:
     from installer.bundle.pack import unpack
 
     unpack(Path(index), Path(out), force=True)
-
-
-def _timed(fn: Callable[..., Any], *args: Any) -> tuple[float, float, Any]:
-    t = time.perf_counter()
-    result = fn(*args)
-    return time.perf_counter() - t, peak_rss_mib(), result
-
-
-def fresh(fn: Callable[..., Any], *args: Any) -> tuple[float, float, Any]:
-    """FN(*ARGS) in a process of its own: (seconds, peak RSS in MiB, result)."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_timed, fn, *args).result()
 
 
 def files_under(d: Path) -> list[Path]:
@@ -182,19 +152,19 @@ def main() -> int:
         say(f"  made the weights in {time.perf_counter() - t:.0f} s")
         os.environ.setdefault("SOURCE_DATE_EPOCH", "1767225600")
 
-        base = sh(f"cp -r {inputs} {work}/copy && " + parallel_sha256sum(work / "copy"))
+        base = timed(f"cp -r {inputs} {work}/copy && " + parallel_sha256sum(work / "copy"))
         _drop(work / "copy")
-        secs, peak, _ = fresh(_build, str(inputs / "spec.yaml"), str(bundle))
+        secs, peak, _ = fresh(build_in, str(inputs / "spec.yaml"), str(bundle))
         row("build", total, secs, f"cp, then sha256sum on {workers()} cores", base, peak)
         _drop(inputs)
 
         size = sum(p.stat().st_size for p in files_under(bundle))
-        base = sh(parallel_sha256sum(bundle))
+        base = timed(parallel_sha256sum(bundle))
         secs, peak, checked = fresh(_verify, str(bundle))
         row("verify", checked, secs, f"sha256sum on {workers()} cores", base, peak)
 
         (work / "baseline-parts").mkdir()
-        base = sh(f"tar -C {bundle} -cf - . | split -b {part} - "
+        base = timed(f"tar -C {bundle} -cf - . | split -b {part} - "
                   f"{work}/baseline-parts/bundle.tar.part")
         _drop(work / "baseline-parts")
         parts.mkdir()
@@ -204,7 +174,7 @@ def main() -> int:
         _drop(bundle)
 
         (work / "baseline-unpacked").mkdir()
-        base = sh(f"cat {parts}/bundle.tar.part* | tar -C {work}/baseline-unpacked -xf -")
+        base = timed(f"cat {parts}/bundle.tar.part* | tar -C {work}/baseline-unpacked -xf -")
         _drop(work / "baseline-unpacked")
         secs, peak, _ = fresh(_unpack, str(parts / "bundle.tar.parts.json"), str(unpacked))
         row("unpack", size, secs, "cat | tar -x", base, peak)
