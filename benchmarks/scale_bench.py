@@ -78,10 +78,15 @@ def one_size(n: int, work: Path, say: Any) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--hosts", default="5,10,20")
+    ap.add_argument("--hosts", default="5,10,20", help="lab sizes, comma-separated")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    sizes = sorted({int(x) for x in a.hosts.split(",") if x.strip()})
+    try:
+        sizes = sorted({int(x) for x in a.hosts.split(",") if x.strip()})
+    except ValueError:
+        ap.error(f"--hosts {a.hosts!r}: expected sizes such as 5,10,20")
+    if not sizes:
+        ap.error("--hosts: give at least one size")
     say = (lambda s: print(s, file=sys.stderr)) if a.json else print
     lab_mod.refuse_if_up("this benchmark brings up its own lab: airlock lab down first")
     work = Path(tempfile.mkdtemp(prefix="airlock-scale-bench-"))
